@@ -1,0 +1,30 @@
+# Two commands for a new user: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test install install-dev clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/lightning-scaling demo
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade setuptools wheel
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml tools/install.py
+	$(PY) tools/install.py
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PY) tools/install.py --dev
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

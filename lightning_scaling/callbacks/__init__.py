@@ -1,0 +1,1 @@
+"""Lightning callbacks: thin wiring over the pure core (`lightning_scaling.schedules`, `.sparsity`, `.flops`)."""

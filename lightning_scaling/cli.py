@@ -1,0 +1,171 @@
+"""The `lightning-scaling` command line: thin wrappers that load runs, fit, and print.
+
+    lightning-scaling fit RUNS.csv [--format json|text] [--bootstrap K] [--seed S] [--confidence P]
+    lightning-scaling recommend RUNS.csv --flops C [--format json|text] [--bootstrap K] [--seed S]
+    lightning-scaling demo [--format json|text]
+
+Exit status: 0 on success, 2 on bad input (the message names the column, row or option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+import numpy as np
+
+from .errors import LightningScalingError
+
+EPILOG = "CSV columns: params, tokens, loss; optional flops, params_avg (used as N when present), run_id."
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _resamples(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 10 (or 0 for none), got {text!r}") from None
+    if value != 0 and value < 10:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 10 (or 0 for none), got {text!r}")
+    return value
+
+
+def _confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-scaling",
+        description="Fit the scaling law L(N, D) = E + A/N^alpha + B/D^beta to training runs and recommend "
+        "the next run's size.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p, csv=True):
+        if csv:
+            p.add_argument("runs", metavar="RUNS.csv", help="runs to fit. " + EPILOG)
+        p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+        p.add_argument("--bootstrap", type=_resamples, default=0, metavar="K",
+                       help="bootstrap replicates for percentile intervals (0: none; 1000 is a good choice)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+        p.add_argument("--confidence", type=_confidence, default=0.8,
+                       help="central probability of the intervals (default 0.8: 10th to 90th percentile)")
+
+    common(sub.add_parser("fit", help="fit the law to runs in a CSV", epilog=EPILOG))
+    rec = sub.add_parser("recommend", help="compute-optimal next run for a FLOP budget", epilog=EPILOG)
+    common(rec)
+    rec.add_argument("--flops", type=_positive_float, required=True, metavar="C",
+                     help="compute budget of the next run in FLOPs (C = 6 N D)")
+    demo = sub.add_parser("demo", help="fit runs generated from the published Chinchilla law and recommend")
+    common(demo, csv=False)
+    demo.set_defaults(bootstrap=1000)
+    return parser
+
+
+def _fit_table(table):
+    from .fitting import ChinchillaFit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # boundary messages are reported in the output instead
+        return ChinchillaFit().fit(table.N, table.D, table.loss, params_column=table.params_column,
+                                   labels=table.labels)
+
+
+def run_fit(args) -> dict:
+    from .bootstrap import bootstrap
+    from .recommend import recommend, summarize_fit
+    from .runs import read_runs_csv
+
+    table = read_runs_csv(args.runs)
+    fit = _fit_table(table)
+    boot = bootstrap(fit, args.bootstrap, seed=args.seed, confidence=args.confidence) if args.bootstrap else None
+    if args.command == "recommend":
+        return recommend(fit, args.flops, boot, table.flops)
+    return summarize_fit(fit, boot, table.flops)
+
+
+def run_demo(args) -> dict:
+    from .bootstrap import bootstrap
+    from .fitting import ChinchillaFit
+    from .recommend import recommend
+    from .synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
+    from .allocation import compute_optimal
+
+    law = CHINCHILLA_PAPER_LAW
+    budgets = [1e18, 3e18, 1e19, 3e19]
+    N, D, L = synthetic_runs(law, budgets, sizes_per_budget=5, noise=0.005, seed=args.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = ChinchillaFit().fit(N, D, L)
+    boot = bootstrap(fit, args.bootstrap or 1000, seed=args.seed, confidence=args.confidence)
+    next_flops = 4 * max(budgets)
+    out = recommend(fit, next_flops, boot)
+    truth = compute_optimal(law, next_flops)
+    out["demo"] = {
+        "true_law": law.to_dict(),
+        "true_optimum": truth.to_dict(),
+        "runs": [{"params": float(n), "tokens": float(d), "loss": float(x)} for n, d, x in zip(N, D, L)],
+        "design": f"{len(budgets)} isoFLOP groups at C = {', '.join(f'{c:.0e}' for c in budgets)} FLOPs, "
+        "5 sizes each, 0.5% log-normal loss noise",
+    }
+    return out
+
+
+def _demo_text(out: dict) -> str:
+    from .recommend import format_text
+
+    demo = out["demo"]
+    truth, true_law = demo["true_optimum"], demo["true_law"]
+    lines = [
+        "lightning-scaling demo: runs generated from the published Chinchilla law "
+        "(Hoffmann et al. 2022, Eq. 10: E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)",
+        f"design: {demo['design']} ({len(demo['runs'])} runs)",
+        "",
+        format_text(out),
+        "",
+        f"truth at C = {out['flops']:.4g}: N_opt = {truth['params']:.4g}, D_opt = {truth['tokens']:.4g}, "
+        f"loss = {truth['loss']:.4f} (true alpha = {true_law['alpha']}, beta = {true_law['beta']})",
+    ]
+    inside = out["params_low"] <= truth["params"] <= out["params_high"]
+    lines.append(f"the true N_opt is {'inside' if inside else 'OUTSIDE'} the {int(100 * out['confidence'])}% interval")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        out = run_demo(args) if args.command == "demo" else run_fit(args)
+    except (LightningScalingError, OSError) as err:
+        print(f"lightning-scaling {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(out, indent=2, default=float))
+    elif args.command == "demo":
+        print(_demo_text(out))
+    else:
+        from .recommend import format_text
+
+        print(format_text(out))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""`ChinchillaFit`: a scikit-learn style estimator for L(N, D) = E + A / N^alpha + B / D^beta.
+
+The objective is that of Hoffmann et al. 2022, Approach 3 (Sec. D.2), as replicated by Besiroglu et al. 2024:
+the sum over runs of Huber(delta = 1e-3) of the log-loss residual, in the LSE parametrisation (see `objective.py`).
+The global search (see `search.py`) scans a dense grid of exponents with the linear coefficients solved in closed
+form, then polishes one start per basin with batched Newton steps on the exact Hessian. `hoffmann_grid_fit` is the
+original 4500-start L-BFGS method, kept as the reference the fast search is tested against.
+
+    >>> import numpy as np
+    >>> from lightning_scaling import ChinchillaFit, ChinchillaLaw
+    >>> law = ChinchillaLaw(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.37)
+    >>> N, D = np.meshgrid([1e7, 3e7, 1e8, 3e8], [2e8, 1e9, 5e9, 2e10])
+    >>> fit = ChinchillaFit().fit(N.ravel(), D.ravel(), law.loss(N, D).ravel())
+    >>> round(fit.alpha_, 3), round(fit.beta_, 3), round(fit.E_, 3)
+    (0.34, 0.37, 1.7)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from .errors import ConfigurationError, NotFittedError
+from .laws import ChinchillaLaw
+from .objective import HUBER_DELTA, huber_objective, objective_grad_hess
+from .runs import check_enough_runs, validate_runs
+from .search import basin_starts, newton, profile_scan
+
+PARAMS_COLUMNS = ("params", "params_avg")
+
+
+class FitWarning(UserWarning):
+    """A fit that succeeded but is poorly constrained (a parameter on its search bound)."""
+
+
+class ChinchillaFit:
+    """Fit L(N, D) = E + A / N^alpha + B / D^beta to runs (Hoffmann et al. 2022, Approach 3).
+
+    Args:
+        delta: Huber threshold on log-loss residuals (Hoffmann et al. 2022: 1e-3).
+        exponent_max: alpha and beta are searched in [0, exponent_max]. Published exponents are 0.07-0.7.
+        grid_step: spacing of the exponent grid of the global scan. 0.05 resolves every basin we have seen.
+        n_starts: how many basins (local minima of the profile over the exponents) to polish.
+        min_runs: refuse to fit fewer runs (the law has five parameters).
+        min_distinct: refuse to fit fewer distinct N or distinct D values.
+
+    Fitted attributes: ``E_``, ``A_``, ``B_``, ``alpha_``, ``beta_``, ``objective_``, ``law_`` (a
+    `ChinchillaLaw`), ``theta_`` (a, b, e, alpha, beta), ``n_runs_``, ``params_column_`` ("params" or
+    "params_avg": which N the runs gave), ``boundary_`` (list of messages, empty when every parameter is interior),
+    ``n_basins_`` (local minima polished).
+    """
+
+    def __init__(
+        self,
+        delta: float = HUBER_DELTA,
+        exponent_max: float = 3.0,
+        grid_step: float = 0.05,
+        n_starts: int = 8,
+        min_runs: int = 5,
+        min_distinct: int = 3,
+    ):
+        self.delta = delta
+        self.exponent_max = exponent_max
+        self.grid_step = grid_step
+        self.n_starts = n_starts
+        self.min_runs = min_runs
+        self.min_distinct = min_distinct
+
+    # -- fitting ----------------------------------------------------------------------------------------------
+    def _check_options(self) -> None:
+        if not (isinstance(self.delta, (int, float)) and self.delta > 0 and math.isfinite(self.delta)):
+            raise ConfigurationError(f"`delta` must be a finite number > 0, got {self.delta!r}")
+        if not (isinstance(self.exponent_max, (int, float)) and 0.5 <= self.exponent_max <= 10):
+            raise ConfigurationError(f"`exponent_max` must be in [0.5, 10], got {self.exponent_max!r}")
+        if not (isinstance(self.grid_step, (int, float)) and 0.001 <= self.grid_step <= 0.25):
+            raise ConfigurationError(f"`grid_step` must be in [0.001, 0.25], got {self.grid_step!r}")
+        if not (isinstance(self.n_starts, int) and self.n_starts >= 1):
+            raise ConfigurationError(f"`n_starts` must be an integer >= 1, got {self.n_starts!r}")
+        if not (isinstance(self.min_runs, int) and self.min_runs >= 5):
+            raise ConfigurationError(f"`min_runs` must be an integer >= 5, got {self.min_runs!r}")
+        if not (isinstance(self.min_distinct, int) and self.min_distinct >= 3):
+            raise ConfigurationError(f"`min_distinct` must be an integer >= 3, got {self.min_distinct!r}")
+
+    def fit(self, N, D, loss, *, params_column: str = "params", labels=None) -> "ChinchillaFit":
+        """Fit the law to runs.
+
+        Args:
+            N: parameters per run: dense counts, or N_avg (average non-zero parameters) for sparse runs.
+            D: training tokens per run.
+            loss: final loss per run (nats per token).
+            params_column: which N was given, "params" or "params_avg"; recorded as ``params_column_``.
+            labels: how to name each run in error messages (default "row i").
+
+        Returns:
+            self
+
+        Raises:
+            ScalingDataError: a value is NaN, infinite or not positive (the message names the row).
+            InsufficientRunsError: fewer than `min_runs` runs or `min_distinct` distinct N or D; the message
+                proposes runs to add.
+        """
+        self._check_options()
+        if params_column not in PARAMS_COLUMNS:
+            raise ConfigurationError(f"`params_column` must be one of {PARAMS_COLUMNS}, got {params_column!r}")
+        N, D, L = validate_runs(N, D, loss, labels)
+        check_enough_runs(N, D, self.min_runs, self.min_distinct)
+        logN, logD, logL = np.log(N), np.log(D), np.log(L)
+        theta, value = self._minimise(logN, logD, logL)
+        self._set_fitted(theta, value, N, D, L, params_column)
+        return self
+
+    def _grid(self):
+        n = int(round(self.exponent_max / self.grid_step)) + 1
+        return np.linspace(0.0, self.exponent_max, n)
+
+    def _minimise(self, logN, logD, logL):
+        mN, mD = logN.mean(), logD.mean()
+        cN, cD = logN - mN, logD - mD
+        grid = self._grid()
+        values, coefs = profile_scan(cN, cD, logL, grid, grid, delta=self.delta)
+        starts = basin_starts(values, coefs, grid, grid, self.n_starts)
+        thetas, f = newton(starts, cN, cD, logL, delta=self.delta, exponent_max=self.exponent_max)
+        best = int(np.argmin(f))
+        self.n_basins_ = len(starts)
+        self._centre = (mN, mD)
+        self._basins = thetas  # centred; reused as bootstrap starts
+        return _uncentre(thetas[best], mN, mD), float(f[best])
+
+    def _set_fitted(self, theta, value, N, D, L, params_column):
+        self.theta_ = np.asarray(theta, float)
+        a, b, e, alpha, beta = self.theta_
+        self.A_, self.B_, self.E_ = math.exp(a), math.exp(b), math.exp(e)
+        self.alpha_, self.beta_ = float(alpha), float(beta)
+        self.objective_ = value
+        self.n_runs_ = len(N)
+        self.params_column_ = params_column
+        self.N_, self.D_, self.loss_ = N, D, L
+        self.boundary_ = self._boundary_messages()
+        for message in self.boundary_:
+            warnings.warn(message, FitWarning, stacklevel=3)
+
+    def _boundary_messages(self) -> list[str]:
+        """Which parameters sit on the search box, and what runs would move them off it."""
+        out = []
+        bound_tol = 1e-3
+        if self.alpha_ <= bound_tol or self.alpha_ >= self.exponent_max - bound_tol:
+            out.append(
+                f"alpha = {self.alpha_:.4g} is on its search bound [0, {self.exponent_max}]: loss does not "
+                "follow a power law in N over these runs; add runs spanning at least a 10x range of N at a fixed "
+                "token count"
+            )
+        if self.beta_ <= bound_tol or self.beta_ >= self.exponent_max - bound_tol:
+            out.append(
+                f"beta = {self.beta_:.4g} is on its search bound [0, {self.exponent_max}]: loss does not follow "
+                "a power law in D over these runs; add runs spanning at least a 10x range of D at a fixed size"
+            )
+        if self.E_ <= 1e-6 * float(self.loss_.min()):
+            out.append(
+                f"E = {self.E_:.3g} is at its lower bound 0: the irreducible loss is not constrained; add runs "
+                "at larger compute (both N and D larger) so the curve's flattening is visible"
+            )
+        return out
+
+    # -- prediction -------------------------------------------------------------------------------------------
+    def _require_fitted(self):
+        if not hasattr(self, "theta_"):
+            raise NotFittedError(
+                "This ChinchillaFit instance is not fitted yet: call `fit(N, D, loss)` before using it."
+            )
+
+    @property
+    def law_(self) -> ChinchillaLaw:
+        self._require_fitted()
+        return ChinchillaLaw(E=self.E_, A=self.A_, B=self.B_, alpha=self.alpha_, beta=self.beta_)
+
+    def predict(self, N, D):
+        """Predicted loss at N parameters and D tokens (arrays broadcast)."""
+        self._require_fitted()
+        return self.law_.loss(N, D)
+
+    def score(self, N, D, loss) -> float:
+        """The Huber objective of the fitted law on other runs (lower is better)."""
+        self._require_fitted()
+        N, D, L = validate_runs(N, D, loss)
+        return huber_objective(self.theta_, N, D, L, self.delta)[0]
+
+    def to_dict(self) -> dict:
+        """The fitted law and fit diagnostics as plain JSON-ready values."""
+        self._require_fitted()
+        return {
+            "law": "chinchilla",
+            "formula": "L(N, D) = E + A/N^alpha + B/D^beta",
+            "E": self.E_,
+            "A": self.A_,
+            "B": self.B_,
+            "alpha": self.alpha_,
+            "beta": self.beta_,
+            "objective": self.objective_,
+            "n_runs": self.n_runs_,
+            "params_column": self.params_column_,
+            "boundary": list(self.boundary_),
+        }
+
+    def __repr__(self) -> str:
+        if hasattr(self, "theta_"):
+            return f"ChinchillaFit({self.law_}, objective={self.objective_:.6g}, n_runs={self.n_runs_})"
+        return "ChinchillaFit(not fitted)"
+
+
+def _uncentre(theta, mN, mD):
+    """Map (a, b) fitted on centred logs back to the data's units: a = a_c + alpha mean(log N)."""
+    a, b, e, alpha, beta = theta
+    return np.array([a + alpha * mN, b + beta * mD, e, alpha, beta])
+
+
+def _centre(theta, mN, mD):
+    a, b, e, alpha, beta = theta
+    return np.array([a - alpha * mN, b - beta * mD, e, alpha, beta])
+
+
+# -- the reference method ---------------------------------------------------------------------------------------
+HOFFMANN_GRID = {
+    # Besiroglu et al. 2024 (Epoch's replication of Hoffmann et al. 2022): 5 x 5 x 5 x 6 x 6 = 4500 starts.
+    "alpha": np.arange(0.0, 2.0 + 1e-9, 0.5),
+    "beta": np.arange(0.0, 2.0 + 1e-9, 0.5),
+    "e": np.arange(-1.0, 1.0 + 1e-9, 0.5),
+    "a": np.arange(0.0, 25.0 + 1e-9, 5.0),
+    "b": np.arange(0.0, 25.0 + 1e-9, 5.0),
+}
+
+
+def hoffmann_grid_starts() -> np.ndarray:
+    """The 4500 starts (a, b, e, alpha, beta) of the reference grid, shape (4500, 5)."""
+    g = HOFFMANN_GRID
+    mesh = np.meshgrid(g["a"], g["b"], g["e"], g["alpha"], g["beta"], indexing="ij")
+    return np.stack([m.ravel() for m in mesh], axis=1)
+
+
+def hoffmann_grid_fit(N, D, loss, delta: float = HUBER_DELTA, starts=None, ftol=1e-15, gtol=1e-12, maxiter=10_000):
+    """The reference method: scipy L-BFGS-B from every start of the 4500-point grid, keep the best.
+
+    This is Hoffmann et al. 2022's procedure (as in Besiroglu et al. 2024) with the analytic gradient and tight
+    tolerances. It is slow (minutes); `ChinchillaFit` reaches the same optimum. Used by tests and benchmarks.
+
+    Returns:
+        (theta, objective): the best (a, b, e, alpha, beta) over all starts, in the data's units.
+    """
+    from scipy.optimize import minimize
+
+    N, D, L = validate_runs(N, D, loss)
+    logN, logD, logL = np.log(N), np.log(D), np.log(L)
+
+    def fun(theta):
+        f, g, _ = objective_grad_hess(theta[None, :], logN, logD, logL, delta=delta, hessian=False)
+        return float(f[0]), g[0]
+
+    best_theta, best_f = None, math.inf
+    for x0 in hoffmann_grid_starts() if starts is None else starts:
+        res = minimize(fun, x0, jac=True, method="L-BFGS-B", options={"ftol": ftol, "gtol": gtol, "maxiter": maxiter})
+        if np.isfinite(res.fun) and res.fun < best_f:
+            best_theta, best_f = res.x, float(res.fun)
+    return best_theta, best_f

@@ -1,0 +1,1 @@
+"""Adapters at the edge: MLflow run store and LightningCLI helpers."""
