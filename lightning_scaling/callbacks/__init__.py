@@ -1,1 +1,12 @@
-"""Lightning callbacks: thin wiring over the pure core (`lightning_scaling.schedules`, `.sparsity`, `.flops`)."""
+"""Lightning callbacks: thin wiring over the core.
+
+- `ScalingTracker`: tokens, FLOPs, parameter counts and N_avg, logged to the trainer's loggers.
+- `PowerLR`: the Power learning-rate schedule (Shen et al. 2024), per-group multipliers kept.
+- `GradualPruning`: gradual magnitude pruning during pre-training (Jin et al. 2025).
+"""
+
+from .power_lr import PowerLR
+from .pruning import GradualPruning
+from .tracker import ScalingTracker
+
+__all__ = ["GradualPruning", "PowerLR", "ScalingTracker"]

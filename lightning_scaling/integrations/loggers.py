@@ -1,0 +1,26 @@
+"""Adapters over Lightning loggers: run tags where the logger has them (MLflow), hyperparameters elsewhere.
+
+Duck-typed so that this module imports neither MLflow nor any logger package: an MLflow logger is recognised by its
+`experiment.set_tag` and `run_id`.
+"""
+
+from __future__ import annotations
+
+SCHEMA_TAG = "lightning_scaling.schema"
+
+
+def set_run_tags(logger, tags: dict[str, str]) -> bool:
+    """Set tags on the logger's run when it supports tags (MLflow); returns whether it did."""
+    experiment = getattr(logger, "experiment", None)
+    run_id = getattr(logger, "run_id", None)
+    if experiment is None or run_id is None or not hasattr(experiment, "set_tag"):
+        return False
+    for key, value in tags.items():
+        experiment.set_tag(run_id, key, str(value))
+    return True
+
+
+def log_schema(logger, version: str) -> None:
+    """Mark the run as written by `ScalingTracker` with this schema version: a tag, or a hyperparameter."""
+    if not set_run_tags(logger, {SCHEMA_TAG: version}):
+        logger.log_hyperparams({SCHEMA_TAG: version})
