@@ -3,6 +3,7 @@
     lightning-scaling fit RUNS.csv [--format json|text] [--bootstrap K] [--seed S] [--confidence P]
     lightning-scaling recommend RUNS.csv --flops C [--format json|text] [--bootstrap K] [--seed S]
     lightning-scaling demo [--format json|text]
+    lightning-scaling coord-check --config CONFIG.yaml [--out DIR] [--format json|text]
 
 Exit status: 0 on success, 2 on bad input (the message names the column, row or option).
 """
@@ -77,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="fit runs generated from the published Chinchilla law and recommend")
     common(demo, csv=False)
     demo.set_defaults(bootstrap=1000)
+    cc = sub.add_parser("coord-check", help="muP coordinate check: activation size against width per layer")
+    cc.add_argument("--config", required=True, metavar="CONFIG.yaml",
+                    help="model, data, widths (see examples/tiny_gpt/coord_check.yaml)")
+    cc.add_argument("--out", default="coord_check", metavar="DIR", help="folder for plots and JSON (default coord_check)")
+    cc.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     return parser
 
 
@@ -149,10 +155,51 @@ def _demo_text(out: dict) -> str:
     return "\n".join(lines)
 
 
+def run_coord_check(args) -> dict:
+    """Run the coordinate check of a config file; write a plot and JSON per parametrisation into `--out`."""
+    from pathlib import Path
+
+    import yaml
+
+    from .errors import ConfigurationError
+    from .mup.coord_check import coord_check_from_config
+
+    try:
+        config = yaml.safe_load(Path(args.config).read_text())
+    except yaml.YAMLError as err:
+        raise ConfigurationError(f"{args.config}: not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise ConfigurationError(f"{args.config}: expected a mapping of config keys, got {type(config).__name__}")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {}
+    for name, result in coord_check_from_config(config).items():
+        plot = result.plot(out_dir / f"coord_check_{name}.png")
+        data = result.to_dict()
+        data["plot"] = str(plot)
+        (out_dir / f"coord_check_{name}.json").write_text(json.dumps(data, indent=2))
+        report[name] = data
+    return report
+
+
+def _coord_check_text(report: dict) -> str:
+    lines = []
+    for name, data in report.items():
+        slopes = data["slopes"]
+        worst = max(slopes, key=lambda k: abs(slopes[k]))
+        lines.append(f"{name}: slope of log mean|activation| against log width at step {len(data['sizes'])}, "
+                     f"widths {data['widths']} (plot: {data['plot']})")
+        lines.extend(f"  {layer:<28} {slope:+.3f}" for layer, slope in slopes.items())
+        lines.append(f"  largest |slope|: {worst} {slopes[worst]:+.3f}"
+                     + ("  (flat: muP holds)" if abs(slopes[worst]) <= 0.1 else "  (grows with width)"))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    runners = {"demo": run_demo, "coord-check": run_coord_check}
     try:
-        out = run_demo(args) if args.command == "demo" else run_fit(args)
+        out = runners.get(args.command, run_fit)(args)
     except (LightningScalingError, OSError) as err:
         print(f"lightning-scaling {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -160,6 +207,8 @@ def main(argv=None) -> int:
         print(json.dumps(out, indent=2, default=float))
     elif args.command == "demo":
         print(_demo_text(out))
+    elif args.command == "coord-check":
+        print(_coord_check_text(out))
     else:
         from .recommend import format_text
 

@@ -1,0 +1,189 @@
+"""`MuP`: the maximal update parametrisation (Yang et al. 2022) for a LightningModule, by adding one callback.
+
+What it does, in Lightning's order (setup -> configure_model -> checkpoint restore -> configure_optimizers ->
+on_fit_start):
+
+1. In `configure_model` (wrapped at `setup`, so it works whether the model is built in `__init__` or in
+   `configure_model`): finds the readout, converts it to `mup.MuReadout` when asked, computes base shapes (from
+   `base`/`delta` hyperparameters on the meta device, or from a `.bsh` file), and calls `mup.set_base_shapes`,
+   rescaling the readout and biases once; a resumed run re-attaches without rescaling.
+2. In `configure_optimizers` (wrapped likewise): whatever optimizer the module returns (Adam/AdamW/SGD and
+   relatives) gets muP's per-group learning rates and weight decays, in place, equal to what `mup.MuAdamW` /
+   `mup.MuSGD` would build; LR schedulers bound to it are remapped.
+3. Logs `scaling/mup_base_width` and `scaling/mup_width_mult` as params, and warns when attention looks scaled by
+   1/sqrt(d_head) (muP needs 1/d_head; `lightning-scaling coord-check` shows the difference).
+
+The base shapes are kept in the callback's checkpoint state, and on the module so that a `copy.deepcopy` of it
+(which drops `p.infshape`) re-attaches them on its first forward.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+
+from pytorch_lightning import Callback
+from pytorch_lightning.utilities import rank_zero_warn
+
+from ..errors import ConfigurationError
+from ..mup.optim import KINDS, make_optimizer_mup, split_optimizers_and_schedulers
+from ..mup.shapes import (
+    SHAPES_ATTR,
+    attach,
+    attention_scale_problems,
+    base_shapes_from_hparams,
+    convert_to_mureadout,
+    find_readout,
+    load_base_shapes_file,
+    rescale_fixed_init,
+)
+
+STATE_VERSION = 1
+HIDDEN_INITS = ("fan_in", "fixed")
+
+
+class MuP(Callback):
+    """Apply muP to the module: base shapes, MuReadout, muP optimizer groups.
+
+    Args:
+        base: hyperparameters of the base model, e.g. ``{"d_model": 64}``; the module's class is rebuilt from its
+            saved hyperparameters with these (and with `delta`) on the meta device.
+        delta: the same keys at other values, marking which dimensions are widths (default: `base` values x 2).
+        base_shapes: instead of `base`/`delta`, a file written by `mup.make_base_shapes(..., savefile=...)`.
+        readout: name of the output layer (default: `lm_head`-like names, else the module's last Linear).
+        convert_readout: convert a plain Linear readout into `mup.MuReadout` in place, keeping its weights;
+            otherwise a plain Linear readout is an error telling what to change.
+        hidden_init: "fan_in" when the module initialises hidden matrices with std ~ 1/sqrt(fan_in) (PyTorch's
+            default, what mup assumes); "fixed" for a width-independent std such as GPT-2's 0.02, which the
+            callback rescales by 1/sqrt(width_mult) so that the base width keeps its tuned init.
+        optimizer_kind: "adam" or "sgd" rules for optimizers the callback does not recognise.
+
+    Raises:
+        ConfigurationError: conflicting or missing arguments (the message names them).
+
+    Example::
+
+        model = TinyGPT(d_model=256, readout="mup", attn_scale="inverse")
+        trainer = pl.Trainer(callbacks=[MuP(base={"d_model": 64}, hidden_init="fixed"), PowerLR()])
+    """
+
+    def __init__(
+        self,
+        base: Mapping[str, int] | None = None,
+        delta: Mapping[str, int] | None = None,
+        base_shapes: str | None = None,
+        readout: str | None = None,
+        convert_readout: bool = False,
+        hidden_init: str = "fan_in",
+        optimizer_kind: str | None = None,
+    ):
+        if (base is None) == (base_shapes is None):
+            raise ConfigurationError(
+                "MuP needs exactly one of `base` (e.g. base={'d_model': 64}) or `base_shapes` (a .bsh file), "
+                f"got base={base!r}, base_shapes={base_shapes!r}"
+            )
+        if delta is not None and base is None:
+            raise ConfigurationError("`delta` goes with `base`; with `base_shapes` the widths are in the file")
+        for name, value in (("base", base), ("delta", delta)):
+            if value is not None and not (isinstance(value, Mapping) and value
+                                          and all(isinstance(v, int) and v > 0 for v in value.values())):
+                raise ConfigurationError(f"`{name}` must map hyperparameter names to positive integers, got {value!r}")
+        if hidden_init not in HIDDEN_INITS:
+            raise ConfigurationError(f"`hidden_init` must be one of {HIDDEN_INITS}, got {hidden_init!r}")
+        if optimizer_kind is not None and optimizer_kind not in KINDS:
+            raise ConfigurationError(f"`optimizer_kind` must be one of {KINDS} or None, got {optimizer_kind!r}")
+        self.base = dict(base) if base is not None else None
+        self.delta = dict(delta) if delta is not None else None
+        self.base_shapes = base_shapes
+        self.readout = readout
+        self.convert_readout = convert_readout
+        self.hidden_init = hidden_init
+        self.optimizer_kind = optimizer_kind
+        self.shapes: dict[str, list] | None = None
+        self.width_mult: float | None = None
+        self.base_width: int | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "MuP"  # one per Trainer; a fixed key lets a resume with other base shapes be detected and refused
+
+    # -- hooks ------------------------------------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if getattr(pl_module, "_lightning_scaling_mup", False):
+            return
+        pl_module._lightning_scaling_mup = True
+        resuming = trainer.ckpt_path is not None
+        user_configure_model = pl_module.configure_model
+        user_configure_optimizers = pl_module.configure_optimizers
+        callback = self
+
+        def configure_model(module):
+            user_configure_model()
+            callback._apply(module, rescale=not resuming)
+
+        def configure_optimizers(module):
+            config = user_configure_optimizers()
+            optimizers, schedulers = split_optimizers_and_schedulers(config)
+            for optimizer in optimizers:
+                make_optimizer_mup(optimizer, callback.optimizer_kind, schedulers)
+            return config
+
+        pl_module.configure_model = types.MethodType(configure_model, pl_module)
+        pl_module.configure_optimizers = types.MethodType(configure_optimizers, pl_module)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero and self.width_mult is not None:
+            for logger in trainer.loggers:
+                logger.log_hyperparams({"scaling/mup_base_width": self.base_width,
+                                        "scaling/mup_width_mult": self.width_mult})
+
+    def _apply(self, module, rescale: bool) -> None:
+        rescale = rescale and not hasattr(module, SHAPES_ATTR)  # a second fit of the same module: re-attach only
+        name, _ = find_readout(module, self.readout)
+        if self.convert_readout:
+            convert_to_mureadout(module, name)
+        shapes = (
+            base_shapes_from_hparams(module, self.base, self.delta, name if self.convert_readout else None)
+            if self.base is not None
+            else load_base_shapes_file(self.base_shapes)
+        )
+        if self.shapes is not None and self.shapes != shapes:
+            raise ConfigurationError(
+                "the base shapes differ from the ones this callback used before (e.g. in the checkpoint): "
+                "resume with the same `base`/`delta`/`base_shapes`"
+            )
+        attach(module, shapes, rescale_params=rescale)
+        if self.hidden_init == "fixed" and rescale:
+            rescale_fixed_init(module)
+        self.shapes = shapes
+        readout = module.get_submodule(name)
+        self.width_mult = float(readout.width_mult())
+        self.base_width = int(readout.weight.infshape[1].base_dim or readout.in_features)
+        problems = attention_scale_problems(module)
+        if problems:
+            rank_zero_warn(
+                "muP needs attention logits scaled by 1/d_head, but this model looks scaled by 1/sqrt(d_head) ("
+                + "; ".join(problems)
+                + "): use lightning_scaling.mup.attention_scale(d_head) in the attention. The coordinate check "
+                "(`lightning-scaling coord-check`) shows it as attention outputs growing with width."
+            )
+
+    # -- checkpointing ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"version": STATE_VERSION, "shapes": self.shapes, "width_mult": self.width_mult,
+                "base_width": self.base_width}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict.get("version") != STATE_VERSION:
+            raise ConfigurationError(
+                f"MuP checkpoint state has version {state_dict.get('version')!r}; this version reads {STATE_VERSION}"
+            )
+        saved = state_dict["shapes"]
+        if self.shapes is not None and saved is not None and saved != self.shapes:
+            raise ConfigurationError(
+                "the checkpoint was trained with other muP base shapes than this callback's: resume with the same "
+                "`base`/`delta`/`base_shapes`"
+            )
+        self.shapes = saved
+        self.width_mult = state_dict["width_mult"]
+        self.base_width = state_dict["base_width"]

@@ -1,0 +1,158 @@
+"""Make any Adam-like or SGD-like optimizer muP-correct, in place (Yang et al. 2022, Table 3).
+
+`mup.MuAdam`/`MuAdamW`/`MuSGD` build a new optimizer from parameters. A LightningModule's `configure_optimizers`
+already returned one, possibly with an LR scheduler bound to it, so instead we split its parameter groups the way
+mup's optimizers would and put the new groups into the same optimizer object:
+
+- Adam-like (Adam, AdamW, Adamax, NAdam, RAdam, RMSprop, Adagrad): hidden matrices (two width dimensions) get
+  lr / width_mult and weight_decay x width_mult; vectors, embeddings and the readout keep the group's values.
+- SGD-like (SGD, ASGD): vector-like parameters (one width dimension) get lr x width_mult and weight_decay /
+  width_mult; matrices get lr / (fan_in_mult / fan_out_mult) and weight_decay x that ratio.
+
+Every key of a group other than its parameters is carried over, so the learning rate of a group stays a multiple of
+the optimizer's default learning rate: schedules such as `PowerLR` keep muP's per-group scaling. Scheduler lists
+indexed by group (base_lrs, lr_lambdas, ...) are remapped to the new groups.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigurationError
+
+ADAM_LIKE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "SparseAdam")
+SGD_LIKE = ("SGD", "ASGD")
+KINDS = ("adam", "sgd")
+
+
+def optimizer_kind(optimizer: torch.optim.Optimizer, kind: str | None = None) -> str:
+    if kind is not None:
+        if kind not in KINDS:
+            raise ConfigurationError(f"`optimizer_kind` must be one of {KINDS} or None, got {kind!r}")
+        return kind
+    names = {c.__name__ for c in type(optimizer).__mro__}
+    if names & set(ADAM_LIKE):
+        return "adam"
+    if names & set(SGD_LIKE):
+        return "sgd"
+    raise ConfigurationError(
+        f"cannot tell how muP scales {type(optimizer).__name__}: pass MuP(optimizer_kind='adam') for optimizers "
+        "that normalise the gradient entrywise (Adam-like) or 'sgd' for SGD-like ones"
+    )
+
+
+def _scale_group(group: dict, lr_factor: float, wd_factor: float) -> dict:
+    out = {k: v for k, v in group.items() if k != "params"}
+    out["params"] = []
+    for key in ("lr", "initial_lr"):
+        if key in out:
+            out[key] = out[key] * lr_factor
+    if "weight_decay" in out:
+        out["weight_decay"] = out["weight_decay"] * wd_factor
+    return out
+
+
+def mup_param_groups(param_groups: list[dict], kind: str) -> tuple[list[dict], list[int]]:
+    """The muP split of `param_groups`, and for each new group the index of the group it came from.
+
+    Raises:
+        ConfigurationError: a parameter has no `infshape` (base shapes were not set) or more than 2 width dims.
+    """
+    new_groups: list[dict] = []
+    sources: list[int] = []
+    for index, group in enumerate(param_groups):
+        buckets: dict[tuple, dict] = {}
+        order: list[tuple] = []
+
+        def bucket(key, lr_factor, wd_factor):
+            if key not in buckets:
+                buckets[key] = _scale_group(group, lr_factor, wd_factor)
+                order.append(key)
+            return buckets[key]
+
+        for p in group["params"]:
+            s = getattr(p, "infshape", None)
+            if s is None:
+                raise ConfigurationError(
+                    f"a parameter of shape {tuple(p.shape)} has no base shape: did the MuP callback run before the "
+                    "optimizer was created? (it sets base shapes in `configure_model`)"
+                )
+            ninf = s.ninf()
+            if ninf > 2:
+                raise ConfigurationError(f"muP handles at most 2 width dimensions; a parameter of shape "
+                                         f"{tuple(p.shape)} has {ninf}")
+            if kind == "adam":
+                if ninf == 2:
+                    wm = s.width_mult()
+                    bucket(("matrix", wm), 1.0 / wm, wm)["params"].append(p)
+                else:
+                    bucket(("vector",), 1.0, 1.0)["params"].append(p)
+            else:
+                if ninf == 2:
+                    ratio = s.fanin_fanout_mult_ratio()
+                    bucket(("matrix", ratio), 1.0 / ratio, ratio)["params"].append(p)
+                elif ninf == 1:
+                    wm = s.width_mult()
+                    bucket(("vector", wm), wm, 1.0 / wm)["params"].append(p)
+                else:
+                    bucket(("fixed",), 1.0, 1.0)["params"].append(p)
+        for key in order:
+            new_groups.append(buckets[key])
+            sources.append(index)
+    return new_groups, sources
+
+
+def make_optimizer_mup(optimizer: torch.optim.Optimizer, kind: str | None = None, schedulers=()) -> list[int]:
+    """Replace the optimizer's groups by their muP split, in place; remap the given schedulers' per-group lists.
+
+    Returns:
+        The source group index of each new group.
+    """
+    if optimizer.state:
+        raise ConfigurationError("the optimizer has state already: muP must be applied before the first step")
+    kind = optimizer_kind(optimizer, kind)
+    old_count = len(optimizer.param_groups)
+    new_groups, sources = mup_param_groups(optimizer.param_groups, kind)
+    optimizer.param_groups.clear()
+    for group in new_groups:
+        optimizer.add_param_group(group)
+    for scheduler in schedulers:
+        if getattr(scheduler, "optimizer", None) is not optimizer:
+            continue
+        for attr, value in list(vars(scheduler).items()):
+            if isinstance(value, list) and len(value) == old_count and attr != "_last_lr":
+                setattr(scheduler, attr, [value[i] for i in sources])
+        if hasattr(scheduler, "base_lrs"):
+            scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+        if hasattr(scheduler, "_last_lr"):
+            scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+    return sources
+
+
+def split_optimizers_and_schedulers(config) -> tuple[list, list]:
+    """Optimizers and schedulers anywhere in what `configure_optimizers` may return."""
+    optimizers, schedulers = [], []
+
+    def walk(x):
+        if isinstance(x, torch.optim.Optimizer):
+            optimizers.append(x)
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+        elif hasattr(x, "optimizer") and hasattr(x, "step"):  # an LR scheduler
+            schedulers.append(x)
+
+    walk(config)
+    return optimizers, schedulers
+
+
+def group_signature(optimizer: torch.optim.Optimizer) -> list[tuple]:
+    """(lr, weight_decay, sorted parameter ids) per non-empty group: to compare two optimizers' muP groups."""
+    return sorted(
+        (round(g["lr"], 15), round(g.get("weight_decay", 0.0), 15), tuple(sorted(id(p) for p in g["params"])))
+        for g in optimizer.param_groups
+        if g["params"]
+    )
