@@ -2,6 +2,8 @@
 
     lightning-scaling fit RUNS.csv [--format json|text] [--bootstrap K] [--seed S] [--confidence P]
     lightning-scaling recommend RUNS.csv --flops C [--format json|text] [--bootstrap K] [--seed S]
+    lightning-scaling recommend --tracking-uri URI --experiment NAME [--flops C | --growth G] [--publish]
+    lightning-scaling runs --tracking-uri URI --experiment NAME [--format json|text]
     lightning-scaling demo [--format json|text]
     lightning-scaling coord-check --config CONFIG.yaml [--out DIR] [--format json|text]
 
@@ -60,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p, csv=True):
+    def common(p, csv="required"):
         if csv:
-            p.add_argument("runs", metavar="RUNS.csv", help="runs to fit. " + EPILOG)
+            p.add_argument("runs", metavar="RUNS.csv", nargs=None if csv == "required" else "?",
+                           help="runs to fit. " + EPILOG)
         p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
         p.add_argument("--bootstrap", type=_resamples, default=0, metavar="K",
                        help="bootstrap replicates for percentile intervals (0: none; 1000 is a good choice)")
@@ -70,13 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--confidence", type=_confidence, default=0.8,
                        help="central probability of the intervals (default 0.8: 10th to 90th percentile)")
 
+    def tracking(p):
+        p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI, e.g. sqlite:///mlflow.db")
+        p.add_argument("--experiment", metavar="NAME", help="MLflow experiment name")
+        p.add_argument("--loss-key", default="val_loss", help="metric holding each run's final loss (default val_loss)")
+
     common(sub.add_parser("fit", help="fit the law to runs in a CSV", epilog=EPILOG))
-    rec = sub.add_parser("recommend", help="compute-optimal next run for a FLOP budget", epilog=EPILOG)
-    common(rec)
-    rec.add_argument("--flops", type=_positive_float, required=True, metavar="C",
-                     help="compute budget of the next run in FLOPs (C = 6 N D)")
+    rec = sub.add_parser("recommend", help="compute-optimal next run: from a CSV, or from an MLflow experiment as "
+                         "the closing hook does", epilog=EPILOG)
+    common(rec, csv="optional")
+    tracking(rec)
+    budget = rec.add_mutually_exclusive_group()
+    budget.add_argument("--flops", type=_positive_float, metavar="C",
+                        help="compute budget of the next run in FLOPs (C = 6 N D)")
+    budget.add_argument("--growth", type=_positive_float, metavar="G",
+                        help="budget = G x the largest compute logged (MLflow form only; default 4)")
+    rec.add_argument("--publish", action="store_true",
+                     help="also write the recommendation to the experiment's summary run `scaling-law`")
+    runs = sub.add_parser("runs", help="the run records the closing hook would use, and the excluded runs with "
+                          "reasons")
+    tracking(runs)
+    runs.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     demo = sub.add_parser("demo", help="fit runs generated from the published Chinchilla law and recommend")
-    common(demo, csv=False)
+    common(demo, csv=None)
     demo.set_defaults(bootstrap=1000)
     cc = sub.add_parser("coord-check", help="muP coordinate check: activation size against width per layer")
     cc.add_argument("--config", required=True, metavar="CONFIG.yaml",
@@ -95,11 +114,65 @@ def _fit_table(table):
                                    labels=table.labels)
 
 
+def _store(args):
+    from .errors import ConfigurationError
+
+    if not args.tracking_uri or not args.experiment:
+        raise ConfigurationError("give both --tracking-uri and --experiment (or, for `recommend`, a RUNS.csv)")
+    from .integrations.mlflow_store import MLflowRunStore
+
+    return MLflowRunStore(args.tracking_uri, experiment_name=args.experiment, loss_key=args.loss_key)
+
+
+def run_runs(args) -> dict:
+    return _store(args).select().to_dict()
+
+
+def _runs_text(out: dict) -> str:
+    lines = [f"{len(out['used'])} runs used:"]
+    lines += [f"  {r['run_name'] or r['run_id']:<24} N={r['params']:.4g} D={r['tokens']:.4g} C={r['flops']:.4g} "
+              f"loss={r['loss']:.4f}" + (f" sparsity={r['sparsity']:.2f}" if r["sparsity"] else "")
+              for r in out["used"]]
+    lines.append(f"{len(out['excluded'])} runs excluded:")
+    lines += [f"  {r['run_name'] or r['run_id']:<24} {r['reason']}" for r in out["excluded"]]
+    return "\n".join(lines)
+
+
+def run_recommend_mlflow(args) -> dict:
+    from . import plugins
+    from .planning import DEFAULT_GROWTH, plan_next_run
+
+    store = _store(args)
+    rec = plan_next_run(store.select(), next_flops=args.flops, growth=args.growth or DEFAULT_GROWTH,
+                        n_bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
+                        propose_architecture=plugins.propose_architecture)
+    if args.publish:
+        import tempfile
+        from pathlib import Path
+
+        from .integrations.plots import frontier_figure, isoflop_figure
+
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = {}
+            if rec["status"] == "ok":
+                figures = {"frontier": frontier_figure(rec, Path(tmp) / "frontier.png"),
+                           "isoflop": isoflop_figure(rec, Path(tmp) / "isoflop.png")}
+            store.mark_training_experiment()
+            store.publish(store.summary_run_id(), rec, figures)
+    return rec
+
+
 def run_fit(args) -> dict:
     from .bootstrap import bootstrap
     from .recommend import recommend, summarize_fit
     from .runs import read_runs_csv
 
+    if args.command == "recommend" and args.runs is None:
+        return run_recommend_mlflow(args)
+    if args.command == "recommend" and args.flops is None:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError("`recommend RUNS.csv` needs --flops C (the next run's compute budget)")
     table = read_runs_csv(args.runs)
     fit = _fit_table(table)
     boot = bootstrap(fit, args.bootstrap, seed=args.seed, confidence=args.confidence) if args.bootstrap else None
@@ -197,7 +270,7 @@ def _coord_check_text(report: dict) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    runners = {"demo": run_demo, "coord-check": run_coord_check}
+    runners = {"demo": run_demo, "coord-check": run_coord_check, "runs": run_runs}
     try:
         out = runners.get(args.command, run_fit)(args)
     except (LightningScalingError, OSError) as err:
@@ -209,6 +282,12 @@ def main(argv=None) -> int:
         print(_demo_text(out))
     elif args.command == "coord-check":
         print(_coord_check_text(out))
+    elif args.command == "runs":
+        print(_runs_text(out))
+    elif args.command == "recommend" and args.runs is None:
+        from .planning import recommendation_markdown
+
+        print(recommendation_markdown(out))
     else:
         from .recommend import format_text
 

@@ -98,7 +98,6 @@ def test_missing_file_exits_2(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["recommend", "x.csv"], "--flops"),
     (["recommend", "x.csv", "--flops", "-3"], "must be a number > 0, got '-3'"),
     (["fit", "x.csv", "--bootstrap", "5"], "must be an integer >= 10"),
     (["fit", "x.csv", "--format", "yaml"], "invalid choice: 'yaml'"),
@@ -110,6 +109,16 @@ def test_option_errors(capsys, argv, match):
     assert info.value.code == 2
     import re
     assert re.search(match, capsys.readouterr().err)
+
+
+def test_recommend_csv_needs_a_budget(capsys, runs_csv):
+    code, _, err = run(capsys, "recommend", runs_csv)
+    assert code == 2 and "`recommend RUNS.csv` needs --flops C" in err
+
+
+def test_recommend_without_csv_needs_a_store(capsys):
+    code, _, err = run(capsys, "recommend", "--flops", "1e20")
+    assert code == 2 and "give both --tracking-uri and --experiment" in err
 
 
 def test_demo_recommends_and_covers_the_truth(capsys):

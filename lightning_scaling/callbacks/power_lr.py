@@ -93,6 +93,12 @@ class PowerLR(Callback):
             )
         if self.multipliers is None:  # a resumed run keeps the multipliers it started with
             self.multipliers = [group_multipliers(opt) for opt in trainer.optimizers]
+        if trainer.is_global_zero:
+            settings = {"scaling/power_a": self.a, "scaling/power_b": self.b, "scaling/power_lr_max": self.lr_max,
+                        "scaling/power_warmup_tokens": self.warmup_tokens, "scaling/power_decay": self.decay,
+                        "scaling/power_decay_fraction": self.decay_fraction}
+            for logger in trainer.loggers:
+                logger.log_hyperparams(settings)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.clock.add_batch(batch)

@@ -115,6 +115,13 @@ class GradualPruning(Callback):
             apply_masks(self.params, self.masks)
         else:
             self.masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.params.items()}
+        if trainer.is_global_zero:
+            settings = {"scaling/pruning_final_sparsity": self.final_sparsity,
+                        "scaling/pruning_start_fraction": self.start_fraction,
+                        "scaling/pruning_end_fraction": self.end_fraction, "scaling/pruning_scope": self.scope,
+                        "scaling/pruning_params": sum(p.numel() for p in self.params.values())}
+            for logger in trainer.loggers:
+                logger.log_hyperparams(settings)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.clock.add_batch(batch)

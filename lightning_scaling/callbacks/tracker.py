@@ -11,7 +11,8 @@ Metrics (step = global step), logged every `log_every_n_steps` optimizer steps a
 
 Parameters, logged once at fit start: `scaling/params_total`, `scaling/params_embedding`,
 `scaling/params_non_embedding`, `scaling/params_basis` (which of them N counts); and the run tag
-`lightning_scaling.schema` = `1` (a hyperparameter for loggers without tags). The closing hook reads exactly this.
+`lightning_scaling.schema` = `1` (a hyperparameter for loggers without tags); a run resumed from another run's
+checkpoint is tagged `lightning_scaling.resumed_from` = that run's id. The closing hook reads exactly this.
 
 Cost: tokens come from tensor shapes (no sync); FLOPs are measured once per batch shape on a meta-device copy; the
 non-zero count is a device-side reduction accumulated on the device. The only host syncs are at the logging
@@ -26,9 +27,10 @@ from collections.abc import Callable
 import torch
 from pytorch_lightning import Callback
 
+from .. import plugins
 from ..errors import ConfigurationError
 from ..flops import transformer_training_flops
-from ..integrations.loggers import log_schema
+from ..integrations.loggers import RESUMED_FROM_TAG, log_schema, run_id_of, set_run_tags
 from ..measure import (
     PARAMS_BASES,
     basis_parameters,
@@ -101,6 +103,8 @@ class ScalingTracker(Callback):
         self._shape: tuple[int, int, int] | None = None
         self._last_logged_step = -1
         self._attached = None  # weak reference to the module being trained
+        self.run_id: str | None = None  # the tracking run this tracker writes to (MLflow)
+        self._restored_run_id: str | None = None  # the run a resumed checkpoint was written by
 
     @property
     def state_key(self) -> str:
@@ -134,12 +138,16 @@ class ScalingTracker(Callback):
         self.param_counts = {**counts}
         self._basis = basis_parameters(pl_module, self.params_basis)
         self._shape = _transformer_shape(pl_module)
+        self.run_id = next((run_id_of(lg) for lg in trainer.loggers if run_id_of(lg)), None)
         if trainer.is_global_zero:
             params = {f"scaling/params_{k}": v for k, v in counts.items()}
             params["scaling/params_basis"] = self.params_basis
             for logger in trainer.loggers:
                 logger.log_hyperparams(params)
                 log_schema(logger, SCHEMA_VERSION)
+                # lineage: a run resumed from another run's checkpoint continues its counters, and supersedes it
+                if self._restored_run_id and run_id_of(logger) and self._restored_run_id != run_id_of(logger):
+                    set_run_tags(logger, {RESUMED_FROM_TAG: self._restored_run_id})
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if not self._step_open:  # first micro-batch of an optimizer step: the weights these tokens see
@@ -173,8 +181,9 @@ class ScalingTracker(Callback):
             return int(self.flops_fn(pl_module, batch))
         x = self.input_fn(batch)
         key = (tuple(x.shape), x.dtype)
-        if key not in self._flops_cache:
-            self._flops_cache[key] = measure_training_flops(pl_module, x)
+        if key not in self._flops_cache:  # once per batch shape: a plugin's estimate, else the measurement
+            estimate = plugins.estimate_flops(pl_module, batch)
+            self._flops_cache[key] = int(estimate) if estimate is not None else measure_training_flops(pl_module, x)
         return self._flops_cache[key]
 
     def _batch_flops_analytic(self, batch, tokens: int) -> int:
@@ -227,6 +236,7 @@ class ScalingTracker(Callback):
             "nonzero_tokens": self.nonzero_tokens,
             "params_nonzero": self.params_nonzero,
             "last_logged_step": self._last_logged_step,
+            "run_id": self.run_id,
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -238,6 +248,7 @@ class ScalingTracker(Callback):
         for key in ("tokens", "flops", "flops_analytic", "nonzero_weighted", "nonzero_tokens", "params_nonzero"):
             setattr(self, key, state_dict[key])
         self._last_logged_step = state_dict["last_logged_step"]
+        self._restored_run_id = state_dict.get("run_id")
 
 
 def _transformer_shape(module) -> tuple[int, int, int] | None:

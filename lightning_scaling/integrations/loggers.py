@@ -7,6 +7,13 @@ Duck-typed so that this module imports neither MLflow nor any logger package: an
 from __future__ import annotations
 
 SCHEMA_TAG = "lightning_scaling.schema"
+RESUMED_FROM_TAG = "lightning_scaling.resumed_from"
+
+
+def run_id_of(logger) -> str | None:
+    """The tracking run id of a logger that has one (MLflow), else None."""
+    run_id = getattr(logger, "run_id", None)
+    return run_id if isinstance(run_id, str) else None
 
 
 def set_run_tags(logger, tags: dict[str, str]) -> bool:

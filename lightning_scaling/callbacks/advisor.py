@@ -1,0 +1,158 @@
+"""`ScalingLawAdvisor`: the closing hook. When a run ends, refit the law over every run logged so far and say,
+in the MLflow UI, what to train next.
+
+On `on_fit_end`, on global rank zero only: read every run of the MLflow experiment (the current one is still
+RUNNING), fit the law (dense N, or N_avg when any run is sparse), bootstrap it, and recommend the compute-optimal
+run for the next budget (`next_flops`, or `growth` x the largest compute logged so far). The recommendation goes to
+the run's description, tags and `scaling_law/` artifacts, and to the experiment's summary run `scaling-law`; every
+plugin's `on_recommendation` is told.
+
+It never harms training: any failure (MLflow unreachable, too few runs, a failed fit) becomes a warning and, where
+MLflow can still be written, a note on the run saying why. The checkpoint and the run's status are not touched.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+from pytorch_lightning import Callback
+
+from .. import plugins
+from ..errors import ConfigurationError
+from ..planning import DEFAULT_GROWTH, plan_next_run, validate_budget
+
+
+class ScalingLawAdvisorWarning(UserWarning):
+    """The closing hook could not produce a recommendation (training itself is unaffected)."""
+
+
+def _mlflow_logger(trainer):
+    for logger in trainer.loggers:
+        if hasattr(logger, "run_id") and hasattr(logger, "experiment_id") and hasattr(logger, "_tracking_uri"):
+            return logger
+    return None
+
+
+class ScalingLawAdvisor(Callback):
+    """Refit the scaling law over all runs of the MLflow experiment at the end of training; recommend the next run.
+
+    Args:
+        next_flops: compute budget of the next run; default `growth` x the largest compute logged so far.
+        growth: see `next_flops` (default 4).
+        loss_key: the metric holding each run's final loss (default "val_loss").
+        bootstrap: bootstrap replicates for the intervals (default 1000; 0 for none).
+        seed: seed of the bootstrap.
+        confidence: central probability of the intervals (default 0.8).
+        law: name of the law form (built-in: "chinchilla"; plugins may register others).
+
+    Raises:
+        ConfigurationError: an argument outside its range (the message names it).
+
+    Example::
+
+        trainer = pl.Trainer(logger=MLFlowLogger(tracking_uri="sqlite:///mlflow.db"),
+                             callbacks=[ScalingTracker(), ScalingLawAdvisor(growth=4)])
+    """
+
+    def __init__(self, next_flops: float | None = None, growth: float = DEFAULT_GROWTH, loss_key: str = "val_loss",
+                 bootstrap: int = 1000, seed: int = 0, confidence: float = 0.8, law: str = "chinchilla"):
+        validate_budget(next_flops, growth)
+        if not (isinstance(bootstrap, int) and (bootstrap == 0 or bootstrap >= 10)):
+            raise ConfigurationError(f"`bootstrap` must be 0 or an integer >= 10, got {bootstrap!r}")
+        if not (isinstance(confidence, float) and 0 < confidence < 1):
+            raise ConfigurationError(f"`confidence` must be in (0, 1), got {confidence!r}")
+        if not (isinstance(loss_key, str) and loss_key):
+            raise ConfigurationError(f"`loss_key` must be a metric name, got {loss_key!r}")
+        self.next_flops = next_flops
+        self.growth = growth
+        self.loss_key = loss_key
+        self.bootstrap = bootstrap
+        self.seed = seed
+        self.confidence = confidence
+        self.law = law
+        self.recommendation: dict | None = None  # the last one made, for programmatic use
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        logger = _mlflow_logger(trainer)
+        if logger is None:
+            warnings.warn("ScalingLawAdvisor needs an MLFlowLogger on the Trainer to read the runs; "
+                          "no recommendation was made", ScalingLawAdvisorWarning, stacklevel=2)
+            return
+        store = None
+        try:
+            from ..integrations.mlflow_store import MLflowRunStore
+
+            store = MLflowRunStore(logger._tracking_uri, experiment_id=logger.experiment_id, loss_key=self.loss_key)
+            self.recommendation = self.advise(store, logger.run_id, trainer, pl_module)
+        except Exception as err:  # never let the closing hook harm the run
+            message = f"ScalingLawAdvisor could not make a recommendation: {type(err).__name__}: {err}"
+            warnings.warn(message, ScalingLawAdvisorWarning, stacklevel=2)
+            if store is not None:
+                try:
+                    store.note(logger.run_id, f"### Scaling law: no recommendation\n\n{message}")
+                except Exception:  # MLflow itself is unreachable: the warning is all we can do
+                    pass
+
+    def advise(self, store, run_id: str, trainer=None, pl_module=None) -> dict:
+        """Fetch, fit, recommend and publish; returns the recommendation dict."""
+        forms = plugins.law_forms()
+        if self.law not in forms:
+            raise ConfigurationError(f"`law` must be one of {sorted(forms)}, got {self.law!r}")
+        selection = store.select(current_run_id=run_id)
+        settings, pruning = _settings(trainer)
+        hparams = dict(getattr(pl_module, "hparams", {}) or {}) if pl_module is not None else {}
+        rec = plan_next_run(
+            selection, next_flops=self.next_flops, growth=self.growth, n_bootstrap=self.bootstrap, seed=self.seed,
+            confidence=self.confidence, pruning=pruning, settings=settings, hparams=hparams,
+            propose_architecture=plugins.propose_architecture, law_factory=forms[self.law],
+        )
+        rec["run_id"] = run_id
+        rec["loss_key"] = self.loss_key
+        store.mark_training_experiment()
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = {}
+            if rec["status"] == "ok":
+                from ..integrations.plots import frontier_figure, isoflop_figure
+
+                figures = {"frontier": frontier_figure(rec, Path(tmp) / "frontier.png"),
+                           "isoflop": isoflop_figure(rec, Path(tmp) / "isoflop.png")}
+            store.publish(run_id, rec, figures)
+            store.publish(store.summary_run_id(), rec, figures)
+        plugins.notify_recommendation(rec)
+        return rec
+
+
+def _settings(trainer) -> tuple[dict, dict | None]:
+    """The learning-rate, muP and pruning settings of this run's callbacks, to reuse for the next run."""
+    from .mup import MuP
+    from .power_lr import PowerLR
+    from .pruning import GradualPruning
+    from .tracker import ScalingTracker
+
+    settings: dict = {}
+    pruning = None
+    if trainer is None:
+        return settings, pruning
+    callbacks = trainer.callbacks
+    basis = next((cb.params_basis_count for cb in callbacks if isinstance(cb, ScalingTracker)), 0)
+    for cb in callbacks:
+        if isinstance(cb, PowerLR):
+            batch = cb.schedule.batch_size if cb.schedule is not None else cb.batch_size
+            settings["PowerLR"] = (f"a={cb.a:g}, b={cb.b:g}, lr_max={cb.lr_max:g}, batch size {batch} sequences, "
+                                   f"warmup {cb.warmup_tokens:g} tokens, decay {cb.decay} over the last "
+                                   f"{cb.decay_fraction:.0%}")
+        elif isinstance(cb, MuP):
+            base = cb.base if cb.base is not None else f"base shapes file {cb.base_shapes}"
+            settings["muP"] = f"base {base} (base width {cb.base_width}), hidden_init {cb.hidden_init}"
+        elif isinstance(cb, GradualPruning):
+            prunable = sum(p.numel() for p in cb.params.values())
+            pruning = {"final_sparsity": cb.final_sparsity, "start_fraction": cb.start_fraction,
+                       "end_fraction": cb.end_fraction,
+                       "prunable_fraction": prunable / basis if basis else 1.0}
+            settings["GradualPruning"] = (f"final_sparsity={cb.final_sparsity:g} from {cb.start_fraction:.0%} to "
+                                          f"{cb.end_fraction:.0%} of tokens, scope {cb.scope}")
+    return settings, pruning

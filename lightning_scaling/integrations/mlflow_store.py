@@ -1,0 +1,158 @@
+"""The MLflow run store: read every run of an experiment as a `RunRecord`, and publish recommendations.
+
+Reading: all runs of the experiment, page by page (`search_runs` returns at most 1000 at a time), each turned into
+a record from the `ScalingTracker` schema (metrics `scaling/*`, the loss metric `loss_key`, params `scaling/*`,
+tags `lightning_scaling.schema` and `lightning_scaling.resumed_from`); the loss history is read to tell a diverged
+run. Works with any tracking URI MLflow accepts (`sqlite:///mlflow.db`, `http://127.0.0.1:5000`); credentials come
+from MLflow's own environment variables (MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN) and are never written
+anywhere by this module.
+
+Publishing: the run description (`mlflow.note.content`, rendered as markdown in the MLflow UI), plain-number tags
+(`lightning_scaling.next_params`, `.next_tokens`, `.next_flops`, `.predicted_loss`) and artifacts under
+`scaling_law/` (recommendation.json, frontier.png, isoflop.png), on the run and on the experiment's summary run
+(run name `scaling-law`), created on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from ..errors import ConfigurationError
+from ..planning import recommendation_markdown
+from ..records import RunRecord, Selection, select_runs
+from .loggers import RESUMED_FROM_TAG, SCHEMA_TAG
+
+SUMMARY_TAG = "lightning_scaling.summary"
+SUMMARY_RUN_NAME = "scaling-law"
+NOTE_TAG = "mlflow.note.content"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the MLflow 3 UI shows training experiments in its classic view
+NUMBER_TAGS = {
+    "lightning_scaling.next_params": "params",
+    "lightning_scaling.next_tokens": "tokens",
+    "lightning_scaling.next_flops": "flops",
+    "lightning_scaling.predicted_loss": "loss",
+}
+PAGE_SIZE = 1000  # MLflow's maximum for search_runs
+
+
+def _float(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+class MLflowRunStore:
+    """Runs of one MLflow experiment, as run records.
+
+    Args:
+        tracking_uri: e.g. "sqlite:///mlflow.db" or "http://127.0.0.1:5000".
+        experiment_name: the experiment (or give `experiment_id`).
+        loss_key: the metric holding the final loss (default "val_loss").
+    """
+
+    def __init__(self, tracking_uri: str, experiment_name: str | None = None, experiment_id: str | None = None,
+                 loss_key: str = "val_loss"):
+        if (experiment_name is None) == (experiment_id is None):
+            raise ConfigurationError("give exactly one of `experiment_name` or `experiment_id`")
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        self.loss_key = loss_key
+        if experiment_id is None:
+            experiment = self.client.get_experiment_by_name(experiment_name)
+            if experiment is None:
+                names = [e.name for e in self.client.search_experiments(max_results=50)]
+                raise ConfigurationError(
+                    f"no MLflow experiment named {experiment_name!r} at {tracking_uri}; experiments there: {names}"
+                )
+            experiment_id = experiment.experiment_id
+        self.experiment_id = experiment_id
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def runs(self) -> list:
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
+                                           max_results=PAGE_SIZE, order_by=["attributes.start_time ASC"],
+                                           page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def record(self, run) -> RunRecord:
+        metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+        loss = metrics.get(self.loss_key)
+        best = None
+        if loss is not None and math.isfinite(loss):
+            history = [m.value for m in self.client.get_metric_history(run.info.run_id, self.loss_key)]
+            finite = [v for v in history if math.isfinite(v)]
+            best = min(finite) if finite else None
+        basis = params.get("scaling/params_basis", "non_embedding")
+        return RunRecord(
+            run_id=run.info.run_id,
+            run_name=run.info.run_name,
+            status=run.info.status,
+            schema=tags.get(SCHEMA_TAG, params.get(SCHEMA_TAG)),
+            params=metrics.get("scaling/params_avg"),
+            params_dense=_float(params.get(f"scaling/params_{basis}")),
+            tokens=metrics.get("scaling/tokens"),
+            flops=metrics.get("scaling/flops"),
+            loss=loss,
+            best_loss=best,
+            sparsity=metrics.get("scaling/sparsity"),
+            config={k: v for k, v in params.items() if k.startswith("scaling/")},
+            resumed_from=tags.get(RESUMED_FROM_TAG),
+            start_time=run.info.start_time,
+            is_summary=tags.get(SUMMARY_TAG) == "true",
+        )
+
+    def records(self) -> list[RunRecord]:
+        return [self.record(run) for run in self.runs()]
+
+    def select(self, current_run_id: str | None = None) -> Selection:
+        return select_runs(self.records(), current_run_id=current_run_id, loss_key=self.loss_key)
+
+    # -- publishing -------------------------------------------------------------------------------------------
+    def mark_training_experiment(self) -> None:
+        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+
+    def summary_run_id(self) -> str:
+        """The experiment's summary run (run name `scaling-law`), created on first use."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.{SUMMARY_TAG} = 'true'",
+                                        run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = self.client.create_run(self.experiment_id, run_name=SUMMARY_RUN_NAME, tags={SUMMARY_TAG: "true"})
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    def publish(self, run_id: str, rec: dict, figures: dict[str, str] | None = None) -> None:
+        """Write the recommendation onto a run: note, number tags, JSON and figures under `scaling_law/`."""
+        self.client.set_tag(run_id, NOTE_TAG, recommendation_markdown(rec))
+        if rec.get("status") == "ok":
+            for tag, key in NUMBER_TAGS.items():
+                self.client.set_tag(run_id, tag, repr(float(rec[key])))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "recommendation.json"
+            path.write_text(json.dumps(rec, indent=2, default=_json_default))
+            self.client.log_artifact(run_id, str(path), "scaling_law")
+        for local in (figures or {}).values():
+            self.client.log_artifact(run_id, local, "scaling_law")
+
+    def note(self, run_id: str, text: str) -> None:
+        self.client.set_tag(run_id, NOTE_TAG, text)
+
+
+def _json_default(x):
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if hasattr(x, "to_dict"):
+        return x.to_dict()
+    return str(x)

@@ -1,0 +1,83 @@
+"""The closing hook's figures: the compute frontier with the recommendation, and the isoFLOP view.
+
+`frontier_figure`: loss against compute for every run used, the fitted law's compute-optimal frontier
+L_opt(C) from the smallest run to past the recommendation, and the recommended run with its loss interval.
+`isoflop_figure`: loss against N for runs grouped by compute (Hoffmann et al. 2022, Figure 3), with the law's
+prediction along each group's isoFLOP curve C = 6 N D and each group's minimum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..allocation import optimal_allocation
+from ..isoflop import group_by_flops
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def frontier_figure(rec: dict, path) -> str:
+    plt = _pyplot()
+    used = rec["runs"]["used"]
+    C = np.array([r["flops"] for r in used], float)
+    L = np.array([r["loss"] for r in used], float)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sparse = np.array([bool(r.get("sparsity")) for r in used])
+    ax.scatter(C[~sparse], L[~sparse], s=22, color="#1f77b4", label="runs (dense)", zorder=3)
+    if sparse.any():
+        ax.scatter(C[sparse], L[sparse], s=26, marker="D", color="#9467bd", label="runs (sparse, N_avg)", zorder=3)
+    grid = np.geomspace(C.min() / 2, max(rec["flops"], C.max()) * 3, 200)
+    _, _, L_opt = optimal_allocation(rec["E"], rec["A"], rec["B"], rec["alpha"], rec["beta"], grid)
+    ax.plot(grid, L_opt, color="#2ca02c", lw=1.6, label="fitted compute-optimal frontier")
+    ax.axhline(rec["E"], color="#7f7f7f", lw=0.8, ls=":", label=f"E = {rec['E']:.3g} (irreducible)")
+    yerr = None
+    if "loss_low" in rec:
+        yerr = [[rec["loss"] - rec["loss_low"]], [rec["loss_high"] - rec["loss"]]]
+    ax.errorbar([rec["flops"]], [rec["loss"]], yerr=yerr, fmt="*", ms=13, color="#d62728", capsize=4,
+                label="recommended next run", zorder=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("compute C (FLOPs)")
+    ax.set_ylabel("loss")
+    ax.set_title("Scaling law: loss against compute")
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def isoflop_figure(rec: dict, path) -> str:
+    plt = _pyplot()
+    used = rec["runs"]["used"]
+    N = np.array([r["params"] for r in used], float)
+    D = np.array([r["tokens"] for r in used], float)
+    L = np.array([r["loss"] for r in used], float)
+    C6 = 6.0 * N * D
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors = plt.cm.viridis(np.linspace(0.1, 0.9, max(len(group_by_flops(C6)), 1)))
+    for color, idx in zip(colors, group_by_flops(C6)):
+        c = float(np.exp(np.log(C6[idx]).mean()))
+        ax.scatter(N[idx], L[idx], color=color, s=22, zorder=3)
+        n = np.geomspace(N[idx].min() / 3, N[idx].max() * 3, 100)
+        law = rec["E"] + rec["A"] * n ** -rec["alpha"] + rec["B"] * (c / (6 * n)) ** -rec["beta"]
+        ax.plot(n, law, color=color, lw=1.2, label=f"C = {c:.2g}")
+        n_opt, _, l_opt = optimal_allocation(rec["E"], rec["A"], rec["B"], rec["alpha"], rec["beta"], c)
+        ax.plot([n_opt], [l_opt], marker="v", color=color, ms=7)
+    ax.plot([rec["params"]], [rec["loss"]], marker="*", ms=13, color="#d62728", ls="none",
+            label=f"next: C = {rec['flops']:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N" + (" (N_avg)" if rec.get("params_column") == "params_avg" else ""))
+    ax.set_ylabel("loss")
+    ax.set_title("isoFLOP view: law along C = 6ND (triangles: optima)")
+    ax.legend(fontsize=7, frameon=False, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

@@ -1,0 +1,176 @@
+"""Plan the next run from the runs logged so far: the closing hook's decision, without Lightning or MLflow.
+
+`plan_next_run` takes the `Selection` of usable runs and returns one JSON-ready dict: the fitted law with
+bootstrap intervals, the compute-optimal next run for the budget (an explicit `next_flops`, or `growth` times the
+largest compute logged so far), the initial dense size of a sparse next run whose N_avg is the optimum under the
+pruning schedule (Jin et al. 2025), the learning-rate and muP settings to reuse, a concrete architecture (from the
+`propose_architecture` plugin hook, passed in as a function), the runs used and left out, and one sentence saying
+what to run next. With too few runs it returns `status: "insufficient_runs"` and the runs to add instead.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from .bootstrap import DEFAULT_CONFIDENCE, bootstrap
+from .errors import ConfigurationError, InsufficientRunsError
+from .fitting import ChinchillaFit
+from .recommend import _num, recommend
+from .records import Selection
+from .sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
+
+DEFAULT_GROWTH = 4.0  # each run 4x the compute of the largest so far: big enough to learn, small enough to be safe
+
+
+def validate_budget(next_flops, growth) -> None:
+    if next_flops is not None and not (isinstance(next_flops, (int, float)) and math.isfinite(next_flops)
+                                       and next_flops > 0):
+        raise ConfigurationError(f"`next_flops` must be a number > 0 or None, got {next_flops!r}")
+    if not (isinstance(growth, (int, float)) and math.isfinite(growth) and growth > 0):
+        raise ConfigurationError(f"`growth` must be a number > 0, got {growth!r}")
+
+
+def plan_next_run(
+    selection: Selection,
+    *,
+    next_flops: float | None = None,
+    growth: float = DEFAULT_GROWTH,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
+    pruning: dict | None = None,
+    settings: dict | None = None,
+    hparams: dict | None = None,
+    propose_architecture: Callable[[float, dict], dict | None] | None = None,
+    law_factory: Callable[[], ChinchillaFit] = ChinchillaFit,
+) -> dict:
+    """The recommendation for the next run (see the module docstring).
+
+    Args:
+        selection: usable runs and the excluded ones with reasons (`records.select_runs`).
+        next_flops: the next run's compute budget; default `growth` x the largest compute logged so far.
+        growth: see `next_flops`.
+        n_bootstrap: bootstrap replicates for the intervals (0 for none).
+        seed, confidence: of the bootstrap.
+        pruning: the pruning schedule the next run will use: {"final_sparsity", "start_fraction",
+            "end_fraction", "prunable_fraction"}; then the next run's initial dense size is reported too.
+        settings: learning-rate and muP settings to reuse (passed through).
+        hparams: the hyperparameters of the run just finished (for the architecture proposal).
+        propose_architecture: `f(params, hparams) -> dict | None`.
+        law_factory: builds the estimator (a registered law form).
+    """
+    validate_budget(next_flops, growth)
+    used = selection.used
+    runs = {
+        "used": [{"run_id": r.run_id, "run_name": r.run_name, "params": r.params, "tokens": r.tokens,
+                  "flops": r.flops, "loss": r.loss, "sparsity": r.sparsity} for r in used],
+        "excluded": [{"run_id": r.run_id, "run_name": r.run_name, "reason": why} for r, why in selection.excluded],
+    }
+    sparse = any(r.sparse for r in used)
+    N = np.array([(r.params if sparse else (r.params_dense or r.params)) for r in used], float)
+    D = np.array([r.tokens for r in used], float)
+    L = np.array([r.loss for r in used], float)
+    C = np.array([r.flops for r in used], float)
+    largest = float(C.max()) if len(C) else None
+    budget = float(next_flops) if next_flops is not None else (growth * largest if largest else None)
+    base = {"runs": runs, "settings": settings or {}, "n_runs": len(used), "n_excluded": len(selection.excluded),
+            "budget_rule": (f"explicit next_flops = {next_flops:.3g}" if next_flops is not None
+                            else f"{growth:g}x the largest compute logged ({largest:.3g} FLOPs)" if largest else None)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = law_factory().fit(N, D, L, params_column="params_avg" if sparse else "params",
+                                    labels=[f"run {r.run_name or r.run_id}" for r in used])
+    except InsufficientRunsError as err:
+        return {**base, "status": "insufficient_runs", "message": str(err), "suggestions": err.suggestions,
+                "sentence": "Not enough runs to fit the law yet: " + _suggestion_sentence(err.suggestions)}
+    boot = bootstrap(fit, n_bootstrap, seed=seed, confidence=confidence) if n_bootstrap else None
+    out = {**base, **recommend(fit, budget, boot, C), "status": "ok"}
+    if sparse or pruning:
+        out["sparse_next"] = _sparse_next(out["params"], pruning)
+    target_dense = out.get("sparse_next", {}).get("initial_params", out["params"])
+    out["architecture"] = propose_architecture(target_dense, dict(hparams or {})) if propose_architecture else None
+    out["sentence"] = _sentence(out)
+    return out
+
+
+def _sparse_next(params_avg: float, pruning: dict | None) -> dict:
+    p = {"final_sparsity": 0.5, "start_fraction": START_FRACTION, "end_fraction": END_FRACTION,
+         "prunable_fraction": 1.0, **(pruning or {})}
+    initial = initial_params_for_average(params_avg, p["final_sparsity"], p["start_fraction"], p["end_fraction"],
+                                         p["prunable_fraction"])
+    return {"initial_params": initial, "params_avg": params_avg, **p}
+
+
+def _suggestion_sentence(suggestions: list[dict]) -> str:
+    return "add runs such as " + "; ".join(
+        f"N={_num(s['params'])} on D={_num(s['tokens'])} tokens" for s in suggestions) + "."
+
+
+def _sentence(rec: dict) -> str:
+    s = rec["sentence"].rstrip(".")
+    if rec.get("sparse_next"):
+        sp = rec["sparse_next"]
+        s += (f"; as a sparse run, start from {_num(sp['initial_params'])} parameters and prune to "
+              f"{sp['final_sparsity']:.0%} between {sp['start_fraction']:.0%} and {sp['end_fraction']:.0%} of training")
+    arch = rec.get("architecture")
+    if arch:
+        shape = ", ".join(f"{k}={v}" for k, v in arch.items() if k != "params")
+        s += f" (e.g. {shape})"
+    return s + "."
+
+
+def recommendation_markdown(rec: dict) -> str:
+    """The run description shown in the MLflow UI: a short table and one sentence saying what to run next."""
+    if rec.get("status") != "ok":
+        lines = ["### Scaling law: not enough runs yet", "", rec.get("sentence", ""), ""]
+        if rec.get("message"):
+            lines += [f"Details: {rec['message']}", ""]
+        lines.append(_runs_line(rec))
+        return "\n".join(lines)
+    pct = int(round(100 * rec.get("confidence", DEFAULT_CONFIDENCE)))
+
+    def interval(key, fmt=_num):
+        return f"{fmt(rec[key + '_low'])} to {fmt(rec[key + '_high'])}" if f"{key}_low" in rec else ""
+
+    what = "N_avg (non-zero params)" if rec.get("params_column") == "params_avg" else "parameters N"
+    rows = [
+        (what, _num(rec["params"]), interval("params")),
+        ("tokens D", _num(rec["tokens"]), interval("tokens")),
+        ("compute C = 6ND", f"{rec['flops']:.3g} FLOPs", rec.get("budget_rule") or ""),
+        ("tokens per parameter", f"{rec['tokens_per_param']:.1f}", ""),
+        ("predicted loss", f"{rec['loss']:.4f}", interval("loss", lambda v: f"{v:.4f}")),
+    ]
+    law = (f"L = {rec['E']:.4g} + {rec['A']:.4g}/N^{rec['alpha']:.3f} + {rec['B']:.4g}/D^{rec['beta']:.3f}")
+    lines = [
+        f"### Next run: {_num(rec['params'])} parameters on {_num(rec['tokens'])} tokens",
+        "",
+        f"**{rec['sentence']}**",
+        "",
+        f"| | value | {pct}% interval |",
+        "|---|---|---|",
+        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        "",
+        f"Law fitted on {rec['n_runs']} runs: {law}.",
+    ]
+    for message in rec.get("boundary", []):
+        lines.append(f"Warning: {message}.")
+    settings = rec.get("settings") or {}
+    if settings:
+        lines.append("Reuse: " + "; ".join(f"{k} {v}" for k, v in settings.items()) + ".")
+    lines.append(_runs_line(rec))
+    return "\n".join(lines)
+
+
+def _runs_line(rec: dict) -> str:
+    excluded = rec["runs"]["excluded"]
+    line = f"Runs used: {len(rec['runs']['used'])}; left out: {len(excluded)}"
+    if excluded:
+        line += " (" + "; ".join(f"{e['run_name'] or e['run_id']}: {e['reason']}" for e in excluded[:6])
+        line += "; ..." if len(excluded) > 6 else ""
+        line += ")"
+    return line + ". Details in `scaling_law/recommendation.json`."

@@ -1,0 +1,111 @@
+"""Run records: what the closing hook knows about each logged run, and which runs a fit may use.
+
+A `RunRecord` is read from a tracking store (see `integrations.mlflow_store`) in the `ScalingTracker` schema: N
+(the average non-zero parameter count N_avg, equal to the dense count for a dense run), D (tokens), C (measured
+FLOPs), the final loss, the run's status, its configuration (muP, learning-rate schedule, pruning) and its lineage
+(the run it was resumed from). `select_runs` decides which records a fit may use and says why each other one is
+left out; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+DIVERGENCE_RATIO = 1.5  # a final loss above 1.5x the run's own best loss means training blew up at the end
+USABLE_STATUSES = ("FINISHED",)
+
+
+@dataclass
+class RunRecord:
+    """One training run as the scaling law sees it."""
+
+    run_id: str
+    run_name: str | None = None
+    status: str = "FINISHED"
+    schema: str | None = None  # the `lightning_scaling.schema` tag; None for runs not written by ScalingTracker
+    params: float | None = None  # N_avg: token-weighted mean of non-zero parameters (dense count if dense)
+    params_dense: float | None = None  # the dense count of the same basis
+    tokens: float | None = None
+    flops: float | None = None
+    loss: float | None = None
+    best_loss: float | None = None  # lowest value of the loss over the run's history
+    sparsity: float | None = None  # final sparsity of the basis
+    config: dict = field(default_factory=dict)  # scaling/* parameters: muP, PowerLR, pruning settings
+    resumed_from: str | None = None
+    start_time: int | None = None
+    is_summary: bool = False
+
+    @property
+    def sparse(self) -> bool:
+        return bool(self.sparsity) and self.sparsity > 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Selection:
+    """The records a fit may use, and every other record with the reason it was left out."""
+
+    used: list[RunRecord]
+    excluded: list[tuple[RunRecord, str]]
+
+    def to_dict(self) -> dict:
+        return {
+            "used": [r.to_dict() for r in self.used],
+            "excluded": [{"run_id": r.run_id, "run_name": r.run_name, "reason": why} for r, why in self.excluded],
+        }
+
+
+def _finite_positive(x) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def select_runs(records: list[RunRecord], current_run_id: str | None = None,
+                divergence_ratio: float = DIVERGENCE_RATIO, loss_key: str = "val_loss") -> Selection:
+    """Keep the runs a fit may use.
+
+    Left out, each with its reason: summary runs; FAILED, KILLED and other unfinished runs (except the current run,
+    which is still RUNNING inside the closing hook); runs without the schema tag; runs missing N, D, C or the loss;
+    NaN, infinite or non-positive values; diverged runs; and runs superseded by a run resumed from them (the resumed
+    run carries the whole history: its counters continue from the checkpoint).
+    """
+    used: list[RunRecord] = []
+    excluded: list[tuple[RunRecord, str]] = []
+    superseded_by = {r.resumed_from: r.run_id for r in records if r.resumed_from}
+    for r in records:
+        if r.is_summary:
+            excluded.append((r, "summary run written by ScalingLawAdvisor (not a training run)"))
+            continue
+        current = r.run_id == current_run_id
+        if r.status not in USABLE_STATUSES and not (current and r.status == "RUNNING"):
+            excluded.append((r, f"status {r.status}: only finished runs are fitted"))
+            continue
+        if r.schema is None:
+            excluded.append((r, "no `lightning_scaling.schema` tag: not logged with ScalingTracker"))
+            continue
+        if r.run_id in superseded_by:
+            excluded.append((r, f"superseded by run {superseded_by[r.run_id]}, resumed from its checkpoint"))
+            continue
+        missing = [name for name, value in (("scaling/params_avg", r.params), ("scaling/tokens", r.tokens),
+                                            ("scaling/flops", r.flops), (loss_key, r.loss)) if value is None]
+        if missing:
+            excluded.append((r, f"missing metric(s) {missing}"))
+            continue
+        bad = [name for name, value in (("scaling/params_avg", r.params), ("scaling/tokens", r.tokens),
+                                        ("scaling/flops", r.flops), (loss_key, r.loss))
+               if not _finite_positive(value)]
+        if bad:
+            excluded.append((r, "NaN, infinite or non-positive " + ", ".join(f"{b} ({_value(r, b, loss_key)})" for b in bad)))
+            continue
+        if r.best_loss is not None and math.isfinite(r.best_loss) and r.loss > divergence_ratio * r.best_loss:
+            excluded.append((r, f"diverged: final {loss_key} {r.loss:.4g} is more than {divergence_ratio}x its best "
+                                f"{r.best_loss:.4g}"))
+            continue
+        used.append(r)
+    return Selection(used=used, excluded=excluded)
+
+
+def _value(r: RunRecord, name: str, loss_key: str):
+    return {"scaling/params_avg": r.params, "scaling/tokens": r.tokens, "scaling/flops": r.flops}.get(name, r.loss)
