@@ -38,8 +38,8 @@ def transformer_training_flops(params: float, tokens: float, n_layer: int | None
         causal_discount: count half of the attention products (Kaplan's convention) instead of all of them.
 
     Example:
-        >>> transformer_training_flops(1e6, 1e9)
-        6e+15
+        >>> transformer_training_flops(1e6, 1e9) == 6 * 1e6 * 1e9
+        True
     """
     C = TRAINING_MULTIPLIER * FORWARD_FLOPS_PER_PARAM * float(params) * float(tokens)
     shape = (n_layer, n_ctx, d_model)

@@ -52,7 +52,7 @@ def cubic_sparsity(progress: float, final_sparsity: float, start_fraction: float
     `end_fraction`.
 
     Example:
-        >>> cubic_sparsity(0.5, 0.8)  # half-way through the pruning window: 1 - 1/8 of the way there
+        >>> round(cubic_sparsity(0.5, 0.8), 12)  # half-way through the window: 1 - 1/8 of the way there
         0.7
     """
     if progress < start_fraction:

@@ -1,0 +1,158 @@
+"""The built-in plugin: what `lightning_scaling` does out of the box, through the same hooks third parties use.
+
+`lightning_scaling.plugins.plugin_manager()` registers this module under the name ``"builtin"`` before loading the
+plugins of the ``lightning_scaling`` entry point group, so any installed plugin is called before it and can replace
+its answers (pluggy calls the plugin registered last first).
+
+Architecture proposals. A recommendation says "train N parameters next"; for a GPT-like model (hyperparameters
+``d_model``, ``n_layer``, ``n_head``, optionally ``vocab_size``) this plugin turns N into a shape. N is the
+non-embedding count of the example model, `TinyGPT.count_params(..., include_embeddings=False)`:
+
+    N = n_layer (12 d^2 + 13 d) + 2 d + V d
+
+(per block: QKV 3d^2 + 3d, attention output d^2 + d, MLP 4d^2 + 4d and 4d^2 + d, two LayerNorms 4d; then the final
+LayerNorm 2d and the untied, bias-free readout V d). The shape keeps the finished run's head width d_head = d_model
+/ n_head, so attention behaves the same, and its aspect ratio d_model / n_layer, which Kaplan et al. 2020 (Sec. 3.1,
+Fig. 5) find matters little over a wide range, so holding it fixed removes a free choice rather than tuning one.
+The search (`gpt_shape_for`) tries every depth n_layer in 1..128 and, for each, the two widths (multiples of d_head)
+whose count brackets N. N comes first: among the candidates within 5% of N (or, when the d_head grid is too coarse
+for that, the closest ones) it returns the one whose aspect ratio is closest to the target's, in log scale.
+
+Law forms: ``"chinchilla"`` is `ChinchillaFit`, L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022).
+
+    >>> propose_architecture(3172608, {"d_model": 64, "n_layer": 2, "n_head": 4, "vocab_size": 256})
+    {'d_model': 208, 'n_layer': 6, 'n_head': 13, 'params': 3184896}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from numbers import Integral, Real
+
+from .errors import ConfigurationError
+from .fitting import ChinchillaFit
+from .hookspecs import hookimpl
+
+#: The hyperparameters that mark a GPT-like model; without all of them `propose_architecture` returns None.
+GPT_KEYS = ("d_model", "n_layer", "n_head")
+DEFAULT_VOCAB_SIZE = 256  # the byte-level vocabulary of the example TinyGPT
+MAX_LAYERS = 128  # deeper than any model this package's sweeps train; the search is 2 x 128 candidates
+SHAPE_RTOL = 0.05  # N first: a shape within 5% of N is as good as exact for a scaling sweep (log-spaced sizes)
+
+
+def gpt_non_embedding_params(d_model: int, n_layer: int, vocab_size: int = DEFAULT_VOCAB_SIZE) -> int:
+    """Non-embedding parameters of the example GPT: n_layer (12 d^2 + 13 d) + 2 d + V d.
+
+    Equal to `TinyGPT.count_params(d_model, n_layer, vocab_size, include_embeddings=False)` (which needs torch).
+
+    >>> gpt_non_embedding_params(64, 2)
+    116480
+    """
+    d = d_model
+    return n_layer * (12 * d * d + 13 * d) + 2 * d + vocab_size * d
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"`{name}` must be an integer >= 1, got {value!r}")
+
+
+def gpt_shape_for(
+    params: float,
+    *,
+    d_head: int,
+    aspect: float,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    max_layers: int = MAX_LAYERS,
+    rtol: float = SHAPE_RTOL,
+) -> dict:
+    """The GPT shape with d_model a multiple of `d_head` whose non-embedding count is closest to `params`.
+
+    For each depth L in 1..`max_layers`, the widths tried are the two multiples of `d_head` around the root of
+    N(d, L) = params (a quadratic in d). Among the candidates within `rtol` of `params` (or, if none is, those as
+    close as the best one) the one with d_model / n_layer closest to `aspect` in log scale wins; ties go to the
+    smaller error.
+
+    Args:
+        params: the target non-embedding count N, > 0.
+        d_head: head width; d_model is a multiple of it and n_head = d_model / d_head.
+        aspect: the target aspect ratio d_model / n_layer, > 0.
+        vocab_size: V, the readout's output size.
+        max_layers: the deepest candidate.
+        rtol: relative error on N accepted before the aspect ratio is considered, in [0, 1).
+
+    Returns:
+        ``{"d_model": d, "n_layer": L, "n_head": d // d_head, "params": N(d, L)}``.
+
+    Raises:
+        ConfigurationError: an argument out of range.
+
+    >>> gpt_shape_for(1e6, d_head=32, aspect=32.0)
+    {'d_model': 128, 'n_layer': 5, 'n_head': 4, 'params': 1024384}
+    """
+    if isinstance(params, bool) or not isinstance(params, Real) or not (params > 0 and math.isfinite(params)):
+        raise ConfigurationError(f"`params` must be a finite number > 0, got {params!r}")
+    _check_positive_int("d_head", d_head)
+    if isinstance(aspect, bool) or not isinstance(aspect, Real) or not (aspect > 0 and math.isfinite(aspect)):
+        raise ConfigurationError(f"`aspect` must be a finite number > 0, got {aspect!r}")
+    _check_positive_int("vocab_size", vocab_size)
+    _check_positive_int("max_layers", max_layers)
+    if isinstance(rtol, bool) or not isinstance(rtol, Real) or not 0 <= rtol < 1:
+        raise ConfigurationError(f"`rtol` must be in [0, 1), got {rtol!r}")
+
+    N = float(params)
+    candidates = []  # (relative error, log-aspect distance, n_layer, d_model, count)
+    for L in range(1, max_layers + 1):
+        a, b = 12 * L, 13 * L + 2 + vocab_size  # N(d, L) = a d^2 + b d
+        d_root = (-b + math.sqrt(b * b + 4 * a * N)) / (2 * a)
+        k = max(1, math.floor(d_root / d_head))
+        for d in (k * d_head, (k + 1) * d_head):
+            n = gpt_non_embedding_params(d, L, vocab_size)
+            candidates.append((abs(n - N) / N, abs(math.log(d / L / aspect)), L, d, n))
+    best = min(c[0] for c in candidates)
+    admissible = [c for c in candidates if c[0] <= max(best, rtol)]
+    _, _, L, d, n = min(admissible, key=lambda c: (c[1], c[0]))
+    return {"d_model": d, "n_layer": L, "n_head": d // d_head, "params": n}
+
+
+def _int_hparam(hparams: Mapping, key: str) -> int:
+    """``hparams[key]`` as a positive int; run stores such as MLflow give values back as strings ("64")."""
+    value = hparams[key]
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            pass
+    if isinstance(value, Real) and not isinstance(value, (bool, Integral)) and float(value).is_integer():
+        value = int(value)  # 64.0, as some loggers store integers
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ConfigurationError(f"`hparams[{key!r}]` must be an integer >= 1, got {hparams[key]!r}")
+    return int(value)
+
+
+@hookimpl
+def propose_architecture(params: float, hparams: dict) -> dict | None:
+    """A GPT shape of about `params` non-embedding parameters with the run's d_head and aspect ratio.
+
+    Returns None unless `hparams` has ``d_model``, ``n_layer`` and ``n_head`` (``vocab_size`` defaults to 256).
+
+    Raises:
+        ConfigurationError: one of those hyperparameters is not a positive integer, or d_model is not a multiple
+            of n_head.
+    """
+    if not isinstance(hparams, Mapping) or any(hparams.get(key) is None for key in GPT_KEYS):
+        return None
+    d_model, n_layer, n_head = (_int_hparam(hparams, key) for key in GPT_KEYS)
+    if d_model % n_head:
+        raise ConfigurationError(
+            f"`hparams['d_model']` must be a multiple of `hparams['n_head']`, got d_model={d_model}, n_head={n_head}"
+        )
+    vocab_size = DEFAULT_VOCAB_SIZE if hparams.get("vocab_size") is None else _int_hparam(hparams, "vocab_size")
+    return gpt_shape_for(params, d_head=d_model // n_head, aspect=d_model / n_layer, vocab_size=vocab_size)
+
+
+@hookimpl
+def register_law_forms(register) -> None:
+    """``"chinchilla"``: `ChinchillaFit`, L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, Approach 3)."""
+    register("chinchilla", ChinchillaFit)
