@@ -3,10 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo demo-quick test install install-dev clean
 
+# The main job: a sweep of small GPTs on the embedded corpus through LightningCLI, logged to ./mlflow.db,
+# refitting the scaling law after every run (examples/tiny_gpt/sweep.py). Re-running continues the experiment.
 demo: $(VENV)/.installed
-	$(VENV)/bin/lightning-scaling demo
+	$(PY) -m examples.tiny_gpt.sweep
+
+demo-quick: $(VENV)/.installed
+	$(PY) -m examples.tiny_gpt.sweep --quick
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest

@@ -6,6 +6,7 @@
     lightning-scaling runs --tracking-uri URI --experiment NAME [--format json|text]
     lightning-scaling demo [--format json|text]
     lightning-scaling coord-check --config CONFIG.yaml [--out DIR] [--format json|text]
+    lightning-scaling train --config CONFIG.yaml [LightningCLI options]   (LightningCLI's `fit`)
 
 Exit status: 0 on success, 2 on bad input (the message names the column, row or option).
 """
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="fit runs generated from the published Chinchilla law and recommend")
     common(demo, csv=None)
     demo.set_defaults(bootstrap=1000)
+    sub.add_parser("train", help="train with LightningCLI from a YAML config (e.g. examples/tiny_gpt/config.yaml); "
+                   "every option after `train` goes to LightningCLI's `fit`", add_help=False)
     cc = sub.add_parser("coord-check", help="muP coordinate check: activation size against width per layer")
     cc.add_argument("--config", required=True, metavar="CONFIG.yaml",
                     help="model, data, widths (see examples/tiny_gpt/coord_check.yaml)")
@@ -269,6 +272,11 @@ def _coord_check_text(report: dict) -> str:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from .integrations.lightning_cli import run_cli
+
+        return run_cli(argv[1:])
     args = build_parser().parse_args(argv)
     runners = {"demo": run_demo, "coord-check": run_coord_check, "runs": run_runs}
     try:

@@ -308,3 +308,25 @@ def test_pruning_needs_a_run_length():
 def test_two_instances_have_distinct_state_keys():
     assert GradualPruning(final_sparsity=0.5).state_key != GradualPruning(final_sparsity=0.7).state_key
     assert PowerLR(a=4).state_key != PowerLR(a=2).state_key
+
+
+def test_masks_prune_exactly_the_count_with_ties_broken_by_position():
+    from lightning_scaling.pruning import magnitude_masks
+
+    w = torch.tensor([[0.5, 0.1, 0.1, 0.1], [0.1, 0.9, 0.0, 0.3]])
+    mask = magnitude_masks({"w": w}, 0.5)["w"]
+    # 4 pruned: the 0.0, then three of the five 0.1s, the first three by position
+    assert mask.tolist() == [[True, False, False, False], [True, True, False, True]]
+    previous = {"w": mask}
+    grown = magnitude_masks({"w": w.abs() + 1.0}, 0.625, previous=previous)["w"]
+    assert not (grown & ~mask).any(), "a growing mask never revives a pruned entry"
+    assert int((~grown).sum()) == 5
+
+
+def test_power_lr_log_false_logs_nothing(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    logger = CSVLogger(tmp_path)
+    make_trainer([PowerLR(log=False)], max_steps=4, logger=logger, log_every_n_steps=1).fit(make_model(), make_data())
+    metrics = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text()
+    assert "scaling/lr" not in metrics

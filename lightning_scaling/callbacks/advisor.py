@@ -22,6 +22,7 @@ from pytorch_lightning import Callback
 from .. import plugins
 from ..errors import ConfigurationError
 from ..planning import DEFAULT_GROWTH, plan_next_run, validate_budget
+from ._types import NonNegativeInt, OpenUnitInterval, PositiveFloat
 
 
 class ScalingLawAdvisorWarning(UserWarning):
@@ -56,12 +57,13 @@ class ScalingLawAdvisor(Callback):
                              callbacks=[ScalingTracker(), ScalingLawAdvisor(growth=4)])
     """
 
-    def __init__(self, next_flops: float | None = None, growth: float = DEFAULT_GROWTH, loss_key: str = "val_loss",
-                 bootstrap: int = 1000, seed: int = 0, confidence: float = 0.8, law: str = "chinchilla"):
+    def __init__(self, next_flops: PositiveFloat | None = None, growth: PositiveFloat = DEFAULT_GROWTH,
+                 loss_key: str = "val_loss", bootstrap: NonNegativeInt = 1000, seed: int = 0,
+                 confidence: OpenUnitInterval = 0.8, law: str = "chinchilla"):
         validate_budget(next_flops, growth)
         if not (isinstance(bootstrap, int) and (bootstrap == 0 or bootstrap >= 10)):
             raise ConfigurationError(f"`bootstrap` must be 0 or an integer >= 10, got {bootstrap!r}")
-        if not (isinstance(confidence, float) and 0 < confidence < 1):
+        if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
             raise ConfigurationError(f"`confidence` must be in (0, 1), got {confidence!r}")
         if not (isinstance(loss_key, str) and loss_key):
             raise ConfigurationError(f"`loss_key` must be a metric name, got {loss_key!r}")

@@ -38,6 +38,8 @@ from ..mup.shapes import (
     rescale_fixed_init,
 )
 
+from ._types import HiddenInit, OptimizerKind
+
 STATE_VERSION = 1
 HIDDEN_INITS = ("fan_in", "fixed")
 
@@ -69,13 +71,13 @@ class MuP(Callback):
 
     def __init__(
         self,
-        base: Mapping[str, int] | None = None,
-        delta: Mapping[str, int] | None = None,
+        base: dict[str, int] | None = None,
+        delta: dict[str, int] | None = None,
         base_shapes: str | None = None,
         readout: str | None = None,
         convert_readout: bool = False,
-        hidden_init: str = "fan_in",
-        optimizer_kind: str | None = None,
+        hidden_init: HiddenInit = "fan_in",
+        optimizer_kind: OptimizerKind | None = None,
     ):
         if (base is None) == (base_shapes is None):
             raise ConfigurationError(

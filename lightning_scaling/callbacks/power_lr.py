@@ -21,6 +21,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from ..errors import ConfigurationError
 from ..schedules import PowerSchedule, validate_power_args
 from ._clock import TokenClock, total_tokens_of_run
+from ._types import ClosedUnitInterval, DecayShape, NonNegativeFloat, PositiveFloat, PositiveInt, PowerExponent
 
 STATE_VERSION = 1
 
@@ -52,14 +53,14 @@ class PowerLR(Callback):
 
     def __init__(
         self,
-        a: float = 4.0,  # Shen et al. 2024, Sec. 4
-        b: float = -0.51,  # Shen et al. 2024, Sec. 4
-        lr_max: float = 0.02,  # Shen et al. 2024, Sec. 4
-        warmup_tokens: float = 0.0,
-        total_tokens: float | None = None,
-        decay_fraction: float = 0.1,  # Shen et al. 2024: the last 10% of tokens
-        decay: str = "exponential",
-        batch_size: int | None = None,
+        a: PositiveFloat = 4.0,  # Shen et al. 2024, Sec. 4
+        b: PowerExponent = -0.51,  # Shen et al. 2024, Sec. 4
+        lr_max: PositiveFloat = 0.02,  # Shen et al. 2024, Sec. 4
+        warmup_tokens: NonNegativeFloat = 0.0,
+        total_tokens: PositiveFloat | None = None,
+        decay_fraction: ClosedUnitInterval = 0.1,  # Shen et al. 2024: the last 10% of tokens
+        decay: DecayShape = "exponential",
+        batch_size: PositiveInt | None = None,
         tokens_fn: Callable | None = None,
         sequences_fn: Callable | None = None,
         log: bool = True,
@@ -74,7 +75,7 @@ class PowerLR(Callback):
         self.decay_fraction = decay_fraction
         self.decay = decay
         self.batch_size = batch_size
-        self.log = log
+        self.log_lr = log  # not `self.log`: Lightning sets `callback.log` to the module's log method
         self.clock = TokenClock(tokens_fn, sequences_fn)
         self.schedule: PowerSchedule | None = None
         self.multipliers: list[list[float]] | None = None
@@ -111,7 +112,7 @@ class PowerLR(Callback):
         index = trainer.optimizers.index(optimizer) if optimizer in trainer.optimizers else 0
         for group, multiplier in zip(optimizer.param_groups, self.multipliers[index]):
             group["lr"] = self.lr * multiplier
-        if self.log:
+        if self.log_lr:
             pl_module.log("scaling/lr", self.lr, on_step=True, on_epoch=False, batch_size=1)
 
     def _build_schedule(self, trainer) -> PowerSchedule:

@@ -21,6 +21,7 @@ from ..errors import ConfigurationError
 from ..pruning import SCOPES, apply_masks, magnitude_masks, prunable_parameters, reset_optimizer_state, sparsity_of
 from ..sparsity import END_FRACTION, START_FRACTION, cubic_sparsity, validate_pruning_args
 from ._clock import TokenClock, total_tokens_of_run
+from ._types import ClosedUnitInterval, PositiveInt, PruningScope, Sparsity
 
 STATE_VERSION = 1
 
@@ -50,14 +51,14 @@ class GradualPruning(Callback):
 
     def __init__(
         self,
-        final_sparsity: float = 0.5,
-        start_fraction: float = START_FRACTION,  # Jin et al. 2025, Sec. 4
-        end_fraction: float = END_FRACTION,  # Jin et al. 2025, Sec. 4
-        update_every: int = 10,
-        scope: str = "layer",
+        final_sparsity: Sparsity = 0.5,
+        start_fraction: ClosedUnitInterval = START_FRACTION,  # Jin et al. 2025, Sec. 4
+        end_fraction: ClosedUnitInterval = END_FRACTION,  # Jin et al. 2025, Sec. 4
+        update_every: PositiveInt = 10,
+        scope: PruningScope = "layer",
         include: list[str] | None = None,
         exclude: list[str] | None = None,
-        total_tokens: int | None = None,
+        total_tokens: PositiveInt | None = None,
         tokens_fn: Callable | None = None,
     ):
         validate_pruning_args(final_sparsity=final_sparsity, start_fraction=start_fraction, end_fraction=end_fraction)

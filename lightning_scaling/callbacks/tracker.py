@@ -41,6 +41,8 @@ from ..measure import (
     measure_training_flops,
 )
 
+from ._types import ParamsBasis, PositiveInt
+
 STATE_VERSION = 1
 SCHEMA_VERSION = "1"
 METRIC_KEYS = (
@@ -68,11 +70,11 @@ class ScalingTracker(Callback):
 
     def __init__(
         self,
-        log_every_n_steps: int | None = None,
+        log_every_n_steps: PositiveInt | None = None,
         tokens_fn: Callable | None = None,
         input_fn: Callable | None = None,
         flops_fn: Callable | None = None,
-        params_basis: str = "non_embedding",
+        params_basis: ParamsBasis = "non_embedding",
     ):
         if log_every_n_steps is not None and not (isinstance(log_every_n_steps, int) and log_every_n_steps >= 1):
             raise ConfigurationError(f"`log_every_n_steps` must be an integer >= 1 or None, got {log_every_n_steps!r}")

@@ -62,7 +62,8 @@ def base_shapes_from_hparams(module: nn.Module, base: Mapping[str, int], delta: 
     Raises:
         ConfigurationError: the class cannot be rebuilt from its hyperparameters, or a key is unknown.
     """
-    hparams = dict(getattr(module, "hparams", {}) or {})
+    # LightningCLI adds private entries such as `_class_path`; they are not constructor arguments
+    hparams = {k: v for k, v in dict(getattr(module, "hparams", {}) or {}).items() if not k.startswith("_")}
     if not hparams:
         raise ConfigurationError(
             f"`base` needs the module's saved hyperparameters to rebuild it, but {type(module).__name__} has none: "

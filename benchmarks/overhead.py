@@ -1,0 +1,367 @@
+"""Callback overhead on the example transformer: step time and memory, side by side in one run.
+
+Four configurations train the example TinyGPT (d_model=128, n_layer=4, n_head=4, seq_len=128: 875,264 parameters,
+786,432 of them in the 16 prunable Linear weights) on the embedded stdlib byte corpus, batch 16 x 128, on the CPU:
+
+    plain           Lightning alone
+    all three       ScalingTracker + PowerLR + GradualPruning
+    GradualPruning  GradualPruning alone
+    ModelPruning    Lightning's ModelPruning("l1_unstructured"), same sparsity, same 16 weights, per layer
+
+Interleaving. A round starts the four configurations as four processes (so each peak RSS is its own) that take
+turns step by step: a process runs one optimizer step, hands a token to the next one and waits for its turn, so the
+four see the machine's load within about a second of each other, and a burst of load from elsewhere hits them
+alike. The order of the turn is rotated every round. Every process trains `warmup + steps + 1` steps from the same
+seed and the same data.
+
+Step time. A timing callback, first in the callback list, takes `time.perf_counter()` when a batch's hooks begin (the
+end of the previous step) and again when its turn comes (the start of this step); a step's time runs from its start
+to the next batch's arrival, so it contains the whole step: every callback's batch hooks, forward, backward, the
+optimizer step and fetching the next batch, but not the wait for the other processes. The first `warmup` steps are
+dropped (the tracker's one-off FLOP measurement and Adam's state allocation fall there). The report gives the
+median over all timed steps, its ratio to plain, the median of the paired ratios (step k of a configuration over
+step k of plain in the same round, taken about a second apart), and the time spent inside the benchmarked
+callbacks' hooks.
+
+Pruning is active during the timed steps. GradualPruning runs its cubic schedule from the first step
+(`start_fraction=0`) and reaches `--sparsity` at half the run (`end_fraction=0.5`), with masks recomputed every 10
+steps (the default): the timed steps see the last mask updates of the ramp and then the held final masks, with
+sparsity > 0 throughout. ModelPruning is built with `apply_pruning=False` (so its epoch-end hook never prunes) and
+a small callback calls its public `apply_pruning(amount)` once in `on_train_start`, so the final sparsity is held
+from the first step; `use_lottery_ticket_hypothesis=False`, and `use_global_unstructured=False` (per layer, like
+GradualPruning's default `scope="layer"`).
+
+Memory: (a) bytes the pruning mechanism holds per prunable parameter, from the tensors it keeps (GradualPruning:
+its bool masks; ModelPruning: `weight_orig` + `weight_mask` + the recomputed `weight` attribute, distinct storages,
+minus the original weights), read at the end of the timed steps; (b) the peak RSS of each process
+(`resource.getrusage(...).ru_maxrss`), supplementary, as a median over rounds, with its difference to plain.
+
+Run from the repository root:
+
+    python benchmarks/overhead.py            # 4 rounds x 4 configurations x 40 timed steps, 5 to 9 minutes
+    python benchmarks/overhead.py --quick    # smoke test, 1 round x 10 timed steps, 1 to 2 minutes
+
+One torch thread per process (`--threads`): the four processes take turns, so only one computes at a time, and on
+a small shared machine a single thread is the least disturbed by other jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository root, for `examples` and an uninstalled package
+CONFIGS = ("plain", "all three", "GradualPruning", "ModelPruning")
+MODEL = dict(d_model=128, n_layer=4, n_head=4, seq_len=128)
+DATA = dict(seq_len=128, batch_size=16, max_bytes=4_000_000)
+LR = 1e-3
+TARGET_OVERHEAD = 0.03  # all three callbacks: <= 3% on the median step time
+TARGET_BYTES = 1.2  # GradualPruning: <= 1.2 extra bytes per prunable parameter
+
+
+# ------------------------------------------------------------------------------------------------ child process
+def run_child(config: str, args) -> dict:
+    """Train one configuration, taking turns through the token pipes, and return its measurements."""
+    import logging
+    import resource
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    import pytorch_lightning as pl
+    from pytorch_lightning import Callback
+    from pytorch_lightning.callbacks import ModelPruning
+
+    from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
+    from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingTracker
+    from lightning_scaling.pruning import prunable_parameters
+
+    warmup, steps, sparsity = args.warmup, args.steps, args.sparsity
+    n_steps = warmup + steps + 1  # the batch after the last timed step ends it
+    pl.seed_everything(0, verbose=False)
+    model = TinyGPT(**MODEL, lr=LR)
+    data = ByteCorpusDataModule(**DATA)
+    n_params = sum(p.numel() for p in model.parameters())
+    prunable = prunable_parameters(model)
+    n_prunable = sum(p.numel() for p in prunable.values())
+    layers = {name: model.get_submodule(name.rsplit(".", 1)[0]) for name in prunable}
+
+    # wall time inside each benchmarked callback's hooks (for ModelPruning: its forward pre-hooks), by name
+    hook_seconds: dict[str, float] = {}
+
+    def timed(fn, key):
+        hook_seconds.setdefault(key, 0.0)
+
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                hook_seconds[key] += time.perf_counter() - t0
+
+        return wrapper
+
+    def time_hooks(callback):
+        for name in dir(Callback):
+            if name.startswith("on_") and getattr(type(callback), name) is not getattr(Callback, name):
+                setattr(callback, name, timed(getattr(callback, name), type(callback).__name__))
+        return callback
+
+    def pruned_fraction() -> float:
+        return sum(int((layer.weight == 0).sum()) for layer in layers.values()) / n_prunable
+
+    def held_bytes() -> int:
+        if config in ("all three", "GradualPruning"):
+            return sum(m.numel() * m.element_size() for m in gradual.masks.values())
+        if config == "ModelPruning":
+            total = 0
+            for layer in layers.values():
+                storages = {}
+                for attr in ("weight_orig", "weight_mask", "weight"):
+                    t = getattr(layer, attr, None)
+                    if isinstance(t, torch.Tensor):
+                        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+                total += sum(storages.values()) - layer.weight_orig.numel() * layer.weight_orig.element_size()
+            return total
+        return 0
+
+    class TakeTurnsAndTime(Callback):
+        def __init__(self):
+            self.arrivals: list[float] = []  # batch k's hooks begin: the end of step k - 1
+            self.starts: list[float] = []  # step k begins: this process's turn has come
+            self.hooks: list[dict[str, float]] = []
+            self.sparsity: list[float] = []
+            self.held_bytes = 0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.arrivals.append(time.perf_counter())
+            k = len(self.arrivals) - 1
+            if k in (warmup, warmup + steps):  # before the first and after the last timed step
+                self.sparsity.append(pruned_fraction())
+            if k == warmup + steps:
+                self.held_bytes = held_bytes()
+            os.write(args.ready_fd if k == 0 else args.next_fd, b"t")  # ready / pass the turn on
+            os.read(args.turn_fd, 1)  # wait for this process's turn
+            self.hooks.append(dict(hook_seconds))
+            self.starts.append(time.perf_counter())
+
+        def on_train_end(self, trainer, pl_module):
+            try:
+                os.write(args.next_fd, b"t")  # the last step is done: pass the turn on for good
+            except BrokenPipeError:  # the next process has finished already
+                pass
+
+    timer = TakeTurnsAndTime()
+    callbacks: list = [timer]
+    gradual = GradualPruning(final_sparsity=sparsity, start_fraction=0.0, end_fraction=0.5, update_every=10,
+                             total_tokens=n_steps * DATA["batch_size"] * DATA["seq_len"])
+    if config == "all three":
+        callbacks += [time_hooks(ScalingTracker()), time_hooks(PowerLR(lr_max=LR)), time_hooks(gradual)]
+    elif config == "GradualPruning":
+        callbacks += [time_hooks(gradual)]
+    elif config == "ModelPruning":
+        targets = [(layer, "weight") for layer in layers.values()]
+        lightning_pruning = ModelPruning("l1_unstructured", parameters_to_prune=targets, amount=sparsity,
+                                         use_global_unstructured=False, apply_pruning=False,
+                                         use_lottery_ticket_hypothesis=False)
+
+        class PruneAtTrainStart(Callback):
+            """Prune once before the first step, and time ModelPruning's forward pre-hooks."""
+
+            def on_train_start(self, trainer, pl_module):
+                lightning_pruning.apply_pruning(sparsity)
+                self.saved = []
+                for layer, _ in targets:
+                    for key, hook in list(layer._forward_pre_hooks.items()):
+                        self.saved.append((layer, key, hook))
+                        layer._forward_pre_hooks[key] = timed(hook, "ModelPruning forward pre-hooks")
+
+            def on_train_end(self, trainer, pl_module):  # runs before ModelPruning's, which looks for its hooks
+                for layer, key, hook in self.saved:
+                    layer._forward_pre_hooks[key] = hook
+
+        callbacks += [PruneAtTrainStart(), lightning_pruning]
+    elif config != "plain":
+        raise ValueError(config)
+
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=n_steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        log_every_n_steps=10, callbacks=callbacks,
+    )
+    trainer.fit(model, datamodule=data)
+    timed_steps = range(warmup, warmup + steps)
+    return {
+        "config": config,
+        "step_ms": [1e3 * (timer.arrivals[k + 1] - timer.starts[k]) for k in timed_steps],
+        "hook_ms": {key: [1e3 * (timer.hooks[k + 1][key] - timer.hooks[k][key]) for k in timed_steps]
+                    for key in hook_seconds},
+        "sparsity": timer.sparsity,
+        "held_bytes": timer.held_bytes,
+        "n_prunable": n_prunable,
+        "n_params": n_params,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ parent process
+def run_round(order: tuple[str, ...], args) -> dict[str, dict]:
+    """Start one process per configuration; they take turns in `order`, step by step."""
+    n = len(order)
+    turns = [os.pipe() for _ in order]  # turns[i]: process i waits on the read end
+    ready_r, ready_w = os.pipe()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["OMP_NUM_THREADS"] = str(args.threads)
+    procs, outputs = [], []
+    for i, config in enumerate(order):
+        turn_fd, next_fd = turns[i][0], turns[(i + 1) % n][1]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", config, "--warmup", str(args.warmup),
+               "--steps", str(args.steps), "--threads", str(args.threads), "--sparsity", str(args.sparsity),
+               "--fds", str(turn_fd), str(next_fd), str(ready_w)]
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=err, pass_fds=(turn_fd, next_fd, ready_w)))
+        outputs.append((out, err))
+    for r, w in turns[1:]:
+        os.close(r)
+        os.close(w)
+    os.close(turns[0][0])
+    os.close(ready_w)
+    try:
+        for _ in order:  # every process has reached its first batch
+            if not os.read(ready_r, 1):
+                raise RuntimeError("a configuration's process ended before its first step")
+        os.write(turns[0][1], b"t")  # the first in the order goes first
+        codes = [p.wait() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        os.close(turns[0][1])
+        os.close(ready_r)
+    results = {}
+    for config, code, (out, err) in zip(order, codes, outputs):
+        out.seek(0)
+        err.seek(0)
+        if code != 0:
+            sys.stderr.write(err.read())
+            raise SystemExit(f"configuration {config!r} failed (exit {code})")
+        results[config] = json.loads(out.read().strip().splitlines()[-1])
+    return results
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 round x 10 timed steps (1 to 2 minutes)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of the four configurations (default 4)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration and round (40)")
+    parser.add_argument("--warmup", type=int, default=12, help="untimed steps at the start of every run (12)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process (1)")
+    parser.add_argument("--sparsity", type=float, default=0.5, help="final sparsity of both pruning methods (0.5)")
+    parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--fds", type=int, nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 4
+    if args.steps is None:
+        args.steps = 10 if args.quick else 40
+
+    if args.child:
+        args.turn_fd, args.next_fd, args.ready_fd = args.fds
+        print(json.dumps(run_child(args.child, args)))
+        return 0
+
+    t_start, load_before = time.perf_counter(), os.getloadavg()[0]
+    runs: dict[str, list[dict]] = {c: [] for c in CONFIGS}
+    for r in range(args.rounds):
+        order = CONFIGS[r % len(CONFIGS):] + CONFIGS[: r % len(CONFIGS)]
+        results = run_round(order, args)
+        for c in CONFIGS:
+            runs[c].append(results[c])
+        medians = ", ".join(f"{c} {median(results[c]['step_ms']):.1f}" for c in CONFIGS)
+        print(f"round {r + 1}/{args.rounds}, median step (ms): {medians}", flush=True)
+    elapsed = time.perf_counter() - t_start
+
+    info = runs["plain"][0]
+    print()
+    print(f"torch {info['torch']}, pytorch_lightning {info['lightning']}, Python {platform.python_version()}, "
+          f"{info['threads']} torch thread(s) per process, {os.cpu_count()} CPUs ({platform.machine()}), "
+          f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(f"TinyGPT {MODEL}: {info['n_params']:,} parameters, {info['n_prunable']:,} prunable; batch "
+          f"{DATA['batch_size']} x {DATA['seq_len']}; sparsity {args.sparsity}; {args.rounds} round(s) x "
+          f"{len(CONFIGS)} configurations x {args.steps} timed steps (+{args.warmup} warm-up); {elapsed:.0f} s")
+    print()
+
+    pooled = {c: [t for run in runs[c] for t in run["step_ms"]] for c in CONFIGS}
+    med = {c: median(pooled[c]) for c in CONFIGS}
+    paired = {c: median([t / p for run, base in zip(runs[c], runs["plain"])
+                         for t, p in zip(run["step_ms"], base["step_ms"])]) for c in CONFIGS}
+    rss = {c: median([run["maxrss_mb"] for run in runs[c]]) for c in CONFIGS}
+    bytes_pp = {c: runs[c][-1]["held_bytes"] / info["n_prunable"] for c in CONFIGS}
+
+    print("| config | median step (ms) | ratio to plain (paired) | extra bytes / prunable param | peak RSS (MB) "
+          "| delta RSS vs plain (MB) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for c in CONFIGS:
+        ratio = "1" if c == "plain" else f"{med[c] / med['plain']:.3f} ({paired[c]:.3f})"
+        bpp = "-" if c == "plain" else f"{bytes_pp[c]:.2f}"
+        delta = "-" if c == "plain" else f"{rss[c] - rss['plain']:+.1f}"
+        print(f"| {c} | {med[c]:.1f} | {ratio} | {bpp} | {rss[c]:.0f} | {delta} |")
+    print()
+    print("| config | mean step (ms) | in-hook time per step, median / mean (ms) | mean by callback (ms/step) "
+          "| pruned fraction, first -> last timed step |")
+    print("|---|---:|---:|---|---|")
+    for c in CONFIGS:
+        mean = statistics.fmean(pooled[c])
+        if c == "plain":
+            print(f"| {c} | {mean:.1f} | - | - | - |")
+            continue
+        keys = list(runs[c][0]["hook_ms"])
+        per_step = [sum(vals) for run in runs[c] for vals in zip(*(run["hook_ms"][k] for k in keys))]
+        by_key = ", ".join(f"{k} {statistics.fmean([h for run in runs[c] for h in run['hook_ms'][k]]):.2f}"
+                           for k in keys)
+        first, last = runs[c][-1]["sparsity"]
+        print(f"| {c} | {mean:.1f} | {median(per_step):.2f} / {statistics.fmean(per_step):.2f} | {by_key} "
+              f"| {first:.3f} -> {last:.3f} |")
+    print()
+    print("In-hook time: wall time inside the benchmarked callbacks' hooks, part of the step time; for "
+          "ModelPruning, its forward pre-hooks (weight = weight_orig * weight_mask), not its extra backward work.")
+    print()
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "MISSED"
+
+    over = med["all three"] / med["plain"] - 1
+    print(f"- all three callbacks add <= 3% to the median step time: {over:+.1%} "
+          f"(paired: {paired['all three'] - 1:+.1%}) -> {verdict(over <= TARGET_OVERHEAD)}")
+    b = bytes_pp["GradualPruning"]
+    print(f"- GradualPruning holds <= {TARGET_BYTES} extra bytes per prunable parameter: {b:.2f} "
+          f"(ModelPruning {bytes_pp['ModelPruning']:.2f}) -> {verdict(b <= TARGET_BYTES)}")
+    gp, mp = med["GradualPruning"], med["ModelPruning"]
+    print(f"- GradualPruning costs less step time than ModelPruning: median {gp:.1f} ms vs {mp:.1f} ms "
+          f"({gp / mp - 1:+.1%}; paired ratios to plain {paired['GradualPruning']:.3f} vs "
+          f"{paired['ModelPruning']:.3f}) -> {verdict(gp < mp)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The demo sweep: what `make demo` runs. Small GPTs on the embedded corpus, each through the same LightningCLI
+path a user takes (`lightning-scaling train --config examples/tiny_gpt/config.yaml ...`), all logged to one MLflow
+experiment; the closing hook refits the law after every run.
+
+The plan is two isoFLOP groups (Hoffmann et al. 2022, Approach 2): at each compute budget, three model sizes
+trained on the tokens that spend the budget. Varying N and D against each other at fixed compute is what pins
+both exponents and, through the curvature, E; a naive grid of short runs leaves E at 0 and beta near 0. One run
+of the smaller group is sparse (GradualPruning to 50%, config_sparse.yaml), so N_avg enters the fit.
+
+Re-running continues the experiment: finished runs are skipped (an interrupted sweep resumes where it stopped),
+and once the plan is complete each re-run trains the run the last recommendation asked for, when it fits the
+time cap, so the fit improves run by run.
+
+    python -m examples.tiny_gpt.sweep [--quick] [--tracking-uri sqlite:///mlflow.db] [--experiment NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    d_model: int
+    n_head: int
+    steps: int
+    sparse: bool = False
+
+
+# Non-embedding parameters (n_layer=2): d=32: 33.7k, 48: 68.9k, 64: 116k, 96: 248k. Tokens per step: 16 x 64.
+# Group 1 spends C = 6 N D ~ 2.9e11 FLOPs per run, group 2 four times that.
+FULL = (
+    Run("g1-d32", 32, 2, 1400),
+    Run("g1-d48", 48, 2, 690),
+    Run("g1-d64", 64, 4, 410),
+    Run("g2-d48", 48, 2, 2760),
+    Run("g2-d64", 64, 4, 1630),
+    Run("g2-d96", 96, 4, 770),
+    Run("g1-d64-sparse", 64, 4, 560, sparse=True),
+)
+# Tokens per step: 8 x 32. d=16: 11.8k, 24: 21.5k, 32: 33.7k.
+QUICK = (
+    Run("q1-d16", 16, 2, 600),
+    Run("q1-d24", 24, 2, 330),
+    Run("q1-d32", 32, 2, 210),
+    Run("q2-d24", 24, 2, 990),
+    Run("q2-d32", 32, 2, 630),
+)
+QUICK_OVERRIDES = ["--data.init_args.seq_len=32", "--model.init_args.seq_len=32", "--data.init_args.batch_size=8",
+                   "--data.init_args.val_windows=128", "--model.init_args.n_layer=2",
+                   "--trainer.enable_progress_bar=false"]
+MAX_NEXT_STEPS = {"full": 4000, "quick": 0}  # the follow-up run the recommendation asks for, if this short
+
+
+def _args(run: Run, uri: str, experiment: str, quick: bool) -> list[str]:
+    config = HERE / ("config_sparse.yaml" if run.sparse else "config.yaml")
+    args = [
+        "fit", "--config", str(config),
+        f"--model.init_args.d_model={run.d_model}", f"--model.init_args.n_head={run.n_head}",
+        f"--trainer.max_steps={run.steps}", f"--trainer.val_check_interval={run.steps}",
+        f"--trainer.logger.init_args.run_name={run.name}",
+        f"--trainer.logger.init_args.experiment_name={experiment}",
+        f"--trainer.logger.init_args.tracking_uri={uri}",
+    ]
+    return args + (QUICK_OVERRIDES if quick else [])
+
+
+def _finished(uri: str, experiment: str) -> dict[str, object]:
+    """Finished runs of the experiment by run name (the latest of each name)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time ASC"], max_results=1000)
+    return {r.info.run_name: r for r in runs}
+
+
+def _summary(uri: str, experiment: str):
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    found = client.search_runs([exp.experiment_id], filter_string="tags.`lightning_scaling.summary` = 'true'",
+                               max_results=1)
+    return client, exp, (found[0] if found else None)
+
+
+def _line(run, seconds: float) -> str:
+    m = run.data.metrics
+    sparsity = m.get("scaling/sparsity", 0.0)
+    return (f"  finished {run.info.run_name:<16} N={m.get('scaling/params_avg', float('nan')):>9.4g}  "
+            f"D={m.get('scaling/tokens', float('nan')):>9.4g}  C={m.get('scaling/flops', float('nan')):>9.3g}  "
+            f"val_loss={m.get('val_loss', float('nan')):.4f}" + (f"  sparsity={sparsity:.2f}" if sparsity else "")
+            + f"  ({seconds:.0f} s)")
+
+
+def _next_run(client, summary, quick: bool, tokens_per_step: int) -> Run | None:
+    """The run the last recommendation asks for, as a Run of this sweep (None when there is none)."""
+    if summary is None or "lightning_scaling.next_tokens" not in summary.data.tags:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(summary.info.run_id, "scaling_law/recommendation.json", tmp)
+        rec = json.loads(Path(path).read_text())
+    arch = rec.get("architecture") or {}
+    if rec.get("status") != "ok" or not arch or arch.get("n_layer") != 2:
+        return None  # the demo's configs are 2-layer models; other shapes are for the user to run
+    steps = int(math.ceil(rec["tokens"] / tokens_per_step))
+    return Run(f"next-d{arch['d_model']}-{steps}", int(arch["d_model"]), int(arch["n_head"]), steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller sweep (about 2 minutes)")
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    parser.add_argument("--experiment", default=None, help="default: tiny-gpt-demo (tiny-gpt-demo-quick)")
+    args = parser.parse_args(argv)
+    import torch
+
+    from lightning_scaling.integrations.lightning_cli import run_cli
+
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and robust on a busy machine
+    plan_name = "quick" if args.quick else "full"
+    plan = QUICK if args.quick else FULL
+    experiment = args.experiment or ("tiny-gpt-demo-quick" if args.quick else "tiny-gpt-demo")
+    tokens_per_step = (8 * 32) if args.quick else (16 * 64)
+    start = time.perf_counter()
+    done = _finished(args.tracking_uri, experiment)
+    todo = [r for r in plan if r.name not in done]
+    print(f"lightning-scaling demo ({plan_name}): experiment '{experiment}' at {args.tracking_uri}; "
+          f"{len(plan) - len(todo)} of {len(plan)} planned runs already finished", flush=True)
+    if not todo:
+        client, _, summary = _summary(args.tracking_uri, experiment)
+        follow_up = _next_run(client, summary, args.quick, tokens_per_step)
+        if follow_up is not None and follow_up.steps <= MAX_NEXT_STEPS[plan_name] and follow_up.name not in done:
+            print(f"  the plan is complete: training the recommended run {follow_up.name}", flush=True)
+            todo = [follow_up]
+        elif follow_up is not None:
+            print(f"  the plan is complete; the recommended run ({follow_up.steps} steps of d_model="
+                  f"{follow_up.d_model}) is beyond this demo's time cap: train it with\n    "
+                  + " ".join(["lightning-scaling", "train", *_args(follow_up, args.tracking_uri, experiment,
+                                                                  args.quick)[1:]]), flush=True)
+    for run in todo:
+        t0 = time.perf_counter()
+        print(f"  training {run.name}: d_model={run.d_model}, {run.steps} steps"
+              + (" (sparse: pruned to 50%)" if run.sparse else ""), flush=True)
+        code = run_cli(_args(run, args.tracking_uri, experiment, args.quick))
+        if code != 0:
+            return code
+        finished = _finished(args.tracking_uri, experiment).get(run.name)
+        if finished is not None:
+            print(_line(finished, time.perf_counter() - t0), flush=True)
+    client, exp, summary = _summary(args.tracking_uri, experiment)
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s", flush=True)
+    if summary is None:
+        print("no recommendation yet (see the warnings above)")
+        return 1
+    note = summary.data.tags.get("mlflow.note.content", "")
+    print("\n" + note + "\n")
+    print("Open it in the MLflow UI:")
+    print(f"  mlflow ui --backend-store-uri {args.tracking_uri}")
+    print(f"  then http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs/{summary.info.run_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
