@@ -53,8 +53,12 @@ class BootstrapResult:
         return len(self.samples["E"])
 
     def _percentiles(self, values) -> tuple[float, float]:
+        """Percentile bounds over the replicates where the quantity is finite (a replicate whose exponent sits on
+        its bound can send an allocation to infinity; it counts as the extreme it is, not as NaN)."""
         q = 100.0 * (1.0 - self.confidence) / 2.0
-        lo, hi = np.percentile(np.asarray(values, float), [q, 100.0 - q])
+        values = np.asarray(values, float)
+        values = np.where(np.isnan(values), np.inf, values)
+        lo, hi = np.percentile(values, [q, 100.0 - q], method="inverted_cdf")
         return float(lo), float(hi)
 
     def interval(self, name: str) -> tuple[float, float]:

@@ -43,11 +43,11 @@ ATTN_SCALES = ("inverse_sqrt", "inverse")
 READOUTS = ("linear", "mup")
 
 
-def _attention_scale(attn_scale: str, d_head: int) -> float:
+def _attention_scale(attn_scale: str, d_head: int, attn_mult: float = 1.0) -> float:
     if attn_scale == "inverse_sqrt":
         return 1.0 / math.sqrt(d_head)
     if attn_scale == "inverse":
-        return 1.0 / d_head
+        return attn_mult / d_head
     raise ValueError(f"attn_scale must be one of {list(ATTN_SCALES)}, got {attn_scale!r}")
 
 
@@ -119,7 +119,9 @@ class TinyGPT(pl.LightningModule):
         n_layer: number of transformer blocks.
         n_head: number of attention heads.
         seq_len: context length (number of learned positions); exposed as ``n_ctx``.
-        attn_scale: ``"inverse_sqrt"`` (``1/sqrt(d_head)``, standard) or ``"inverse"`` (``1/d_head``, muP).
+        attn_scale: ``"inverse_sqrt"`` (``1/sqrt(d_head)``, standard) or ``"inverse"`` (``attn_mult/d_head``, muP).
+        attn_mult: muP's attention multiplier: with ``attn_scale="inverse"`` the scale is ``attn_mult / d_head``;
+            ``sqrt(base d_head)`` makes it equal the standard scale at the base width.
         readout: ``"linear"`` (``nn.Linear``) or ``"mup"`` (``mup.MuReadout``; needs ``mup.set_base_shapes``
             before the first forward). Either way the layer is ``self.lm_head`` and has no bias.
         lr: AdamW learning rate.
@@ -142,6 +144,7 @@ class TinyGPT(pl.LightningModule):
         n_head: int = 4,
         seq_len: int = 128,
         attn_scale: str = "inverse_sqrt",
+        attn_mult: float = 1.0,
         readout: str = "linear",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -157,7 +160,7 @@ class TinyGPT(pl.LightningModule):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if d_model % n_head != 0:
             raise ValueError(f"d_model must be divisible by n_head, got d_model={d_model}, n_head={n_head}")
-        scale = _attention_scale(attn_scale, d_model // n_head)  # validates attn_scale
+        scale = _attention_scale(attn_scale, d_model // n_head, attn_mult)  # validates attn_scale
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {list(READOUTS)}, got {readout!r}")
         if not 0.0 <= dropout < 1.0:

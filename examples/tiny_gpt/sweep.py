@@ -2,7 +2,7 @@
 path a user takes (`lightning-scaling train --config examples/tiny_gpt/config.yaml ...`), all logged to one MLflow
 experiment; the closing hook refits the law after every run.
 
-The plan is two isoFLOP groups (Hoffmann et al. 2022, Approach 2): at each compute budget, three model sizes
+The plan is two isoFLOP groups (Hoffmann et al. 2022, Approach 2): at each compute budget, three or four sizes
 trained on the tokens that spend the budget. Varying N and D against each other at fixed compute is what pins
 both exponents and, through the curvature, E; a naive grid of short runs leaves E at 0 and beta near 0. One run
 of the smaller group is sparse (GradualPruning to 50%, config_sparse.yaml), so N_avg enters the fit.
@@ -35,30 +35,33 @@ class Run:
     n_head: int
     steps: int
     sparse: bool = False
+    n_layer: int = 2
 
 
-# Non-embedding parameters (n_layer=2): d=32: 33.7k, 48: 68.9k, 64: 116k, 96: 248k. Tokens per step: 16 x 64.
-# Group 1 spends C = 6 N D ~ 2.9e11 FLOPs per run, group 2 four times that.
+# Non-embedding parameters (n_layer=2): d=16: 10.7k, 32: 33.7k, 48: 68.9k, 64: 116k, 96: 248k; d_head = 16.
+# Tokens per step: 16 x 64. Group 1 spends C = 6 N D = 2e11 FLOPs per run, group 2 four times that; the sizes
+# are chosen to bracket each group's compute-optimal size.
 FULL = (
-    Run("g1-d32", 32, 2, 1400),
-    Run("g1-d48", 48, 2, 690),
-    Run("g1-d64", 64, 4, 410),
-    Run("g2-d48", 48, 2, 2760),
-    Run("g2-d64", 64, 4, 1630),
-    Run("g2-d96", 96, 4, 770),
-    Run("g1-d64-sparse", 64, 4, 560, sparse=True),
+    Run("g1-d16", 16, 1, 3050),
+    Run("g1-d32", 32, 2, 967),
+    Run("g1-d48", 48, 3, 473),
+    Run("g2-d32", 32, 2, 3868),
+    Run("g2-d48", 48, 3, 1888),
+    Run("g2-d64", 64, 4, 1117),
+    Run("g2-d96", 96, 6, 524),
+    Run("g1-d48-sparse", 48, 3, 620, sparse=True),  # N_avg ~ 52k at 50% final sparsity: about the same C
 )
-# Tokens per step: 8 x 32. d=16: 11.8k, 24: 21.5k, 32: 33.7k.
+# Tokens per step: 8 x 32. Group 1: C = 2e10, group 2: 6e10.
 QUICK = (
-    Run("q1-d16", 16, 2, 600),
-    Run("q1-d24", 24, 2, 330),
-    Run("q1-d32", 32, 2, 210),
-    Run("q2-d24", 24, 2, 990),
-    Run("q2-d32", 32, 2, 630),
+    Run("q1-d16", 16, 1, 1218),
+    Run("q1-d32", 32, 2, 387),
+    Run("q1-d48", 48, 3, 189),
+    Run("q2-d16", 16, 1, 3655),
+    Run("q2-d32", 32, 2, 1160),
+    Run("q2-d48", 48, 3, 566),
 )
 QUICK_OVERRIDES = ["--data.init_args.seq_len=32", "--model.init_args.seq_len=32", "--data.init_args.batch_size=8",
-                   "--data.init_args.val_windows=128", "--model.init_args.n_layer=2",
-                   "--trainer.enable_progress_bar=false"]
+                   "--data.init_args.val_windows=128", "--trainer.enable_progress_bar=false"]
 MAX_NEXT_STEPS = {"full": 4000, "quick": 0}  # the follow-up run the recommendation asks for, if this short
 
 
@@ -67,6 +70,7 @@ def _args(run: Run, uri: str, experiment: str, quick: bool) -> list[str]:
     args = [
         "fit", "--config", str(config),
         f"--model.init_args.d_model={run.d_model}", f"--model.init_args.n_head={run.n_head}",
+        f"--model.init_args.n_layer={run.n_layer}",
         f"--trainer.max_steps={run.steps}", f"--trainer.val_check_interval={run.steps}",
         f"--trainer.logger.init_args.run_name={run.name}",
         f"--trainer.logger.init_args.experiment_name={experiment}",
@@ -115,10 +119,11 @@ def _next_run(client, summary, quick: bool, tokens_per_step: int) -> Run | None:
         path = client.download_artifacts(summary.info.run_id, "scaling_law/recommendation.json", tmp)
         rec = json.loads(Path(path).read_text())
     arch = rec.get("architecture") or {}
-    if rec.get("status") != "ok" or not arch or arch.get("n_layer") != 2:
-        return None  # the demo's configs are 2-layer models; other shapes are for the user to run
+    if rec.get("status") != "ok" or not arch:
+        return None
     steps = int(math.ceil(rec["tokens"] / tokens_per_step))
-    return Run(f"next-d{arch['d_model']}-{steps}", int(arch["d_model"]), int(arch["n_head"]), steps)
+    return Run(f"next-d{arch['d_model']}-L{arch['n_layer']}-{steps}", int(arch["d_model"]), int(arch["n_head"]),
+               steps, n_layer=int(arch["n_layer"]))
 
 
 def main(argv: list[str] | None = None) -> int:
