@@ -14,6 +14,7 @@ demo-quick: $(VENV)/.installed
 	$(PY) -m examples.tiny_gpt.sweep --quick
 
 test: $(VENV)/.installed-dev
+	bash tools/ensure_browser.sh
 	$(PY) -m pytest
 
 install: $(VENV)/.installed

@@ -61,11 +61,13 @@ def _positive(name: str, value) -> np.ndarray:
 def optimal_allocation(E, A, B, alpha, beta, C):
     """(N_opt, D_opt, L_opt) at compute C; every argument may be an array (they broadcast)."""
     E, A, B, alpha, beta, C = (np.asarray(x, float) for x in (E, A, B, alpha, beta, C))
-    s = alpha + beta
-    G = (alpha * A / (beta * B)) ** (1.0 / s)
-    N = G * (C / FLOPS_PER_PARAM_TOKEN) ** (beta / s)
-    D = (C / FLOPS_PER_PARAM_TOKEN) ** (alpha / s) / G
-    return N, D, E + A * N ** (-alpha) + B * D ** (-beta)
+    # bootstrap replicates with an exponent on its bound (0) give infinite allocations: inf, not a warning
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        s = alpha + beta
+        G = (alpha * A / (beta * B)) ** (1.0 / s)
+        N = G * (C / FLOPS_PER_PARAM_TOKEN) ** (beta / s)
+        D = (C / FLOPS_PER_PARAM_TOKEN) ** (alpha / s) / G
+        return N, D, E + A * N ** (-alpha) + B * D ** (-beta)
 
 
 def compute_optimal(law: ChinchillaLaw, flops) -> Allocation:

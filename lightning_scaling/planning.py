@@ -90,12 +90,26 @@ def plan_next_run(
                 "sentence": "Not enough runs to fit the law yet: " + _suggestion_sentence(err.suggestions)}
     boot = bootstrap(fit, n_bootstrap, seed=seed, confidence=confidence) if n_bootstrap else None
     out = {**base, **recommend(fit, budget, boot, C), "status": "ok"}
+    out["boundary"] = list(out.get("boundary", [])) + _extrapolation(out["params"], N)
     if sparse or pruning:
         out["sparse_next"] = _sparse_next(out["params"], pruning)
     target_dense = out.get("sparse_next", {}).get("initial_params", out["params"])
     out["architecture"] = propose_architecture(target_dense, dict(hparams or {})) if propose_architecture else None
     out["sentence"] = _sentence(out)
     return out
+
+
+EXTRAPOLATION_RATIO = 10.0  # a recommendation more than 10x outside the sizes trained is an extrapolation
+
+
+def _extrapolation(params: float, N) -> list[str]:
+    """A warning when the recommended size lies far outside the sizes the law was fitted on."""
+    lo, hi = float(np.min(N)), float(np.max(N))
+    if lo / EXTRAPOLATION_RATIO <= params <= hi * EXTRAPOLATION_RATIO:
+        return []
+    return [f"the recommended N = {_num(params)} is more than {EXTRAPOLATION_RATIO:g}x outside the sizes trained "
+            f"({_num(lo)}..{_num(hi)}): the law is extrapolated; add runs at sizes between them (an isoFLOP group "
+            "whose sizes bracket its best loss)"]
 
 
 def _sparse_next(params_avg: float, pruning: dict | None) -> dict:
@@ -142,7 +156,7 @@ def recommendation_markdown(rec: dict) -> str:
         (what, _num(rec["params"]), interval("params")),
         ("tokens D", _num(rec["tokens"]), interval("tokens")),
         ("compute C = 6ND", f"{rec['flops']:.3g} FLOPs", rec.get("budget_rule") or ""),
-        ("tokens per parameter", f"{rec['tokens_per_param']:.1f}", ""),
+        ("tokens per parameter", _num(rec["tokens_per_param"]), ""),
         ("predicted loss", f"{rec['loss']:.4f}", interval("loss", lambda v: f"{v:.4f}")),
     ]
     law = (f"L = {rec['E']:.4g} + {rec['A']:.4g}/N^{rec['alpha']:.3f} + {rec['B']:.4g}/D^{rec['beta']:.3f}")

@@ -68,7 +68,7 @@ def recommendation_sentence(rec: dict) -> str:
     what = "average non-zero parameters (N_avg)" if rec.get("params_column") == "params_avg" else "parameters"
     s = (
         f"Train next a model of {_num(rec['params'])} {what} on {_num(rec['tokens'])} tokens "
-        f"({rec['tokens_per_param']:.1f} tokens per parameter, {rec['flops']:.3g} FLOPs): "
+        f"({_num(rec['tokens_per_param'])} tokens per parameter, {rec['flops']:.3g} FLOPs): "
         f"predicted loss {rec['loss']:.4f}"
     )
     if "loss_low" in rec:

@@ -146,10 +146,10 @@ def check_scenario(uri, tmp_path, artifacts=None):
         run = client.get_run(run_id)
         note = run.data.tags["mlflow.note.content"]
         assert "### Next run:" in note and "| predicted loss |" in note and rec["sentence"] in note
-        assert float(run.data.tags["lightning_scaling.next_params"]) == pytest.approx(rec["params"])
-        assert float(run.data.tags["lightning_scaling.next_tokens"]) == pytest.approx(rec["tokens"])
-        assert float(run.data.tags["lightning_scaling.next_flops"]) == pytest.approx(rec["flops"])
-        assert float(run.data.tags["lightning_scaling.predicted_loss"]) == pytest.approx(rec["loss"])
+        assert float(run.data.tags["lightning_scaling.next_params"]) == pytest.approx(rec["params"], rel=1e-3)
+        assert float(run.data.tags["lightning_scaling.next_tokens"]) == pytest.approx(rec["tokens"], rel=1e-3)
+        assert float(run.data.tags["lightning_scaling.next_flops"]) == pytest.approx(rec["flops"], rel=1e-3)
+        assert float(run.data.tags["lightning_scaling.predicted_loss"]) == pytest.approx(rec["loss"], rel=1e-3)
         files = {a.path for a in client.list_artifacts(run_id, "scaling_law")}
         assert files == {"scaling_law/recommendation.json", "scaling_law/frontier.png", "scaling_law/isoflop.png"}
         local = client.download_artifacts(run_id, "scaling_law/recommendation.json", str(tmp_path / run_id))

@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + note + "\n")
     print("Open it in the MLflow UI:")
     print(f"  mlflow ui --backend-store-uri {args.tracking_uri}")
-    print(f"  then http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs/{summary.info.run_id}")
+    print(f"  then http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs/{summary.info.run_id}"
+          "?workflowType=machine_learning   (the classic 'Model training' view)")
     return 0
 
 

@@ -52,6 +52,8 @@ def run_cli(args: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or argv[0] not in ("fit", "validate", "test", "predict"):
         argv = ["fit", *argv]
+    saved_argv = sys.argv
+    sys.argv = sys.argv[:1]  # LightningCLI warns when given both `args` and command-line arguments
     try:
         ScalingCLI(args=argv)
     except Exception as err:  # jsonargparse wraps errors raised while instantiating a class: find ours
@@ -60,6 +62,8 @@ def run_cli(args: list[str] | None = None) -> int:
             raise
         print(f"lightning-scaling train: error: {cause}", file=sys.stderr)
         return 2
+    finally:
+        sys.argv = saved_argv
     return 0
 
 

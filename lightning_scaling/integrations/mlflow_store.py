@@ -138,7 +138,7 @@ class MLflowRunStore:
         self.client.set_tag(run_id, NOTE_TAG, recommendation_markdown(rec))
         if rec.get("status") == "ok":
             for tag, key in NUMBER_TAGS.items():
-                self.client.set_tag(run_id, tag, repr(float(rec[key])))
+                self.client.set_tag(run_id, tag, f"{float(rec[key]):.4g}")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "recommendation.json"
             path.write_text(json.dumps(rec, indent=2, default=_json_default))
