@@ -19,9 +19,11 @@ after a few tiny steps, up to 3e-10 relative above the optimum (measured on gadr
 ftol=1e-15. With ftol=0 it stops on the gradient or when no step decreases f.
 
 Measured on all eight data sets, the two-stage best equals the best of the full grid run at `hoffmann_grid_fit`'s
-own tolerances (ftol=1e-15, gtol=1e-12) to within 1.2e-14 relative, in about 4 minutes of wall time instead of 10
-on a loaded 2-core machine. Each worker limits BLAS to one thread when threadpoolctl is installed: L-BFGS-B's tiny
-BLAS calls are otherwise up to 100x slower on a loaded 2-core machine (threads contending).
+own tolerances (ftol=1e-15, gtol=1e-12) to within 1.2e-14 relative. This file took 221 s and 321 s in two runs on a
+shared 2-core machine (1-minute load average about 5), against 609 s for the full grid at tight tolerances.
+
+Each worker limits BLAS to one thread when threadpoolctl is installed: L-BFGS-B's tiny BLAS calls are otherwise up
+to 100x slower on a loaded 2-core machine (threads contending).
 """
 
 from __future__ import annotations
