@@ -294,7 +294,7 @@ def plot(results: list[dict], params: list[str], widths: list[int], log2_lrs: li
     low = min(finite) if finite else 0.0
     top = min(max(finite) if finite else DIVERGED, low + 1.2)  # clip the low-LR tail so the minima are visible
     span = top - low
-    fig, axes = plt.subplots(1, len(params), figsize=(5 * len(params), 4.2), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(params), figsize=(max(7.0, 5.0 * len(params)), 4.2), sharey=True, squeeze=False)
     axes = axes[0]
     colors = plt.get_cmap("viridis")([i / max(1, len(widths) - 1) * 0.9 for i in range(len(widths))])
     for ax, p in zip(axes, params):

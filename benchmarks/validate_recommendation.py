@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     import mlflow
     import torch
 
-    from examples.tiny_gpt.sweep import QUICK_OVERRIDES, HERE
+    from examples.tiny_gpt.sweep import FULL_OVERRIDES, HERE, QUICK_OVERRIDES
     from lightning_scaling.builtin_plugins import gpt_non_embedding_params
     from lightning_scaling.integrations.lightning_cli import run_cli
 
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     if rec.get("status") != "ok":
         print(f"no usable recommendation: {rec.get('sentence')}", file=sys.stderr)
         return 2
-    tokens_per_step = (8 * 32) if args.quick else (16 * 64)
+    tokens_per_step = (8 * 32) if args.quick else (8 * 64)
     arch = rec.get("architecture") or {}
     d_model, n_layer, n_head = arch.get("d_model"), arch.get("n_layer"), arch.get("n_head")
     if not d_model:
@@ -75,8 +75,7 @@ def main(argv=None) -> int:
            f"--trainer.val_check_interval={steps}", f"--trainer.logger.init_args.run_name={name}",
            f"--trainer.logger.init_args.experiment_name={args.experiment}-validation",
            f"--trainer.logger.init_args.tracking_uri={args.tracking_uri}"]
-    if args.quick:
-        cli += QUICK_OVERRIDES
+    cli += QUICK_OVERRIDES if args.quick else FULL_OVERRIDES
     start = time.perf_counter()
     code = run_cli(cli)
     if code:
