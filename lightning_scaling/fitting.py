@@ -215,10 +215,6 @@ def _uncentre(theta, mN, mD):
     return np.array([a + alpha * mN, b + beta * mD, e, alpha, beta])
 
 
-def _centre(theta, mN, mD):
-    a, b, e, alpha, beta = theta
-    return np.array([a - alpha * mN, b - beta * mD, e, alpha, beta])
-
 
 # -- the reference method ---------------------------------------------------------------------------------------
 HOFFMANN_GRID = {
