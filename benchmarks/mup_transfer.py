@@ -61,9 +61,9 @@ if str(ROOT) not in sys.path:
 
 PARAMETRIZATIONS = ("SP", "muP", "muP-init")
 DEFAULT_PARAMETRIZATIONS = ("SP", "muP")
-TITLES = {"SP": "SP (standard parametrization)", "muP": "muP (base width 64), zero readout",
-          "muP-init": "muP (base width 64), readout N(0, (0.02*64/w)^2)"}
 BASE_WIDTH = 64
+TITLES = {"SP": "SP (standard parametrization)", "muP": f"muP (base width {BASE_WIDTH}), zero readout",
+          "muP-init": f"muP (base width {BASE_WIDTH}), readout N(0, (0.02*{BASE_WIDTH}/w)^2)"}
 MODEL = dict(n_layer=2, n_head=4, seq_len=64)
 DATA = dict(seq_len=64, batch_size=8, max_bytes=4_000_000, val_windows=256)
 WARMUP_FRACTION = 0.1
