@@ -57,6 +57,12 @@ def main(argv=None) -> int:
         return 2
     tokens_per_step = (8 * 32) if args.quick else (8 * 64)
     arch = rec.get("architecture") or {}
+    if rec.get("sparse_next"):
+        # the law's N is N_avg; a dense run of that size is a point of the same law (Jin et al. 2025), and the
+        # architecture in the recommendation is for the sparse run's larger initial size
+        from lightning_scaling import plugins
+
+        arch = plugins.propose_architecture(rec["params"], {"d_model": 32, "n_layer": 2, "n_head": 2}) or {}
     d_model, n_layer, n_head = arch.get("d_model"), arch.get("n_layer"), arch.get("n_head")
     if not d_model:
         d_model, n_layer, n_head = 32, 2, 2

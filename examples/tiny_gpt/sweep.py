@@ -40,16 +40,16 @@ class Run:
 
 # Non-embedding parameters (n_layer=2): d=16: 10.7k, 32: 33.7k, 48: 68.9k, 64: 116k, 96: 248k; d_head = 16.
 # Tokens per step: 8 x 64 (small batches: at this scale the larger models need the optimizer steps). Group 1
-# spends C = 6 N D = 1.2e11 FLOPs per run, group 2 four times that; the sizes bracket each group's best loss
-# (measured: at 2.4e11 FLOPs, d16 / d32 / d48 reach 2.120 / 1.979 / 2.236).
+# spends C = 6 N D = 1.2e11 FLOPs per run, group 2 three times that; the sizes are meant to bracket each group's
+# best loss (measured at 2.4e11 FLOPs: d16 / d32 / d48 reach 2.120 / 1.979 / 2.236).
 FULL = (
     Run("g1-d16", 16, 1, 3655),
     Run("g1-d32", 32, 2, 1160),
     Run("g1-d48", 48, 3, 567),
-    Run("g2-d32", 32, 2, 4641),
-    Run("g2-d48", 48, 3, 2267),
-    Run("g2-d64", 64, 4, 1341),
-    Run("g2-d96", 96, 6, 629),
+    Run("g2-d16", 16, 1, 10965),
+    Run("g2-d32", 32, 2, 3482),
+    Run("g2-d48", 48, 3, 1700),
+    Run("g2-d64", 64, 4, 1006),
     Run("g1-d48-sparse", 48, 3, 752, sparse=True),  # N_avg ~ 52k at 50% final sparsity: about the same C
 )
 FULL_OVERRIDES = ["--data.init_args.batch_size=8"]
