@@ -33,3 +33,26 @@ def grid_runs(law=TRUE_LAW, noise=0.01, seed=0, sizes=(3e6, 1e7, 3e7, 1e8, 3e8),
 @pytest.fixture
 def runs():
     return grid_runs()
+
+
+@pytest.fixture
+def single_threaded():
+    """Tiny models train fastest on one thread, and a busy 2-core machine does not slow them down."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def stop_at(step: int):
+    """A callback that ends training after `step` optimizer steps, as an interruption would."""
+    from pytorch_lightning.callbacks import Callback
+
+    class StopAt(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step >= step:
+                trainer.should_stop = True
+
+    return StopAt()

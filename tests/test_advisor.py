@@ -27,6 +27,8 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
+from conftest import stop_at
+
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
 from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingLawAdvisor, ScalingTracker
@@ -40,11 +42,8 @@ SECRET = "s3cr3t-password-not-to-be-logged"
 
 
 @pytest.fixture(autouse=True)
-def _single_threaded():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_threaded(single_threaded):
     yield
-    torch.set_num_threads(threads)
 
 
 class NaNGPT(TinyGPT):
@@ -58,15 +57,6 @@ class Explode(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step >= 3:
             raise RuntimeError("simulated crash")
-
-
-class StopAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
 
 
 def train(uri, d_model, steps, *, callbacks=(), model_cls=TinyGPT, tracker=True, run_name=None, ckpt_path=None,
@@ -100,7 +90,7 @@ def log_scenario(uri, tmp_path, artifacts=None):
     ids["nan"] = train(uri, 24, 12, model_cls=NaNGPT, run_name="nan", artifacts=artifacts)[0]
     ids["no-schema"] = train(uri, 24, 12, tracker=False, run_name="no-schema", artifacts=artifacts)[0]
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=10, save_top_k=-1)
-    ids["interrupted"] = train(uri, 24, 40, callbacks=[ckpt, StopAt(10)], run_name="interrupted",
+    ids["interrupted"] = train(uri, 24, 40, callbacks=[ckpt, stop_at(10)], run_name="interrupted",
                                ckpt_dir=tmp_path, artifacts=artifacts)[0]
     path = next((tmp_path / "ckpt").glob("*.ckpt"))
     ids["resumed"] = train(uri, 24, 40, run_name="resumed", ckpt_path=str(path), artifacts=artifacts)[0]

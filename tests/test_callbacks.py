@@ -15,6 +15,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
+from conftest import stop_at
+
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
 from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingTracker
@@ -214,15 +216,6 @@ def test_n_avg_matches_the_analytic_mean_within_1_percent():
 
 
 # -- resume -------------------------------------------------------------------------------------------------------
-class StopAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
-
-
 def _all_three(**pruning_kw):
     return (ScalingTracker(log_every_n_steps=4), PowerLR(warmup_tokens=2 * B * T),
             GradualPruning(final_sparsity=0.5, update_every=2, **pruning_kw))
@@ -236,7 +229,7 @@ def test_resume_is_bitwise_identical(tmp_path):
 
     ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=stop, save_top_k=-1)
     first = _all_three()
-    make_trainer([*first, ckpt, StopAt(stop)], max_steps=steps, enable_checkpointing=True).fit(make_model(), make_data())
+    make_trainer([*first, ckpt, stop_at(stop)], max_steps=steps, enable_checkpointing=True).fit(make_model(), make_data())
     assert first[2].sparsity > 0, "the interruption must come after pruning began"
     path = next(tmp_path.glob("*.ckpt"))
 

@@ -16,11 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _single_threaded():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_threaded(single_threaded):
     yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(tmp_path: Path, **pruning) -> Path:

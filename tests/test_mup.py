@@ -14,6 +14,8 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch import nn
 
+from conftest import stop_at
+
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
 from lightning_scaling.callbacks import GradualPruning, MuP, PowerLR, ScalingTracker
@@ -24,11 +26,8 @@ T = 32
 
 
 @pytest.fixture(autouse=True)
-def _single_threaded():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_threaded(single_threaded):
     yield
-    torch.set_num_threads(threads)
 
 
 def mup_model(d_model=128, **kw):
@@ -180,15 +179,6 @@ def test_no_attention_warning_when_correct():
 
 
 # -- checkpoint, deepcopy, DDP --------------------------------------------------------------------------------------
-class StopAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
-
-
 def _callbacks():
     return [MuP(base={"d_model": 32}, hidden_init="fixed"), PowerLR(warmup_tokens=2 * 4 * T),
             GradualPruning(final_sparsity=0.5, update_every=2), ScalingTracker(log_every_n_steps=4)]
@@ -201,7 +191,7 @@ def test_resume_reattaches_without_rescaling_and_matches_the_uninterrupted_run(t
     trainer(full, max_steps=steps).fit(full_model, data())
 
     ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=stop, save_top_k=-1)
-    trainer([*_callbacks(), ckpt, StopAt(stop)], max_steps=steps, enable_checkpointing=True).fit(mup_model(), data())
+    trainer([*_callbacks(), ckpt, stop_at(stop)], max_steps=steps, enable_checkpointing=True).fit(mup_model(), data())
     path = next(tmp_path.glob("*.ckpt"))
     state = torch.load(path, weights_only=False)["callbacks"]
     mup_state = next(v for k, v in state.items() if k.startswith("MuP"))
