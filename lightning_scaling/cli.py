@@ -150,18 +150,7 @@ def run_recommend_mlflow(args) -> dict:
                         n_bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
                         propose_architecture=plugins.propose_architecture)
     if args.publish:
-        import tempfile
-        from pathlib import Path
-
-        from .integrations.plots import frontier_figure, isoflop_figure
-
-        with tempfile.TemporaryDirectory() as tmp:
-            figures = {}
-            if rec["status"] == "ok":
-                figures = {"frontier": frontier_figure(rec, Path(tmp) / "frontier.png"),
-                           "isoflop": isoflop_figure(rec, Path(tmp) / "isoflop.png")}
-            store.mark_training_experiment()
-            store.publish(store.summary_run_id(), rec, figures)
+        store.publish_everywhere(rec)
     return rec
 
 

@@ -29,13 +29,10 @@ B, T = 4, 32  # sequences per micro-batch, sequence length
 
 
 @pytest.fixture(autouse=True)
-def _single_threaded_and_quiet():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_threaded_and_quiet(single_threaded):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-    torch.set_num_threads(threads)
 
 
 def make_model(**kw):

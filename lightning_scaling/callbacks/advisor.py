@@ -13,9 +13,7 @@ MLflow can still be written, a note on the run saying why. The checkpoint and th
 
 from __future__ import annotations
 
-import tempfile
 import warnings
-from pathlib import Path
 
 from pytorch_lightning import Callback
 
@@ -114,16 +112,7 @@ class ScalingLawAdvisor(Callback):
         )
         rec["run_id"] = run_id
         rec["loss_key"] = self.loss_key
-        store.mark_training_experiment()
-        with tempfile.TemporaryDirectory() as tmp:
-            figures = {}
-            if rec["status"] == "ok":
-                from ..integrations.plots import frontier_figure, isoflop_figure
-
-                figures = {"frontier": frontier_figure(rec, Path(tmp) / "frontier.png"),
-                           "isoflop": isoflop_figure(rec, Path(tmp) / "isoflop.png")}
-            store.publish(run_id, rec, figures)
-            store.publish(store.summary_run_id(), rec, figures)
+        store.publish_everywhere(rec, [run_id])
         plugins.notify_recommendation(rec)
         return rec
 

@@ -146,6 +146,19 @@ class MLflowRunStore:
         for local in (figures or {}).values():
             self.client.log_artifact(run_id, local, "scaling_law")
 
+    def publish_everywhere(self, rec: dict, run_ids=()) -> None:
+        """Render the figures once and publish the recommendation on `run_ids` and on the summary run."""
+        from .plots import frontier_figure, isoflop_figure
+
+        self.mark_training_experiment()
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = {}
+            if rec.get("status") == "ok":
+                figures = {"frontier": frontier_figure(rec, Path(tmp) / "frontier.png"),
+                           "isoflop": isoflop_figure(rec, Path(tmp) / "isoflop.png")}
+            for run_id in (*run_ids, self.summary_run_id()):
+                self.publish(run_id, rec, figures)
+
     def note(self, run_id: str, text: str) -> None:
         self.client.set_tag(run_id, NOTE_TAG, text)
 
