@@ -15,13 +15,17 @@ LayerNorm 2d and the untied, bias-free readout V d). The shape keeps the finishe
 / n_head, so attention behaves the same, and its aspect ratio d_model / n_layer, which Kaplan et al. 2020 (Sec. 3.1,
 Fig. 5) find matters little over a wide range, so holding it fixed removes a free choice rather than tuning one.
 The search (`gpt_shape_for`) tries every depth n_layer in 1..128 and, for each, the two widths (multiples of d_head)
-whose count brackets N. N comes first: among the candidates within 5% of N (or, when the d_head grid is too coarse
-for that, the closest ones) it returns the one whose aspect ratio is closest to the target's, in log scale.
+whose count brackets N. Among the candidates within 15% of N it keeps those whose aspect ratio is within a factor
+1.25 of the closest one (in log scale) and returns the one nearest N. The 15% is what the d_head grid costs at small
+widths (at d_model = 32 the next multiple of 16 is 50% more parameters), and it is cheap: along an isoFLOP curve the
+loss is flat at its minimum (Hoffmann et al. 2022, Fig. 3), so 15% in N moves the loss at second order, while a
+depth far from the sweep's aspect ratio (d_model = 16 with 10 layers, for a sweep of 2-layer models of width 32 to
+64) leaves the region the law was fitted on.
 
 Law forms: ``"chinchilla"`` is `ChinchillaFit`, L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022).
 
     >>> propose_architecture(3172608, {"d_model": 64, "n_layer": 2, "n_head": 4, "vocab_size": 256})
-    {'d_model': 208, 'n_layer': 6, 'n_head': 13, 'params': 3184896}
+    {'d_model': 192, 'n_layer': 7, 'n_head': 12, 'params': 3163584}
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from .hookspecs import hookimpl
 GPT_KEYS = ("d_model", "n_layer", "n_head")
 DEFAULT_VOCAB_SIZE = 256  # the byte-level vocabulary of the example TinyGPT
 MAX_LAYERS = 128  # deeper than any model this package's sweeps train; the search is 2 x 128 candidates
-SHAPE_RTOL = 0.05  # N first: a shape within 5% of N is as good as exact for a scaling sweep (log-spaced sizes)
+SHAPE_RTOL = 0.15  # a shape within 15% of N is admissible: at the compute-optimal point the loss is flat in N
+ASPECT_BAND = 1.25  # aspect ratios within this factor of the best admissible one count as equally good
 
 
 def gpt_non_embedding_params(d_model: int, n_layer: int, vocab_size: int = DEFAULT_VOCAB_SIZE) -> int:
@@ -66,13 +71,14 @@ def gpt_shape_for(
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     max_layers: int = MAX_LAYERS,
     rtol: float = SHAPE_RTOL,
+    aspect_band: float = ASPECT_BAND,
 ) -> dict:
-    """The GPT shape with d_model a multiple of `d_head` whose non-embedding count is closest to `params`.
+    """A GPT shape with d_model a multiple of `d_head`, about `params` non-embedding parameters and about `aspect`.
 
     For each depth L in 1..`max_layers`, the widths tried are the two multiples of `d_head` around the root of
-    N(d, L) = params (a quadratic in d). Among the candidates within `rtol` of `params` (or, if none is, those as
-    close as the best one) the one with d_model / n_layer closest to `aspect` in log scale wins; ties go to the
-    smaller error.
+    N(d, L) = params (a quadratic in d). The admissible candidates are those within `rtol` of `params` (or, if none
+    is, those as close as the best one). Among them, those whose d_model / n_layer is within a factor `aspect_band`
+    of the closest to `aspect` (in log scale) are equally good, and the one nearest `params` wins.
 
     Args:
         params: the target non-embedding count N, > 0.
@@ -81,6 +87,7 @@ def gpt_shape_for(
         vocab_size: V, the readout's output size.
         max_layers: the deepest candidate.
         rtol: relative error on N accepted before the aspect ratio is considered, in [0, 1).
+        aspect_band: factor, >= 1, within which aspect ratios count as equally close to `aspect`.
 
     Returns:
         ``{"d_model": d, "n_layer": L, "n_head": d // d_head, "params": N(d, L)}``.
@@ -100,6 +107,8 @@ def gpt_shape_for(
     _check_positive_int("max_layers", max_layers)
     if isinstance(rtol, bool) or not isinstance(rtol, Real) or not 0 <= rtol < 1:
         raise ConfigurationError(f"`rtol` must be in [0, 1), got {rtol!r}")
+    if isinstance(aspect_band, bool) or not isinstance(aspect_band, Real) or not 1 <= aspect_band < math.inf:
+        raise ConfigurationError(f"`aspect_band` must be a finite number >= 1, got {aspect_band!r}")
 
     N = float(params)
     candidates = []  # (relative error, log-aspect distance, n_layer, d_model, count)
@@ -112,7 +121,9 @@ def gpt_shape_for(
             candidates.append((abs(n - N) / N, abs(math.log(d / L / aspect)), L, d, n))
     best = min(c[0] for c in candidates)
     admissible = [c for c in candidates if c[0] <= max(best, rtol)]
-    _, _, L, d, n = min(admissible, key=lambda c: (c[1], c[0]))
+    closest = min(c[1] for c in admissible)
+    in_band = [c for c in admissible if c[1] <= closest + math.log(aspect_band) + 1e-12]
+    _, _, L, d, n = min(in_band, key=lambda c: (c[0], c[1]))
     return {"d_model": d, "n_layer": L, "n_head": d // d_head, "params": n}
 
 

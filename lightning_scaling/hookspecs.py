@@ -52,7 +52,7 @@ def propose_architecture(params: float, hparams: dict) -> dict | None:
     Returns:
         A dict of the hyperparameters to change, plus ``"params"``: the exact non-embedding count of the proposed
         shape (which differs a little from the requested `params`, as shapes are discrete), e.g.
-        ``{"d_model": 208, "n_layer": 6, "n_head": 13, "params": 3184896}``. Return None when the plugin does not
+        ``{"d_model": 192, "n_layer": 7, "n_head": 12, "params": 3163584}``. Return None when the plugin does not
         know this kind of model, to let the next plugin answer.
     """
 
