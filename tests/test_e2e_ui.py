@@ -4,8 +4,10 @@ The test runs `python -m examples.tiny_gpt.sweep --quick` into a temporary MLflo
 `mlflow server` on it, and opens the summary run `scaling-law` in headless Chromium. It checks that the run's
 description (the note the closing hook writes) renders as markdown with the recommendation sentence visible, and
 that the artifacts view shows `scaling_law/frontier.png` as an image. Screenshots go to the test's temporary
-directory and, when LIGHTNING_SCALING_SCREENSHOT_DIR is set, there too (the README's pictures in docs/ come from
-`LIGHTNING_SCALING_SCREENSHOT_DIR=docs pytest -m slow tests/test_e2e_ui.py`).
+directory and, when LIGHTNING_SCALING_SCREENSHOT_DIR is set, there too. LIGHTNING_SCALING_E2E_DEMO=full runs the
+full demo sweep (about 5 minutes) instead of the quick one; the README's pictures in docs/ come from
+
+    LIGHTNING_SCALING_E2E_DEMO=full LIGHTNING_SCALING_SCREENSHOT_DIR=docs pytest -m slow tests/test_e2e_ui.py
 
 Needs Debian's Chromium at /usr/bin/chromium (`sh tools/ensure_browser.sh` installs it) and the `playwright`
 Python package (the dev extra). Playwright only drives the system Chromium; `playwright install` is never needed.
@@ -31,7 +33,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-EXPERIMENT = "tiny-gpt-demo-quick"
+DEMOS = {"quick": ("tiny-gpt-demo-quick", ["--quick"]), "full": ("tiny-gpt-demo", [])}
 FIGURE = "scaling_law/frontier.png"
 CHROMIUM_ARGS = [
     "--headless",
@@ -169,11 +171,15 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
 
     tmp = tmp_path
     uri = f"sqlite:///{tmp}/mlflow.db"
+    which = os.environ.get("LIGHTNING_SCALING_E2E_DEMO", "quick")
+    if which not in DEMOS:
+        pytest.fail(f"LIGHTNING_SCALING_E2E_DEMO must be one of {sorted(DEMOS)}, got {which!r}")
+    experiment, flags = DEMOS[which]
 
-    # 1. The quick demo, as a user runs it.
+    # 1. The (quick) demo, as a user runs it.
     t0 = time.perf_counter()
     demo = subprocess.run(
-        [sys.executable, "-m", "examples.tiny_gpt.sweep", "--quick", "--tracking-uri", uri],
+        [sys.executable, "-m", "examples.tiny_gpt.sweep", *flags, "--tracking-uri", uri],
         cwd=tmp, env=_env(), capture_output=True, text=True, timeout=DEMO_TIMEOUT_S,
     )
     demo_s = time.perf_counter() - t0
@@ -184,8 +190,8 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
     assert f"mlflow ui --backend-store-uri {uri}" in demo.stdout, demo.stdout[-4000:]
 
     client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    assert exp is not None, f"experiment {EXPERIMENT!r} not found"
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment!r} not found"
     summaries = client.search_runs([exp.experiment_id], filter_string="tags.`lightning_scaling.summary` = 'true'")
     assert len(summaries) == 1, [r.info.run_name for r in summaries]
     summary = summaries[0]
@@ -232,7 +238,7 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
                 assert "**" not in page.locator("body").inner_text(), "the description shows raw markdown"
                 if sentence.startswith("Train"):
                     element = page.locator("strong", has_text=sentence[:40]).first
-                    assert page.locator("table", has_text="parameters N").first.is_visible(), "no table rendered"
+                    assert page.locator("table", has_text="tokens D").first.is_visible(), "no table rendered"
                 else:
                     element = page.get_by_text(sentence[:40]).first
                 assert element.is_visible(), f"not visible on the run page: {sentence}"

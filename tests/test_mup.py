@@ -178,6 +178,16 @@ def test_no_attention_warning_when_correct():
     assert not any("1/d_head" in str(w.message) for w in caught)
 
 
+def test_no_attention_warning_when_mup_scale_equals_the_standard_one_at_this_head_width():
+    # the demo's recipe: attn_mult = 4 = sqrt(16), so at d_head 16 the muP scale 4/16 is numerically 1/sqrt(16)
+    model = mup_model(d_model=64, n_head=4, attn_mult=4.0)
+    assert model.blocks[0].attn.scale == 16 ** -0.5
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer([MuP(base={"d_model": 32, "n_head": 2})], max_steps=1).fit(model, data())
+    assert not any("1/d_head" in str(w.message) for w in caught)
+
+
 # -- checkpoint, deepcopy, DDP --------------------------------------------------------------------------------------
 def _callbacks():
     return [MuP(base={"d_model": 32}, hidden_init="fixed"), PowerLR(warmup_tokens=2 * 4 * T),

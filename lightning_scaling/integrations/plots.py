@@ -26,7 +26,10 @@ def _pyplot():
 def frontier_figure(rec: dict, path) -> str:
     plt = _pyplot()
     used = rec["runs"]["used"]
-    C = np.array([r["flops"] for r in used], float)
+    # The law's compute is C = 6ND (the frontier and the recommendation are on that axis), so the runs are placed
+    # at 6ND too, not at their measured FLOPs: for small models attention and the embeddings make the measured count
+    # 1.3x or more larger, which would put every run to the right of the frontier it was fitted with.
+    C = np.array([6.0 * r["params"] * r["tokens"] for r in used], float)
     L = np.array([r["loss"] for r in used], float)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     sparse = np.array([bool(r.get("sparsity")) for r in used])
@@ -43,7 +46,7 @@ def frontier_figure(rec: dict, path) -> str:
     ax.errorbar([rec["flops"]], [rec["loss"]], yerr=yerr, fmt="*", ms=13, color="#d62728", capsize=4,
                 label="recommended next run", zorder=4)
     ax.set_xscale("log")
-    ax.set_xlabel("compute C (FLOPs)")
+    ax.set_xlabel("compute C = 6ND (FLOPs)")
     ax.set_ylabel("loss")
     ax.set_title("Scaling law: loss against compute")
     ax.legend(fontsize=8, frameon=False)

@@ -226,12 +226,20 @@ def attention_scale(d_head: int, parametrization: str = "mup") -> float:
 
 
 def attention_scale_problems(module: nn.Module) -> list[str]:
-    """Places that look like 1/sqrt(d_head) attention scaling (the common muP mistake)."""
+    """Places that look like 1/sqrt(d_head) attention scaling (the common muP mistake).
+
+    A model whose hyperparameters declare the muP rule (``attn_scale`` or ``attention_scale`` set to ``"inverse"``,
+    ``"mup"`` or ``"1/d"``) is taken at its word: with ``attn_mult = sqrt(d_head)`` the muP scale attn_mult / d_head
+    equals 1/sqrt(d_head) at that one head width, and the numbers alone cannot tell the two rules apart.
+    """
     problems = []
     hparams = dict(getattr(module, "hparams", {}) or {})
+    declared = {str(hparams.get(key, "")).lower() for key in ("attn_scale", "attention_scale")}
     for key in ("attn_scale", "attention_scale"):
         if str(hparams.get(key, "")).lower() in ("inverse_sqrt", "sqrt", "1/sqrt", "standard", "sp"):
             problems.append(f"hyperparameter {key}={hparams[key]!r}")
+    if declared & {"inverse", "mup", "1/d"}:
+        return problems
     for name, mod in module.named_modules():
         d_head = getattr(mod, "d_head", None) or getattr(mod, "head_dim", None)
         scale = getattr(mod, "scale", None)
