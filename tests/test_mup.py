@@ -155,6 +155,20 @@ def test_convert_readout_keeps_the_weights_and_function_at_base_width():
         torch.testing.assert_close(model(x), before)
 
 
+def test_fixed_init_converted_readout_keeps_its_std_so_the_effective_std_is_1_over_width_mult():
+    # a plain Linear readout at GPT-2's fixed std 0.02, 4x the base width: muP wants the effective readout
+    # (weights x 1/width_mult in MuReadout's forward) at 0.02 / 4; mup's own rescale (x sqrt(4)) would give 0.02 / 2
+    model = mup_model(d_model=128, readout="linear", zero_readout=False, init_std=0.02)
+    hidden_before = model.blocks[0].mlp.fc.weight.detach().std().item()
+    trainer([MuP(base={"d_model": 32}, convert_readout=True, hidden_init="fixed")], max_steps=0).fit(model, data())
+    readout = model.lm_head
+    assert isinstance(readout, mup.MuReadout) and readout.width_mult() == 4
+    assert readout.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    effective = readout.weight.std().item() * readout.output_mult / readout.width_mult()
+    assert effective == pytest.approx(0.02 / 4, rel=0.05)
+    assert model.blocks[0].mlp.fc.weight.std().item() == pytest.approx(hidden_before / 2, rel=1e-5)  # 1/sqrt(4)
+
+
 def test_readout_by_name():
     model = mup_model()
     with pytest.raises(ConfigurationError, match=r"`readout` names no submodule: 'head_x'"):

@@ -34,6 +34,8 @@ from ..mup.shapes import (
     base_shapes_from_hparams,
     convert_to_mureadout,
     find_readout,
+    is_mureadout,
+    keep_fixed_readout_init,
     load_base_shapes_file,
     rescale_fixed_init,
 )
@@ -57,7 +59,8 @@ class MuP(Callback):
             otherwise a plain Linear readout is an error telling what to change.
         hidden_init: "fan_in" when the module initialises hidden matrices with std ~ 1/sqrt(fan_in) (PyTorch's
             default, what mup assumes); "fixed" for a width-independent std such as GPT-2's 0.02, which the
-            callback rescales by 1/sqrt(width_mult) so that the base width keeps its tuned init.
+            callback rescales by 1/sqrt(width_mult) so that the base width keeps its tuned init. A readout converted
+            by `convert_readout` then keeps its fixed-std weights, so its effective std goes as 1/width_mult.
         optimizer_kind: "adam" or "sgd" rules for optimizers the callback does not recognise.
 
     Raises:
@@ -142,6 +145,7 @@ class MuP(Callback):
     def _apply(self, module, rescale: bool) -> None:
         rescale = rescale and not hasattr(module, SHAPES_ATTR)  # a second fit of the same module: re-attach only
         name, _ = find_readout(module, self.readout)
+        converted = self.convert_readout and not is_mureadout(module.get_submodule(name))
         if self.convert_readout:
             convert_to_mureadout(module, name)
         shapes = (
@@ -155,10 +159,12 @@ class MuP(Callback):
                 "resume with the same `base`/`delta`/`base_shapes`"
             )
         attach(module, shapes, rescale_params=rescale)
+        readout = module.get_submodule(name)
         if self.hidden_init == "fixed" and rescale:
             rescale_fixed_init(module)
+            if converted:  # the Linear's own fixed-std weights, not MuReadout's 1/fan_in init
+                keep_fixed_readout_init(readout)
         self.shapes = shapes
-        readout = module.get_submodule(name)
         self.width_mult = float(readout.width_mult())
         self.base_width = int(readout.weight.infshape[1].base_dim or readout.in_features)
         problems = attention_scale_problems(module)

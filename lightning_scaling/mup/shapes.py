@@ -119,6 +119,11 @@ def find_readout(module: nn.Module, name: str | None = None) -> tuple[str, nn.Mo
     return linears[-1]
 
 
+def is_mureadout(module: nn.Module) -> bool:
+    """Whether `module` is a `mup.MuReadout` (or a subclass such as MuSharedReadout)."""
+    return isinstance(module, mup.MuReadout)
+
+
 def convert_to_mureadout(module: nn.Module, name: str) -> nn.Module:
     """Replace the plain Linear at `name` by a `mup.MuReadout` with the same weights (in place)."""
     parent_name, _, attr = name.rpartition(".")
@@ -209,6 +214,19 @@ def rescale_fixed_init(module: nn.Module) -> None:
         s = getattr(p, "infshape", None)
         if s is not None and s.ninf() == 2:
             p.mul_(1.0 / math.sqrt(s.width_mult()))
+
+
+def keep_fixed_readout_init(readout: nn.Module) -> None:
+    """Undo mup's readout rescale for a readout initialised with a fixed std (a Linear converted to MuReadout).
+
+    `set_base_shapes(rescale_params=True)` multiplies a MuReadout's weights by sqrt(width_mult). That is right for
+    MuReadout's own 1/fan_in init: the forward divides by width_mult, so the effective variance goes as 1/fan_in^2
+    (Yang et al. 2022, Table 3). A width-independent std (GPT-2's 0.02) tuned at the base width must instead be kept
+    as it is: the forward's 1/width_mult alone gives the effective std / width_mult, muP's 1/fan_in. Multiplied by
+    sqrt(width_mult) it would shrink only as 1/sqrt(width_mult).
+    """
+    with torch.no_grad():
+        readout.weight.mul_(1.0 / math.sqrt(float(readout.width_mult())))
 
 
 def attention_scale(d_head: int, parametrization: str = "mup") -> float:
