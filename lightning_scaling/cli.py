@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--flops", type=_positive_float, metavar="C",
                         help="compute budget of the next run in FLOPs (C = 6 N D)")
     budget.add_argument("--growth", type=_positive_float, metavar="G",
-                        help="budget = G x the largest compute logged (MLflow form only; default 4)")
+                        help="budget = G x the largest compute logged, as 6ND (MLflow form only; default 4)")
     rec.add_argument("--publish", action="store_true",
                      help="also write the recommendation to the experiment's summary run `scaling-law`")
     runs = sub.add_parser("runs", help="the run records the closing hook would use, and the excluded runs with "

@@ -119,8 +119,12 @@ def check_scenario(uri, tmp_path, artifacts=None):
     assert resumed["tokens"] == 40 * 4 * T
 
     # the recommendation itself
-    largest = max(r["flops"] for r in rec["runs"]["used"])
+    # the budget is 4x the largest compute in the law's own units, C = 6ND (measured FLOPs count more)
+    largest = max(r["compute_6nd"] for r in rec["runs"]["used"])
+    assert all(r["compute_6nd"] == pytest.approx(6 * r["params"] * r["tokens"], rel=0.05) for r in rec["runs"]["used"])
+    assert max(r["flops"] for r in rec["runs"]["used"]) > largest
     assert rec["flops"] == pytest.approx(4 * largest)
+    assert rec["budget_rule"] == f"4x the largest compute logged ({largest:.3g} FLOPs as 6ND)"
     assert 6 * rec["params"] * rec["tokens"] == pytest.approx(rec["flops"])
     assert rec["loss_low"] <= rec["loss"] <= rec["loss_high"]
     assert rec["params_low"] <= rec["params"] <= rec["params_high"]

@@ -38,7 +38,7 @@ class ScalingLawAdvisor(Callback):
     """Refit the scaling law over all runs of the MLflow experiment at the end of training; recommend the next run.
 
     Args:
-        next_flops: compute budget of the next run; default `growth` x the largest compute logged so far.
+        next_flops: compute budget of the next run (C = 6ND); default `growth` x the largest 6ND logged so far.
         growth: see `next_flops` (default 4).
         loss_key: the metric holding each run's final loss (default "val_loss").
         bootstrap: bootstrap replicates for the intervals (default 1000; 0 for none).
