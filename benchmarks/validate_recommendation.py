@@ -14,10 +14,8 @@ Run `make demo` first.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,27 +33,24 @@ def main(argv=None) -> int:
     import mlflow
     import torch
 
-    from examples.tiny_gpt.sweep import FULL_OVERRIDES, HERE, QUICK_OVERRIDES
+    from examples.tiny_gpt.sweep import FULL_OVERRIDES, HERE, QUICK_OVERRIDES, TOKENS_PER_STEP
     from lightning_scaling.builtin_plugins import gpt_non_embedding_params
     from lightning_scaling.integrations.lightning_cli import run_cli
+    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 
     torch.set_num_threads(1)
     client = mlflow.MlflowClient(args.tracking_uri)
-    exp = client.get_experiment_by_name(args.experiment)
-    if exp is None:
+    if client.get_experiment_by_name(args.experiment) is None:
         print(f"no experiment {args.experiment!r} at {args.tracking_uri}: run `make demo` first", file=sys.stderr)
         return 2
-    summary = client.search_runs([exp.experiment_id], filter_string="tags.`lightning_scaling.summary` = 'true'")
-    if not summary:
+    rec = MLflowRunStore(args.tracking_uri, experiment_name=args.experiment).latest_recommendation()
+    if rec is None:
         print("the experiment has no recommendation yet", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(summary[0].info.run_id, "scaling_law/recommendation.json", tmp)
-        rec = json.loads(Path(path).read_text())
     if rec.get("status") != "ok":
         print(f"no usable recommendation: {rec.get('sentence')}", file=sys.stderr)
         return 2
-    tokens_per_step = (8 * 32) if args.quick else (8 * 64)
+    tokens_per_step = TOKENS_PER_STEP["quick" if args.quick else "full"]
     arch = rec.get("architecture") or {}
     if rec.get("sparse_next"):
         # the law's N is N_avg; a dense run of that size is a point of the same law (Jin et al. 2025), and the

@@ -17,10 +17,8 @@ time cap, so the fit improves run by run.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +62,7 @@ QUICK = (
 )
 QUICK_OVERRIDES = ["--data.init_args.seq_len=32", "--model.init_args.seq_len=32", "--data.init_args.batch_size=8",
                    "--data.init_args.val_windows=128", "--trainer.enable_progress_bar=false"]
+TOKENS_PER_STEP = {"full": 8 * 64, "quick": 8 * 32}  # batch x seq_len of the overrides above
 MAX_NEXT_STEPS = {"full": 4000, "quick": 0}  # the follow-up run the recommendation asks for, if this short
 
 
@@ -94,16 +93,6 @@ def _finished(uri: str, experiment: str) -> dict[str, object]:
     return {r.info.run_name: r for r in runs}
 
 
-def _summary(uri: str, experiment: str):
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    found = client.search_runs([exp.experiment_id], filter_string="tags.`lightning_scaling.summary` = 'true'",
-                               max_results=1)
-    return client, exp, (found[0] if found else None)
-
-
 def _line(run, seconds: float) -> str:
     m = run.data.metrics
     sparsity = m.get("scaling/sparsity", 0.0)
@@ -113,15 +102,11 @@ def _line(run, seconds: float) -> str:
             + f"  ({seconds:.0f} s)")
 
 
-def _next_run(client, summary, quick: bool, tokens_per_step: int) -> Run | None:
+def _next_run(store, tokens_per_step: int) -> Run | None:
     """The run the last recommendation asks for, as a Run of this sweep (None when there is none)."""
-    if summary is None or "lightning_scaling.next_tokens" not in summary.data.tags:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(summary.info.run_id, "scaling_law/recommendation.json", tmp)
-        rec = json.loads(Path(path).read_text())
-    arch = rec.get("architecture") or {}
-    if rec.get("status") != "ok" or not arch:
+    rec = store.latest_recommendation()
+    arch = (rec or {}).get("architecture") or {}
+    if rec is None or rec.get("status") != "ok" or not arch:
         return None
     steps = int(math.ceil(rec["tokens"] / tokens_per_step))
     return Run(f"next-d{arch['d_model']}-L{arch['n_layer']}-{steps}", int(arch["d_model"]), int(arch["n_head"]),
@@ -137,20 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from lightning_scaling.integrations.lightning_cli import run_cli
+    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and robust on a busy machine
     plan_name = "quick" if args.quick else "full"
     plan = QUICK if args.quick else FULL
     experiment = args.experiment or ("tiny-gpt-demo-quick" if args.quick else "tiny-gpt-demo")
-    tokens_per_step = (8 * 32) if args.quick else (8 * 64)
+    tokens_per_step = TOKENS_PER_STEP[plan_name]
     start = time.perf_counter()
     done = _finished(args.tracking_uri, experiment)
     todo = [r for r in plan if r.name not in done]
     print(f"lightning-scaling demo ({plan_name}): experiment '{experiment}' at {args.tracking_uri}; "
           f"{len(plan) - len(todo)} of {len(plan)} planned runs already finished", flush=True)
     if not todo:
-        client, _, summary = _summary(args.tracking_uri, experiment)
-        follow_up = _next_run(client, summary, args.quick, tokens_per_step)
+        follow_up = _next_run(MLflowRunStore(args.tracking_uri, experiment_name=experiment), tokens_per_step)
         if follow_up is not None and follow_up.steps <= MAX_NEXT_STEPS[plan_name] and follow_up.name not in done:
             print(f"  the plan is complete: training the recommended run {follow_up.name}", flush=True)
             todo = [follow_up]
@@ -169,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         finished = _finished(args.tracking_uri, experiment).get(run.name)
         if finished is not None:
             print(_line(finished, time.perf_counter() - t0), flush=True)
-    client, exp, summary = _summary(args.tracking_uri, experiment)
+    store = MLflowRunStore(args.tracking_uri, experiment_name=experiment)
+    summary = store.summary_run()
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s", flush=True)
     if summary is None:
         print("no recommendation yet (see the warnings above)")
@@ -178,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + note + "\n")
     print("Open it in the MLflow UI:")
     print(f"  mlflow ui --backend-store-uri {args.tracking_uri}")
-    print(f"  then http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs/{summary.info.run_id}"
+    print(f"  then http://127.0.0.1:5000/#/experiments/{store.experiment_id}/runs/{summary.info.run_id}"
           "?workflowType=machine_learning   (the classic 'Model training' view)")
     return 0
 

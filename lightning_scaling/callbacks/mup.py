@@ -34,12 +34,12 @@ from ..mup.shapes import (
     base_shapes_from_hparams,
     convert_to_mureadout,
     find_readout,
-    is_mureadout,
     keep_fixed_readout_init,
     load_base_shapes_file,
     rescale_fixed_init,
 )
 
+from ._state import check_state_version
 from ._types import HiddenInit, OptimizerKind
 
 STATE_VERSION = 1
@@ -144,10 +144,8 @@ class MuP(Callback):
 
     def _apply(self, module, rescale: bool) -> None:
         rescale = rescale and not hasattr(module, SHAPES_ATTR)  # a second fit of the same module: re-attach only
-        name, _ = find_readout(module, self.readout)
-        converted = self.convert_readout and not is_mureadout(module.get_submodule(name))
-        if self.convert_readout:
-            convert_to_mureadout(module, name)
+        name, original = find_readout(module, self.readout)
+        converted = self.convert_readout and convert_to_mureadout(module, name) is not original
         shapes = (
             base_shapes_from_hparams(module, self.base, self.delta, name if self.convert_readout else None)
             if self.base is not None
@@ -182,10 +180,7 @@ class MuP(Callback):
                 "base_width": self.base_width}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict.get("version") != STATE_VERSION:
-            raise ConfigurationError(
-                f"MuP checkpoint state has version {state_dict.get('version')!r}; this version reads {STATE_VERSION}"
-            )
+        check_state_version("MuP", state_dict, STATE_VERSION)
         saved = state_dict["shapes"]
         if self.shapes is not None and saved is not None and saved != self.shapes:
             raise ConfigurationError(

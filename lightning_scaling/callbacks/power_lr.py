@@ -21,6 +21,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from ..errors import ConfigurationError
 from ..schedules import PowerSchedule, validate_power_args
 from ._clock import TokenClock, total_tokens_of_run
+from ._state import check_state_version
 from ._types import ClosedUnitInterval, DecayShape, NonNegativeFloat, PositiveFloat, PositiveInt, PowerExponent
 
 STATE_VERSION = 1
@@ -135,11 +136,7 @@ class PowerLR(Callback):
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict.get("version") != STATE_VERSION:
-            raise ConfigurationError(
-                f"PowerLR checkpoint state has version {state_dict.get('version')!r}; this version reads "
-                f"{STATE_VERSION}"
-            )
+        check_state_version("PowerLR", state_dict, STATE_VERSION)
         self.clock.load_state_dict(state_dict["clock"])
         self.schedule = None if state_dict["schedule"] is None else PowerSchedule(**state_dict["schedule"])
         self.multipliers = state_dict["multipliers"]

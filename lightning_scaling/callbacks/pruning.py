@@ -21,6 +21,7 @@ from ..errors import ConfigurationError
 from ..pruning import SCOPES, apply_masks, magnitude_masks, prunable_parameters, reset_optimizer_state, sparsity_of
 from ..sparsity import END_FRACTION, START_FRACTION, cubic_sparsity, validate_pruning_args
 from ._clock import TokenClock, total_tokens_of_run
+from ._state import check_state_version
 from ._types import ClosedUnitInterval, PositiveInt, PruningScope, Sparsity
 
 STATE_VERSION = 1
@@ -173,11 +174,7 @@ class GradualPruning(Callback):
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict.get("version") != STATE_VERSION:
-            raise ConfigurationError(
-                f"GradualPruning checkpoint state has version {state_dict.get('version')!r}; this version reads "
-                f"{STATE_VERSION}"
-            )
+        check_state_version("GradualPruning", state_dict, STATE_VERSION)
         self._restored = dict(state_dict["masks"])
         self.sparsity = state_dict["sparsity"]
         self._run_tokens = state_dict["run_tokens"]

@@ -41,6 +41,7 @@ from ..measure import (
     measure_training_flops,
 )
 
+from ._state import check_state_version
 from ._types import ParamsBasis, PositiveInt
 
 STATE_VERSION = 1
@@ -242,11 +243,7 @@ class ScalingTracker(Callback):
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict.get("version") != STATE_VERSION:
-            raise ConfigurationError(
-                f"ScalingTracker checkpoint state has version {state_dict.get('version')!r}; this version reads "
-                f"{STATE_VERSION}"
-            )
+        check_state_version("ScalingTracker", state_dict, STATE_VERSION)
         for key in ("tokens", "flops", "flops_analytic", "nonzero_weighted", "nonzero_tokens", "params_nonzero"):
             setattr(self, key, state_dict[key])
         self._last_logged_step = state_dict["last_logged_step"]

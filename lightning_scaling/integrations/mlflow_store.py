@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ..errors import ConfigurationError
@@ -123,12 +124,29 @@ class MLflowRunStore:
     def mark_training_experiment(self) -> None:
         self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
 
+    def summary_run(self):
+        """The experiment's summary run (run name `scaling-law`), or None before the first recommendation."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{SUMMARY_TAG}` = 'true'",
+                                        run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
+        return found[0] if found else None
+
+    def latest_recommendation(self) -> dict | None:
+        """The last recommendation published on the summary run (its `scaling_law/recommendation.json`), or None."""
+        summary = self.summary_run()
+        if summary is None:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self.client.download_artifacts(summary.info.run_id, "scaling_law/recommendation.json", tmp)
+            except (MlflowException, OSError):  # a summary run whose recommendation was never written
+                return None
+            return json.loads(Path(path).read_text())
+
     def summary_run_id(self) -> str:
         """The experiment's summary run (run name `scaling-law`), created on first use."""
-        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.{SUMMARY_TAG} = 'true'",
-                                        run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
-        if found:
-            return found[0].info.run_id
+        found = self.summary_run()
+        if found is not None:
+            return found.info.run_id
         run = self.client.create_run(self.experiment_id, run_name=SUMMARY_RUN_NAME, tags={SUMMARY_TAG: "true"})
         self.client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id

@@ -119,11 +119,6 @@ def find_readout(module: nn.Module, name: str | None = None) -> tuple[str, nn.Mo
     return linears[-1]
 
 
-def is_mureadout(module: nn.Module) -> bool:
-    """Whether `module` is a `mup.MuReadout` (or a subclass such as MuSharedReadout)."""
-    return isinstance(module, mup.MuReadout)
-
-
 def convert_to_mureadout(module: nn.Module, name: str) -> nn.Module:
     """Replace the plain Linear at `name` by a `mup.MuReadout` with the same weights (in place)."""
     parent_name, _, attr = name.rpartition(".")
