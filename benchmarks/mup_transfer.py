@@ -85,7 +85,7 @@ def _init_worker(threads: int) -> None:
     except RuntimeError:  # already set in this process
         pass
     warnings.filterwarnings("ignore")
-    import pytorch_lightning  # noqa: F401  (its import sets its loggers to INFO: quieten them after)
+    import lightning.pytorch  # noqa: F401  (its import sets its loggers to INFO: quieten them after)
 
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -99,9 +99,9 @@ def train_one(job: dict) -> dict:
     """Train one (parametrization, width, lr, seed) and return its losses (runs in a worker process)."""
     import functools
 
-    import pytorch_lightning as pl
+    import lightning.pytorch as pl
     import torch
-    from pytorch_lightning import Callback
+    from lightning.pytorch import Callback
 
     from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
     from lightning_scaling.callbacks import MuP
@@ -395,7 +395,7 @@ def main(argv=None) -> int:
     run_s = sum(r["seconds"] for r in results)
     cpu_s = sum(r.get("cpu_seconds", math.nan) for r in results)
     print()
-    print(f"torch {info['torch']}, pytorch_lightning {info['lightning']}, Python {platform.python_version()}, "
+    print(f"torch {info['torch']}, lightning {info['lightning']}, Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs ({platform.machine()}), {args.workers} worker(s) x {args.threads} thread(s); "
           f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"TinyGPT {MODEL}, batch {DATA['batch_size']} x {DATA['seq_len']} bytes, {steps} steps (LR warm-up "

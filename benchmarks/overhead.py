@@ -78,10 +78,10 @@ def run_child(config: str, args) -> dict:
 
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    import pytorch_lightning as pl
-    from pytorch_lightning import Callback
-    from pytorch_lightning.callbacks import ModelPruning
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import lightning.pytorch as pl
+    from lightning.pytorch import Callback
+    from lightning.pytorch.callbacks import ModelPruning
 
     from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
     from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingTracker
@@ -303,7 +303,7 @@ def main(argv=None) -> int:
 
     info = runs["plain"][0]
     print()
-    print(f"torch {info['torch']}, pytorch_lightning {info['lightning']}, Python {platform.python_version()}, "
+    print(f"torch {info['torch']}, lightning {info['lightning']}, Python {platform.python_version()}, "
           f"{info['threads']} torch thread(s) per process, {os.cpu_count()} CPUs ({platform.machine()}), "
           f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"TinyGPT {MODEL}: {info['n_params']:,} parameters, {info['n_prunable']:,} prunable; batch "

@@ -48,7 +48,7 @@ def single_threaded():
 
 def stop_at(step: int):
     """A callback that ends training after `step` optimizer steps, as an interruption would."""
-    from pytorch_lightning.callbacks import Callback
+    from lightning.pytorch.callbacks import Callback
 
     class StopAt(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

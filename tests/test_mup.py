@@ -9,9 +9,9 @@ import warnings
 
 import mup
 import pytest
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 
 from conftest import stop_at
@@ -284,7 +284,7 @@ def test_composes_with_power_lr_and_pruning():
 
 
 def test_logs_width_params(tmp_path):
-    from pytorch_lightning.loggers import CSVLogger
+    from lightning.pytorch.loggers import CSVLogger
 
     logger = CSVLogger(tmp_path)
     trainer([MuP(base={"d_model": 32})], max_steps=1, logger=logger).fit(mup_model(), data())

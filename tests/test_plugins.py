@@ -119,7 +119,7 @@ def test_builtin_proposal_prefers_n_within_the_aspect_band():
 
 def test_builtin_count_is_tiny_gpts_real_non_embedding_count():
     pytest.importorskip("torch")
-    pytest.importorskip("pytorch_lightning")
+    pytest.importorskip("lightning")
     from examples.tiny_gpt.model import TinyGPT
 
     shape = builtin_plugins.propose_architecture(params=3e5, hparams=GPT_HPARAMS)

@@ -26,7 +26,7 @@ import warnings
 import mup
 import numpy as np
 import pytest
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 import torch
 from torch import nn
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pytorch_lightning as pl
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn

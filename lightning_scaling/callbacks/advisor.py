@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 
-from pytorch_lightning import Callback
+from ._compat import Callback
 
 from .. import plugins
 from ..errors import ConfigurationError

@@ -4,14 +4,21 @@ What it does, in Lightning's order (setup -> configure_model -> checkpoint resto
 on_fit_start):
 
 1. In `configure_model` (wrapped at `setup`, so it works whether the model is built in `__init__` or in
-   `configure_model`): finds the readout, converts it to `mup.MuReadout` when asked, computes base shapes (from
-   `base`/`delta` hyperparameters on the meta device, or from a `.bsh` file), and calls `mup.set_base_shapes`,
-   rescaling the readout and biases once; a resumed run re-attaches without rescaling.
-2. In `configure_optimizers` (wrapped likewise): whatever optimizer the module returns (Adam/AdamW/SGD and
-   relatives) gets muP's per-group learning rates and weight decays, in place, equal to what `mup.MuAdamW` /
-   `mup.MuSGD` would build; LR schedulers bound to it are remapped.
-3. Logs `scaling/mup_base_width` and `scaling/mup_width_mult` as params, and warns when attention looks scaled by
+   `configure_model`, and after the user's own sharding there): finds the readout, converts it to a mup readout
+   when asked (`MuSharedReadout` when it is tied to the input embedding, so it stays tied), computes base shapes
+   (from `base`/`delta` hyperparameters on the meta device, or from a `.bsh` file), and attaches them with
+   `mup.set_base_shapes`.
+2. At checkpoint restore (`load_state_dict`), the checkpoint's base shapes are checked against these and
+   re-attached; the run is then known to be a resume.
+3. In `configure_optimizers` (wrapped likewise): a fresh run gets muP's one-time rescale of its initialisation
+   (readout, biases, and with `hidden_init="fixed"` the hidden matrices); a resumed run does not, its weights are
+   the checkpoint's. Whatever optimizer the module returns (Adam/AdamW/SGD and relatives) then gets muP's per-group
+   learning rates and weight decays, in place, equal to what `mup.MuAdamW` / `mup.MuSGD` would build; LR schedulers
+   bound to it are remapped.
+4. Logs `scaling/mup_base_width` and `scaling/mup_width_mult` as params, and warns when attention looks scaled by
    1/sqrt(d_head) (muP needs 1/d_head; `lightning-scaling coord-check` shows the difference).
+5. At `teardown` the module's methods are given back: a second fit, with other settings, starts clean, and the
+   module pickles.
 
 The base shapes are kept in the callback's checkpoint state, and on the module so that a `copy.deepcopy` of it
 (which drops `p.infshape`) re-attaches them on its first forward.
@@ -20,25 +27,25 @@ The base shapes are kept in the callback's checkpoint state, and on the module s
 from __future__ import annotations
 
 import types
+import weakref
 from collections.abc import Mapping
-
-from pytorch_lightning import Callback
-from pytorch_lightning.utilities import rank_zero_warn
 
 from ..errors import ConfigurationError
 from ..mup.optim import KINDS, make_optimizer_mup, split_optimizers_and_schedulers
 from ..mup.shapes import (
-    SHAPES_ATTR,
     attach,
     attention_scale_problems,
     base_shapes_from_hparams,
     convert_to_mureadout,
     find_readout,
+    is_shared_readout,
     keep_fixed_readout_init,
     load_base_shapes_file,
     rescale_fixed_init,
+    rescale_init,
 )
 
+from ._compat import Callback, check_strategy, warn_rank_zero
 from ._state import check_state_version
 from ._types import HiddenInit, OptimizerKind
 
@@ -107,6 +114,11 @@ class MuP(Callback):
         self.shapes: dict[str, list] | None = None
         self.width_mult: float | None = None
         self.base_width: int | None = None
+        self.rescaled = False  # whether this fit rescaled the initialisation (False for a resume)
+        self._module = None
+        self._resumed = False
+        self._converted = False
+        self._readout_name: str | None = None
 
     @property
     def state_key(self) -> str:
@@ -114,19 +126,22 @@ class MuP(Callback):
 
     # -- hooks ------------------------------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if getattr(pl_module, "_lightning_scaling_mup", False):
+        if stage != "fit" or "configure_model" in vars(pl_module):  # already wrapped (by us or by hand): leave it
             return
-        pl_module._lightning_scaling_mup = True
-        resuming = trainer.ckpt_path is not None
+        check_strategy(trainer, "MuP")
+        self._module = weakref.ref(pl_module)
+        self._resumed = False
+        self.rescaled = False
         user_configure_model = pl_module.configure_model
         user_configure_optimizers = pl_module.configure_optimizers
-        callback = self
+        callback = weakref.proxy(self)
 
         def configure_model(module):
             user_configure_model()
-            callback._apply(module, rescale=not resuming)
+            callback._apply(module)
 
         def configure_optimizers(module):
+            callback._rescale(module)
             config = user_configure_optimizers()
             optimizers, schedulers = split_optimizers_and_schedulers(config)
             for optimizer in optimizers:
@@ -142,8 +157,15 @@ class MuP(Callback):
                 logger.log_hyperparams({"scaling/mup_base_width": self.base_width,
                                         "scaling/mup_width_mult": self.width_mult})
 
-    def _apply(self, module, rescale: bool) -> None:
-        rescale = rescale and not hasattr(module, SHAPES_ATTR)  # a second fit of the same module: re-attach only
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":  # give the module its own methods back
+            for name in ("configure_model", "configure_optimizers"):
+                if isinstance(vars(pl_module).get(name), types.MethodType):
+                    del pl_module.__dict__[name]
+            self._module = None
+
+    def _apply(self, module) -> None:
+        """Convert the readout if asked and attach base shapes (no rescale: that waits for `configure_optimizers`)."""
         name, original = find_readout(module, self.readout)
         converted = self.convert_readout and convert_to_mureadout(module, name) is not original
         shapes = (
@@ -156,23 +178,34 @@ class MuP(Callback):
                 "the base shapes differ from the ones this callback used before (e.g. in the checkpoint): "
                 "resume with the same `base`/`delta`/`base_shapes`"
             )
-        attach(module, shapes, rescale_params=rescale)
+        attach(module, shapes, rescale_params=False)
+        self._converted = converted
         readout = module.get_submodule(name)
-        if self.hidden_init == "fixed" and rescale:
-            rescale_fixed_init(module)
-            if converted:  # the Linear's own fixed-std weights, not MuReadout's 1/fan_in init
-                keep_fixed_readout_init(readout)
+        self._readout_name = name
         self.shapes = shapes
         self.width_mult = float(readout.width_mult())
-        self.base_width = int(readout.weight.infshape[1].base_dim or readout.in_features)
+        self.base_width = int(readout.weight.infshape[1].base_dim or readout.weight.shape[-1])
         problems = attention_scale_problems(module)
         if problems:
-            rank_zero_warn(
+            warn_rank_zero(
+                getattr(module, "_trainer", None),
                 "muP needs attention logits scaled by 1/d_head, but this model looks scaled by 1/sqrt(d_head) ("
                 + "; ".join(problems)
                 + "): use lightning_scaling.mup.attention_scale(d_head) in the attention. The coordinate check "
-                "(`lightning-scaling coord-check`) shows it as attention outputs growing with width."
+                "(`lightning-scaling coord-check`) shows it as attention outputs growing with width.",
             )
+
+    def _rescale(self, module) -> None:
+        """muP's one-time rescale of the initialisation, for a fresh run only (a resumed run has trained weights)."""
+        if self._resumed or getattr(module, "_lightning_scaling_rescaled", False):
+            return
+        rescale_init(module)
+        if self.hidden_init == "fixed":
+            rescale_fixed_init(module)
+            if self._converted and not is_shared_readout(module.get_submodule(self._readout_name)):
+                keep_fixed_readout_init(module.get_submodule(self._readout_name))
+        module.__dict__["_lightning_scaling_rescaled"] = True  # a second fit of the same module trains on
+        self.rescaled = True
 
     # -- checkpointing ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -190,3 +223,7 @@ class MuP(Callback):
         self.shapes = saved
         self.width_mult = state_dict["width_mult"]
         self.base_width = state_dict["base_width"]
+        module = self._module() if self._module is not None else None
+        if module is not None and saved is not None:
+            attach(module, saved, rescale_params=False)  # the checkpoint's shapes onto the restored parameters
+        self._resumed = True

@@ -1,30 +1,31 @@
 """`PowerLR`: the Power learning-rate scheduler of Shen et al. 2024 as a Lightning callback.
 
-Before every optimizer step the callback computes the base learning rate from the tokens seen so far (see
-`lightning_scaling.schedules.PowerSchedule`) and sets each parameter group's learning rate to that value times the
-group's own multiplier. The multiplier is the group's initial learning rate relative to the optimizer's default
-learning rate, as configured by the module: 1 for a plain optimizer, muP's 1/width_mult for hidden matrices under
-`mup.MuAdamW` or the `MuP` callback. The schedule never overwrites a group with an absolute value.
+Before every optimizer step the callback computes the base learning rate from the tokens seen so far (the run's
+shared clock, `_clock.RunClock`; the formula is `lightning_scaling.schedules.PowerSchedule`) and sets each parameter
+group's learning rate to that value times the group's own multiplier. The multiplier is the group's initial learning
+rate relative to the reference learning rate (see `group_multipliers`): 1 for a plain optimizer, muP's 1/width_mult
+for hidden matrices under `mup.MuAdamW` or the `MuP` callback. The schedule never overwrites a group with an
+absolute value.
 
-The state (tokens seen, the batch size in sequences, the run's token budget, the multipliers) is saved in the
-checkpoint, so the learning rate at every step of a resumed run equals the uninterrupted run's.
+The state (the clock, the batch size in sequences, the run's token budget, the multipliers) is saved in the
+checkpoint, so the learning rate at every step of a resumed run equals the uninterrupted run's. A run resumed with
+other settings continues from the checkpoint's tokens with the new settings, and says which changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
-from pytorch_lightning import Callback
-from pytorch_lightning.utilities import rank_zero_warn
-
 from ..errors import ConfigurationError
 from ..schedules import PowerSchedule, validate_power_args
-from ._clock import TokenClock, total_tokens_of_run
-from ._state import check_state_version
+from ._clock import RunClock, clock_of, release_clock
+from ._compat import Callback, warn_rank_zero
+from ._state import changed_settings, check_state_version
 from ._types import ClosedUnitInterval, DecayShape, NonNegativeFloat, PositiveFloat, PositiveInt, PowerExponent
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class PowerLR(Callback):
@@ -36,12 +37,12 @@ class PowerLR(Callback):
         lr_max: cap (Shen et al. 2024, Sec. 4: 0.02).
         warmup_tokens: linear warmup to lr(warmup_tokens); 0 for none.
         total_tokens: the run's token budget for the decay phase; by default the run's length
-            (`trainer.estimated_stepping_batches` x tokens per step) when it is bounded.
+            (`trainer.estimated_stepping_batches` x tokens per step, estimated when batches vary in size).
         decay_fraction: the decay phase is the last fraction of `total_tokens` (paper: 0.1); 0 for none.
         decay: "exponential" (paper), "linear" or "1-sqrt".
-        batch_size: beta, sequences per optimizer step over all ranks and accumulation; inferred from the first
+        batch_size: beta, sequences per optimizer step over all ranks and accumulation; measured at the first
             step when None.
-        tokens_fn, sequences_fn: tokens / sequences in a batch (default: from the shape of the input ids).
+        tokens_fn, sequences_fn: data / sequences in a batch, for every callback of the run (give them to one).
         log: log the base learning rate as `scaling/lr`.
 
     Raises:
@@ -76,22 +77,34 @@ class PowerLR(Callback):
         self.decay_fraction = decay_fraction
         self.decay = decay
         self.batch_size = batch_size
+        self.tokens_fn, self.sequences_fn = tokens_fn, sequences_fn
         self.log_lr = log  # not `self.log`: Lightning sets `callback.log` to the module's log method
-        self.clock = TokenClock(tokens_fn, sequences_fn)
+        self.clock = RunClock()
         self.schedule: PowerSchedule | None = None
         self.multipliers: list[list[float]] | None = None
         self.lr = math.nan  # the base learning rate of the last step
+        self._restored: dict | None = None
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(a=self.a, b=self.b, lr_max=self.lr_max, warmup_tokens=self.warmup_tokens)
+        return self._generate_state_key()  # identity only: a resume with changed settings still finds its state
+
+    def settings(self) -> dict:
+        return {"a": self.a, "b": self.b, "lr_max": self.lr_max, "warmup_tokens": self.warmup_tokens,
+                "total_tokens": self.total_tokens, "decay_fraction": self.decay_fraction, "decay": self.decay,
+                "batch_size": self.batch_size}
 
     # -- hooks ------------------------------------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            self.clock = clock_of(trainer, "PowerLR", self.tokens_fn, self.sequences_fn)
+
     def on_fit_start(self, trainer, pl_module) -> None:
         if trainer.lr_scheduler_configs:
-            rank_zero_warn(
+            warn_rank_zero(
+                trainer,
                 "PowerLR sets the learning rate itself before every optimizer step; the scheduler returned by "
-                "`configure_optimizers` is overridden. Remove it to silence this warning."
+                "`configure_optimizers` is overridden. Remove it to silence this warning.",
             )
         if self.multipliers is None:  # a resumed run keeps the multipliers it started with
             self.multipliers = [group_multipliers(opt) for opt in trainer.optimizers]
@@ -102,28 +115,53 @@ class PowerLR(Callback):
             for logger in trainer.loggers:
                 logger.log_hyperparams(settings)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # every strategy has restored the checkpoint by now (sharded ones restore after `on_fit_start`)
+        restored, self._restored = self._restored, None
+        if restored is not None:
+            changes = changed_settings(restored["settings"], self.settings())
+            if changes:
+                warn_rank_zero(trainer, f"PowerLR resumed with changed settings ({'; '.join(changes)}): the schedule "
+                                        f"continues from the checkpoint's {self.clock.tokens:.6g} tokens with them")
+                self.schedule = None  # rebuilt with the new settings at the next step
+        elif trainer.ckpt_path:
+            warn_rank_zero(trainer, f"PowerLR found no state of its own in the checkpoint {trainer.ckpt_path}: its "
+                                    "schedule starts again from 0 tokens")
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.clock.add_batch(batch)
+        self.clock.add_batch(trainer, batch, batch_idx)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        n = self.clock.close_step(trainer, pl_module.device)
+        n = self.clock.close_step(trainer)
+        total = self.total_tokens
+        if total is None and self.decay_fraction > 0:
+            total = self.clock.run_tokens(trainer, "PowerLR")
         if self.schedule is None:
-            self.schedule = self._build_schedule(trainer)
+            self.schedule = self._build_schedule(total)
+        elif self.schedule.total_tokens != total and total is not None:  # a re-estimated budget
+            self.schedule = dataclasses.replace(self.schedule, total_tokens=float(total))
         self.lr = self.schedule.lr(n)
-        index = trainer.optimizers.index(optimizer) if optimizer in trainer.optimizers else 0
+        index = next((i for i, opt in enumerate(trainer.optimizers) if opt is optimizer), 0)
         for group, multiplier in zip(optimizer.param_groups, self.multipliers[index]):
             group["lr"] = self.lr * multiplier
         if self.log_lr:
             pl_module.log("scaling/lr", self.lr, on_step=True, on_epoch=False, batch_size=1)
 
-    def _build_schedule(self, trainer) -> PowerSchedule:
-        batch_size = self.batch_size or self.clock.last_step_sequences
-        total = self.total_tokens
-        if total is None and self.decay_fraction > 0:
-            total = total_tokens_of_run(trainer, self.clock.last_step_tokens)
+    def on_train_end(self, trainer, pl_module) -> None:
+        report = self.clock.budget_report()
+        if report and self.total_tokens is None and self.decay_fraction > 0:
+            warn_rank_zero(trainer, f"PowerLR: {report}")
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            release_clock(trainer)
+
+    def _build_schedule(self, total) -> PowerSchedule:
+        batch_size = self.batch_size or self.clock.step_sequences
         return PowerSchedule(
             batch_size=batch_size, a=self.a, b=self.b, lr_max=self.lr_max, warmup_tokens=self.warmup_tokens,
-            total_tokens=total, decay_fraction=self.decay_fraction, decay=self.decay,
+            total_tokens=None if total is None else float(total), decay_fraction=self.decay_fraction,
+            decay=self.decay,
         )
 
     # -- checkpointing ----------------------------------------------------------------------------------------
@@ -133,6 +171,7 @@ class PowerLR(Callback):
             "clock": self.clock.state_dict(),
             "schedule": None if self.schedule is None else self.schedule.to_dict(),
             "multipliers": self.multipliers,
+            "settings": self.settings(),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -140,16 +179,20 @@ class PowerLR(Callback):
         self.clock.load_state_dict(state_dict["clock"])
         self.schedule = None if state_dict["schedule"] is None else PowerSchedule(**state_dict["schedule"])
         self.multipliers = state_dict["multipliers"]
+        self._restored = state_dict
 
 
 def group_multipliers(optimizer) -> list[float]:
-    """Each group's learning rate relative to the optimizer's default (muP's per-group scaling), e.g. [1.0, 0.25]."""
-    base = optimizer.defaults.get("lr")
-    out = []
-    for group in optimizer.param_groups:
-        lr = group.get("initial_lr", group["lr"])
-        if not base:
-            out.append(1.0)
-        else:
-            out.append(float(lr) / float(base))
-    return out
+    """Each group's learning rate relative to the reference one (muP's per-group scaling), e.g. [1.0, 0.25].
+
+    The reference is the optimizer's default learning rate when some group uses it (a plain optimizer, muP's
+    vector-like groups), else the largest group learning rate: groups that all set their own rate (torch fills the
+    default with its own 1e-3) keep their ratios to the largest.
+    """
+    rates = [float(group.get("initial_lr", group["lr"])) for group in optimizer.param_groups]
+    default = optimizer.defaults.get("lr")
+    if isinstance(default, (int, float)) and default > 0 and any(math.isclose(r, default, rel_tol=1e-9) for r in rates):
+        reference = float(default)
+    else:
+        reference = max(rates, default=0.0)
+    return [r / reference if reference > 0 else 1.0 for r in rates]

@@ -1,30 +1,44 @@
 """`GradualPruning`: sparse pre-training by gradual magnitude pruning (Jin et al. 2025; Zhu & Gupta 2017).
 
 Sparsity follows the cubic schedule of `lightning_scaling.sparsity.cubic_sparsity` over the fraction of training
-tokens done, from `start_fraction` (default 25%) to `end_fraction` (default 75%), reaching `final_sparsity`. Every
-`update_every` optimizer steps the masks are recomputed by magnitude (`lightning_scaling.pruning`); after every
-optimizer step the weights are multiplied by their masks in place, so pruned weights stay exactly zero. Masks and
-the schedule position are saved in the checkpoint and restored, and every rank computes the same masks.
+tokens done (the run's shared clock), from `start_fraction` (default 25%) to `end_fraction` (default 75%), reaching
+`final_sparsity`. Every `update_every` optimizer steps the masks are recomputed by magnitude
+(`lightning_scaling.pruning`); after every optimizer step with a mask in force the weights are multiplied by their
+masks in place (an optimizer step post-hook, so no other callback ever sees a pruned weight revived by the step),
+so pruned weights stay exactly zero. Masks and the schedule position are saved in the checkpoint and
+restored, and every rank computes the same masks. Nothing here reads the device on the host or talks to the other
+ranks in a training step (a sharded weight is gathered at a mask update).
 
-The run's token budget comes from `total_tokens`, or from the run's length (`trainer.estimated_stepping_batches`
-times the tokens of an optimizer step).
+The weights pruned: by default every linear weight but the readout and embedding-tied weights (see
+`lightning_scaling.pruning.prunable_parameters`), chosen when training starts, after every strategy has wrapped the
+model and restored the checkpoint. The run's token budget comes from `total_tokens`, or from the run's length.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import torch
-from pytorch_lightning import Callback
 
 from ..errors import ConfigurationError
-from ..pruning import SCOPES, apply_masks, magnitude_masks, prunable_parameters, reset_optimizer_state, sparsity_of
+from ..pruning import (
+    SCOPES,
+    apply_masks,
+    full_masks,
+    magnitude_masks,
+    masks_like,
+    prunable_parameters,
+    reset_optimizer_state,
+    sparsity_of,
+)
 from ..sparsity import END_FRACTION, START_FRACTION, cubic_sparsity, validate_pruning_args
-from ._clock import TokenClock, total_tokens_of_run
-from ._state import check_state_version
+from ._clock import RunClock, clock_of, release_clock
+from ._compat import Callback, check_strategy, warn_rank_zero
+from ._state import changed_settings, check_state_version
 from ._types import ClosedUnitInterval, PositiveInt, PruningScope, Sparsity
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class GradualPruning(Callback):
@@ -40,7 +54,7 @@ class GradualPruning(Callback):
             readout).
         exclude: fnmatch patterns of parameter names never to prune.
         total_tokens: the run's token budget; by default the run's length in steps x tokens per step.
-        tokens_fn: tokens in a batch (default: elements of the input ids).
+        tokens_fn: data in a batch, for every callback of the run (give it to one; default: non-pad tokens).
 
     Raises:
         ConfigurationError: an argument outside its range (the message names it).
@@ -80,18 +94,25 @@ class GradualPruning(Callback):
         self.include = list(include) if include else None
         self.exclude = list(exclude) if exclude else None
         self.total_tokens = total_tokens
-        self.clock = TokenClock(tokens_fn)
+        self.tokens_fn = tokens_fn
+        self.clock = RunClock()
         self.params: dict[str, torch.nn.Parameter] = {}
         self.masks: dict[str, torch.Tensor] = {}
         self.sparsity = 0.0  # target sparsity of the current masks
         self._run_tokens: int | None = total_tokens
         self._restored: dict | None = None
         self._stepped = False
+        self._hooks: list = []  # the optimizers' step post-hooks
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(final_sparsity=self.final_sparsity, start_fraction=self.start_fraction,
-                                        end_fraction=self.end_fraction, scope=self.scope)
+        # identity only (which weights it prunes): a resume with another sparsity or schedule finds its state
+        return self._generate_state_key(include=self.include, exclude=self.exclude)
+
+    def settings(self) -> dict:
+        return {"final_sparsity": self.final_sparsity, "start_fraction": self.start_fraction,
+                "end_fraction": self.end_fraction, "update_every": self.update_every, "scope": self.scope,
+                "total_tokens": self.total_tokens}
 
     @property
     def progress(self) -> float:
@@ -99,24 +120,40 @@ class GradualPruning(Callback):
         return self.clock.tokens / self._run_tokens if self._run_tokens else 0.0
 
     # -- hooks ------------------------------------------------------------------------------------------------
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            check_strategy(trainer, "GradualPruning")
+            self.clock = clock_of(trainer, "GradualPruning", self.tokens_fn)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # after every strategy has wrapped the model and restored the checkpoint (sharded strategies restore after
+        # `on_fit_start`), so the parameters are the ones trained and restored masks are applied to them
         self.params = prunable_parameters(pl_module, self.include, self.exclude)
-        if not self.params:
-            raise ConfigurationError(
-                "GradualPruning found no parameters to prune: the module has no Linear layer besides its readout, "
-                f"or `include`={self.include!r} / `exclude`={self.exclude!r} match nothing"
-            )
-        if self._restored is not None:
-            missing = sorted(set(self._restored) ^ set(self.params))
-            if missing:
+        restored, self._restored = self._restored, None
+        if restored is not None:
+            masks = restored["masks"]
+            mismatch = sorted(set(masks) ^ set(self.params))
+            if mismatch:
                 raise ConfigurationError(
-                    f"the checkpoint's pruning masks do not match the model's prunable parameters: {missing}"
+                    f"the checkpoint's pruning masks do not match the model's prunable parameters: {mismatch}"
                 )
-            self.masks = {n: m.to(self.params[n].device) for n, m in self._restored.items()}
-            self._restored = None
-            apply_masks(self.params, self.masks)
+            self.masks = masks_like(masks, self.params)
+            if self.sparsity > 0:
+                apply_masks(self.params, self.masks)
+                self.clock.mask_version += 1
+            changes = changed_settings(restored["settings"], self.settings())
+            if changes:
+                warn_rank_zero(trainer, f"GradualPruning resumed with changed settings ({'; '.join(changes)}): the "
+                                        f"masks so far (sparsity {self.sparsity:.3g}) are kept and the schedule "
+                                        "continues with the new settings")
         else:
+            if trainer.ckpt_path:
+                warn_rank_zero(trainer, f"GradualPruning found no state of its own in the checkpoint "
+                                        f"{trainer.ckpt_path}: pruning starts again from dense masks")
             self.masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.params.items()}
+        trainer_ref = weakref.ref(trainer)
+        self._hooks = [opt.register_step_post_hook(lambda *_: self._after_optimizer_step(trainer_ref()))
+                       for opt in trainer.optimizers]
         if trainer.is_global_zero:
             settings = {"scaling/pruning_final_sparsity": self.final_sparsity,
                         "scaling/pruning_start_fraction": self.start_fraction,
@@ -126,38 +163,50 @@ class GradualPruning(Callback):
                 logger.log_hyperparams(settings)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.clock.add_batch(batch)
+        self.clock.add_batch(trainer, batch, batch_idx)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self.clock.close_step(trainer, pl_module.device)
+        self.clock.close_step(trainer)
+        self._run_tokens = self.clock.run_tokens(trainer, "GradualPruning", self.total_tokens)
         if self._run_tokens is None:
-            self._run_tokens = total_tokens_of_run(trainer, self.clock.last_step_tokens)
-            if self._run_tokens is None:
-                raise ConfigurationError(
-                    "GradualPruning needs the run's length to follow its schedule: pass `total_tokens`, or give the "
-                    "Trainer `max_steps` or `max_epochs`"
-                )
+            raise ConfigurationError(
+                "GradualPruning needs the run's length to follow its schedule: pass `total_tokens`, or give the "
+                "Trainer `max_steps` or `max_epochs`"
+            )
         self._stepped = True
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self._stepped:  # an accumulation micro-batch: no optimizer step happened
-            return
-        self._stepped = False
-        target = cubic_sparsity(self.progress, self.final_sparsity, self.start_fraction, self.end_fraction)
-        due = self.clock.steps % self.update_every == 0 or target >= self.final_sparsity
-        if target > self.sparsity and due:
-            self._update_masks(trainer, target)
-        apply_masks(self.params, self.masks)
+    def _after_optimizer_step(self, trainer) -> None:
+        """Right after each optimizer step (a step post-hook, so before any other callback sees the weights): update
+        the masks when due, and zero the pruned weights again."""
+        if self._stepped:
+            self._stepped = False
+            target = cubic_sparsity(self.progress, self.final_sparsity, self.start_fraction, self.end_fraction)
+            due = self.clock.steps % self.update_every == 0 or target >= self.final_sparsity
+            if target > self.sparsity and due:
+                self._update_masks(trainer, target)
+        if self.sparsity > 0:  # a dense run multiplies nothing
+            apply_masks(self.params, self.masks)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        report = self.clock.budget_report()
+        if report and self.total_tokens is None:
+            warn_rank_zero(trainer, f"GradualPruning: {report}")
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            release_clock(trainer)
+            for hook in self._hooks:
+                hook.remove()
+            self._hooks = []
 
     @torch.no_grad()
     def _update_masks(self, trainer, target: float) -> None:
         new = magnitude_masks(self.params, target, self.scope, previous=self.masks)
         for name, p in self.params.items():
-            newly_pruned = self.masks[name] & ~new[name]
-            if newly_pruned.any():
-                reset_optimizer_state(trainer.optimizers, p, newly_pruned)
+            reset_optimizer_state(trainer.optimizers, p, self.masks[name] & ~new[name])  # newly pruned entries
         self.masks = new
         self.sparsity = target
+        self.clock.mask_version += 1
 
     def measured_sparsity(self) -> float:
         """Fraction of the selected weights currently masked."""
@@ -167,15 +216,14 @@ class GradualPruning(Callback):
     def state_dict(self) -> dict:
         return {
             "version": STATE_VERSION,
-            "masks": {n: m.detach().cpu() for n, m in self.masks.items()},
+            "masks": full_masks(self.masks),
             "sparsity": self.sparsity,
-            "run_tokens": self._run_tokens,
             "clock": self.clock.state_dict(),
+            "settings": self.settings(),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
         check_state_version("GradualPruning", state_dict, STATE_VERSION)
-        self._restored = dict(state_dict["masks"])
         self.sparsity = state_dict["sparsity"]
-        self._run_tokens = state_dict["run_tokens"]
         self.clock.load_state_dict(state_dict["clock"])
+        self._restored = {"masks": dict(state_dict["masks"]), "settings": state_dict["settings"]}

@@ -1,22 +1,23 @@
-"""`ScalingTracker`: log what the scaling law needs (tokens, FLOPs, parameter counts, N_avg) as the run goes.
+"""`ScalingTracker`: log what the scaling law needs (data, FLOPs, parameter counts, N_avg) as the run goes.
 
 Metrics (step = global step), logged every `log_every_n_steps` optimizer steps and once more when training ends:
 
-    scaling/tokens            tokens seen, all ranks and accumulation micro-batches (D)
-    scaling/flops             training FLOPs measured with FlopCounterMode, forward + backward (C)
+    scaling/tokens            D: data seen over all ranks and accumulation micro-batches (tokens, or samples)
+    scaling/flops             C: training FLOPs measured with FlopCounterMode on the executed step, forward + backward
     scaling/flops_analytic    6 N D plus the attention term when the model declares n_layer, n_ctx, d_model
     scaling/params_nonzero    non-zero parameters of the basis now
     scaling/params_avg        token-weighted mean of non-zero parameters over training (N_avg, Jin et al. 2025)
     scaling/sparsity          1 - params_nonzero / basis parameters
 
-Parameters, logged once at fit start: `scaling/params_total`, `scaling/params_embedding`,
-`scaling/params_non_embedding`, `scaling/params_basis` (which of them N counts); and the run tag
-`lightning_scaling.schema` = `1` (a hyperparameter for loggers without tags); a run resumed from another run's
-checkpoint is tagged `lightning_scaling.resumed_from` = that run's id. The closing hook reads exactly this.
+Parameters, logged once: `scaling/params_total`, `scaling/params_embedding`, `scaling/params_non_embedding`,
+`scaling/params_basis` (which of them N counts) and `scaling/data_unit` ("tokens", or "samples" for models whose
+inputs are not token ids); and the run tag `lightning_scaling.schema` = `1` (a hyperparameter for loggers without
+tags); a run resumed from another run's checkpoint is tagged `lightning_scaling.resumed_from` = that run's id. The
+closing hook reads exactly this.
 
-Cost: tokens come from tensor shapes (no sync); FLOPs are measured once per batch shape on a meta-device copy; the
-non-zero count is a device-side reduction accumulated on the device. The only host syncs are at the logging
-interval: one `.item()` of the accumulated count and, on several ranks, one small all-reduce of the counters.
+Cost: the data comes from the run's shared clock (shapes, or an attention mask summed on the device); FLOPs are
+measured once per batch shape on the real step; the non-zero count is recomputed on the device only when weights
+are pruned (and at each log). The host reads and the collective happen only at the logging interval.
 """
 
 from __future__ import annotations
@@ -25,42 +26,35 @@ import weakref
 from collections.abc import Callable
 
 import torch
-from pytorch_lightning import Callback
 
 from .. import plugins
 from ..errors import ConfigurationError
 from ..flops import transformer_training_flops
 from ..integrations.loggers import RESUMED_FROM_TAG, log_schema, run_id_of, set_run_tags
-from ..measure import (
-    PARAMS_BASES,
-    basis_parameters,
-    count_nonzero,
-    count_params,
-    default_input,
-    default_tokens,
-    measure_training_flops,
-)
-
+from ..measure import PARAMS_BASES, StepFlops, basis_parameters, count_nonzero, count_params, default_input, is_sharded
+from ._clock import RunClock, clock_of, release_clock
+from ._compat import Callback, check_strategy, warn_rank_zero
 from ._state import check_state_version
 from ._types import ParamsBasis, PositiveInt
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 SCHEMA_VERSION = "1"
 METRIC_KEYS = (
     "scaling/tokens", "scaling/flops", "scaling/flops_analytic", "scaling/params_nonzero", "scaling/params_avg",
     "scaling/sparsity",
 )
 PARAM_KEYS = ("scaling/params_total", "scaling/params_embedding", "scaling/params_non_embedding",
-              "scaling/params_basis")
+              "scaling/params_basis", "scaling/data_unit")
 
 
 class ScalingTracker(Callback):
-    """Log tokens, FLOPs, parameter counts and the average non-zero parameter count to the trainer's loggers.
+    """Log data seen, FLOPs, parameter counts and the average non-zero parameter count to the trainer's loggers.
 
     Args:
         log_every_n_steps: logging interval in optimizer steps (default: the trainer's `log_every_n_steps`).
-        tokens_fn: tokens in a batch (default: elements of `batch[0]` / `batch["input_ids"]`).
-        input_fn: the model input of a batch, for the FLOP measurement (default as for tokens).
+        tokens_fn: data in a batch, for every callback of the run (give it to one; default: non-pad tokens of the
+            input ids, or samples for floating-point inputs).
+        input_fn: the model input of a batch, for the analytic FLOPs' context length (default as for tokens).
         flops_fn: `flops_fn(module, batch) -> int`, training FLOPs of a batch, replacing the measurement.
         params_basis: which parameters N counts: "non_embedding" (Kaplan et al. 2020) or "total".
 
@@ -82,38 +76,48 @@ class ScalingTracker(Callback):
         if params_basis not in PARAMS_BASES:
             raise ConfigurationError(f"`params_basis` must be one of {PARAMS_BASES}, got {params_basis!r}")
         self.log_every_n_steps = log_every_n_steps
-        self.tokens_fn = tokens_fn or default_tokens
+        self.tokens_fn = tokens_fn
         self.input_fn = input_fn or default_input
         self.flops_fn = flops_fn
         self.params_basis = params_basis
-        # exact host-side totals (global over ranks), as of the last flush
-        self.tokens = 0
+        self.clock = RunClock()
+        # exact totals (global over ranks), as of the last flush
         self.flops = 0
         self.flops_analytic = 0
-        self.nonzero_weighted = 0  # sum over micro-batches of non-zero count x local tokens
-        self.nonzero_tokens = 0  # sum of local tokens in that mean
+        self.nonzero_weighted = 0  # sum over micro-batches of non-zero count x tokens
+        self.nonzero_tokens = 0  # the tokens of that mean
         self.params_nonzero = 0
         self.param_counts: dict[str, int] = {}
-        # since the last flush: local, not yet reduced
-        self._tokens = 0
+        # since the last flush: local, ints or device tensors
         self._flops = 0
         self._flops_analytic = 0
-        self._weighted = None  # device tensor: sum of non-zero count x tokens
-        self._nonzero_now = None  # device tensor: non-zero count of the current optimizer step
-        self._step_open = False
-        self._flops_cache: dict[tuple, int] = {}
+        self._weighted = 0
+        self._tokens = 0
+        self._nonzero_now = 0  # global non-zero count of the weights the current micro-batch sees
+        self._mask_version = None
+        self._sharded = False
+        self.step_flops = StepFlops()
+        self._measuring = None  # the batch whose step is being measured
+        self._flops_failed = False
+        self._stepped = False
         self._basis: list[torch.Tensor] = []
-        self._shape: tuple[int, int, int] | None = None
+        self._shape: tuple[int, int] | None = None
         self._last_logged_step = -1
-        self._attached = None  # weak reference to the module being trained
+        self._unit_logged = False
+        self._trainer = None  # weak reference, for flushing at a checkpoint
         self.run_id: str | None = None  # the tracking run this tracker writes to (MLflow)
         self._restored_run_id: str | None = None  # the run a resumed checkpoint was written by
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(params_basis=self.params_basis)
+        return self._generate_state_key()  # identity only: a changed `params_basis` is refused on resume
 
     # -- derived values ---------------------------------------------------------------------------------------
+    @property
+    def tokens(self) -> int:
+        """D so far: exact global data count as of the last flush."""
+        return self.clock.exact_tokens
+
     @property
     def params_avg(self) -> float:
         """N_avg so far: token-weighted mean of the non-zero basis parameters (Jin et al. 2025)."""
@@ -135,12 +139,23 @@ class ScalingTracker(Callback):
         }
 
     # -- hooks ------------------------------------------------------------------------------------------------
-    def on_fit_start(self, trainer, pl_module) -> None:
-        self._attached = weakref.ref(pl_module)
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            check_strategy(trainer, "ScalingTracker")
+            self.clock = clock_of(trainer, "ScalingTracker", self.tokens_fn)
+            self._trainer = weakref.ref(trainer)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # after every strategy has wrapped the model and restored the checkpoint: full counts of what is trained
         counts = count_params(pl_module)
-        self.param_counts = {**counts}
+        self.param_counts = dict(counts)
         self._basis = basis_parameters(pl_module, self.params_basis)
+        self._sharded = is_sharded(self._basis)
         self._shape = _transformer_shape(pl_module)
+        # dense until weights are pruned: exact zeros of the initialisation (zero biases, a zero-initialised
+        # readout) are not sparsity, and they move at the first step
+        self._nonzero_now = self.params_basis_count
+        self._mask_version = self.clock.mask_version
         self.run_id = next((run_id_of(lg) for lg in trainer.loggers if run_id_of(lg)), None)
         if trainer.is_global_zero:
             params = {f"scaling/params_{k}": v for k, v in counts.items()}
@@ -152,67 +167,126 @@ class ScalingTracker(Callback):
                 if self._restored_run_id and run_id_of(logger) and self._restored_run_id != run_id_of(logger):
                     set_run_tags(logger, {RESUMED_FROM_TAG: self._restored_run_id})
 
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.global_step > 0:  # weights may have been pruned at the epoch's end (e.g. by ModelPruning)
+            self._mask_version = None
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if not self._step_open:  # first micro-batch of an optimizer step: the weights these tokens see
-            self._nonzero_now = count_nonzero(self._basis)
-            self._step_open = True
+        self.clock.add_batch(trainer, batch, batch_idx)
+        if self._mask_version != self.clock.mask_version:  # weights were pruned: recount, on the device
+            self._mask_version = self.clock.mask_version
+            self._nonzero_now = self._count_nonzero(trainer)
+        if self.flops_fn is None and not self._flops_failed and self.step_flops.lookup(batch) is None:
+            self._start_measuring(trainer, pl_module, batch)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self._step_open = False
+        self.clock.close_step(trainer)
+        self._stepped = True
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        if self._measuring is not None:
+            batch, self._measuring = self._measuring, None
+            try:
+                self.step_flops.stop(batch)
+            except Exception as err:  # a counting helper never ends a run
+                self._give_up_measuring(trainer, err)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        tokens = int(self.tokens_fn(batch))
-        self._tokens += tokens
+        if self._measuring is not None:  # the step had no backward pass: nothing measured
+            self._measuring = None
+            self.step_flops.abort()
+        tokens = self.clock.batch_tokens
+        self._tokens = self._tokens + tokens
         self._flops += self._batch_flops(pl_module, batch)
-        self._flops_analytic += self._batch_flops_analytic(batch, tokens)
-        weighted = self._nonzero_now * tokens
-        self._weighted = weighted if self._weighted is None else self._weighted + weighted
+        self._flops_analytic = self._flops_analytic + self._batch_flops_analytic(batch, tokens)
+        self._weighted = self._weighted + self._nonzero_now * tokens
+        stepped, self._stepped = self._stepped, False
         step = trainer.global_step
         every = self.log_every_n_steps or trainer.log_every_n_steps
-        if not self._step_open and step % every == 0 and step != self._last_logged_step:
-            self._flush(trainer, pl_module)
+        if stepped and step % every == 0 and step != self._last_logged_step:
+            self._flush(trainer)
             self._log(trainer, step)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._flush(trainer, pl_module)
+        self._flush(trainer)
         self._log(trainer, trainer.global_step)  # the final values, unless this step was just logged
-        self._attached = None
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if self._measuring is not None:
+            self._measuring = None
+            self.step_flops.abort()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            release_clock(trainer)
+            self._trainer = None
 
     # -- internals --------------------------------------------------------------------------------------------
+    def _start_measuring(self, trainer, pl_module, batch) -> None:
+        estimate = plugins.estimate_flops(pl_module, batch)
+        if estimate is not None:  # a plugin answers for this model: recorded as if measured
+            self.step_flops.record(batch, int(estimate))
+            return
+        try:
+            self.step_flops.start()
+            self._measuring = batch
+        except Exception as err:
+            self._give_up_measuring(trainer, err)
+
+    def _give_up_measuring(self, trainer, err: BaseException) -> None:
+        self._flops_failed = True
+        self.step_flops.abort()
+        warn_rank_zero(trainer, f"ScalingTracker could not measure the training FLOPs ({type(err).__name__}: {err}); "
+                                "`scaling/flops` falls back to the analytic count (6 N D plus attention). Pass "
+                                "`flops_fn` to give the count yourself.")
+
     def _batch_flops(self, pl_module, batch) -> int:
         if self.flops_fn is not None:
             return int(self.flops_fn(pl_module, batch))
-        x = self.input_fn(batch)
-        key = (tuple(x.shape), x.dtype)
-        if key not in self._flops_cache:  # once per batch shape: a plugin's estimate, else the measurement
-            estimate = plugins.estimate_flops(pl_module, batch)
-            self._flops_cache[key] = int(estimate) if estimate is not None else measure_training_flops(pl_module, x)
-        return self._flops_cache[key]
+        if not self._flops_failed:
+            flops = self.step_flops.lookup(batch)
+            if flops is not None:
+                return flops
+        analytic = self._batch_flops_analytic(batch, self.clock.batch_tokens)
+        return int(analytic.item()) if isinstance(analytic, torch.Tensor) else int(analytic)
 
-    def _batch_flops_analytic(self, batch, tokens: int) -> int:
+    def _batch_flops_analytic(self, batch, tokens):
         N = self.param_counts.get("non_embedding", 0)
         if self._shape is None:
-            return int(transformer_training_flops(N, tokens))
-        n_layer, _, d_model = self._shape
-        x = self.input_fn(batch)
-        T = int(x.shape[-1]) if x.dim() > 1 else int(x.numel())  # the context actually attended over
-        return int(transformer_training_flops(N, tokens, n_layer, T, d_model))
+            per_token = transformer_training_flops(N, 1)
+        else:
+            n_layer, d_model = self._shape
+            x = self.input_fn(batch)
+            T = int(x.shape[-1]) if x.dim() > 1 else int(x.numel())  # the context actually attended over
+            per_token = transformer_training_flops(N, 1, n_layer, T, d_model)
+        if isinstance(tokens, torch.Tensor):
+            return tokens.to(torch.float64) * per_token
+        return int(round(per_token * tokens))
 
-    def _flush(self, trainer, pl_module) -> None:
-        """Move the local counters into the global totals: the only host sync (and collective) of the tracker."""
-        tokens, flops, analytic = self._tokens, self._flops, self._flops_analytic
-        if trainer.world_size > 1:
-            counts = torch.tensor([tokens, flops, analytic], dtype=torch.float64, device=pl_module.device)
-            tokens, flops, analytic = (int(round(v)) for v in trainer.strategy.reduce(counts, "sum").tolist())
-        self.tokens += tokens
+    def _count_nonzero(self, trainer):
+        """The basis' non-zero count: a device tensor (summed over shards for a sharded model)."""
+        count = count_nonzero(self._basis)
+        if self._sharded and trainer.world_size > 1:
+            count = trainer.strategy.reduce(count, reduce_op="sum")
+        return count
+
+    def _flush(self, trainer) -> None:
+        """Move the local counters into the global totals: the tracker's only host read (and collective)."""
+        nonzero = count_nonzero(self._basis) if self._basis else 0
+        reduced = self.clock.sync(trainer, [self._flops, self._flops_analytic, self._weighted, self._tokens,
+                                            nonzero if self._sharded else 0])
+        flops, analytic, weighted, tokens, nonzero_sum = (int(round(v)) for v in reduced)
         self.flops += flops
         self.flops_analytic += analytic
-        if self._weighted is not None:
-            self.nonzero_weighted += int(self._weighted.item())
-            self.nonzero_tokens += self._tokens
-        self.params_nonzero = int(count_nonzero(self._basis).item()) if self._basis else 0
-        self._tokens = self._flops = self._flops_analytic = 0
-        self._weighted = None
+        self.nonzero_weighted += weighted
+        self.nonzero_tokens += tokens
+        if self._sharded:
+            self.params_nonzero = nonzero_sum
+        else:
+            self.params_nonzero = int(nonzero.item()) if isinstance(nonzero, torch.Tensor) else int(nonzero)
+        if self._mask_version == self.clock.mask_version:  # nothing pruned since the count: go on with host ints
+            self._nonzero_now = self.params_nonzero
+        self._flops = self._flops_analytic = self._weighted = self._tokens = 0
 
     def _log(self, trainer, step: int) -> None:
         if step == self._last_logged_step:
@@ -221,18 +295,23 @@ class ScalingTracker(Callback):
         if trainer.is_global_zero:
             metrics = self.metrics()
             for logger in trainer.loggers:
+                if not self._unit_logged and self.clock.unit:
+                    logger.log_hyperparams({"scaling/data_unit": self.clock.unit})
                 logger.log_metrics(metrics, step=step)
+            self._unit_logged = self._unit_logged or bool(self.clock.unit)
 
     # -- checkpointing ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         # Checkpoints are written on every rank's call, so the counters since the last flush can be reduced here;
         # the totals are integer sums, which do not depend on when they are flushed.
-        attached = self._attached() if self._attached is not None else None
-        if attached is not None:
-            self._flush(attached.trainer, attached)
+        trainer = self._trainer() if self._trainer is not None else None
+        status = getattr(getattr(trainer, "state", None), "status", None)
+        if trainer is not None and getattr(status, "value", status) == "running":
+            self._flush(trainer)
         return {
             "version": STATE_VERSION,
-            "tokens": self.tokens,
+            "params_basis": self.params_basis,
+            "clock": self.clock.state_dict(),
             "flops": self.flops,
             "flops_analytic": self.flops_analytic,
             "nonzero_weighted": self.nonzero_weighted,
@@ -244,14 +323,21 @@ class ScalingTracker(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         check_state_version("ScalingTracker", state_dict, STATE_VERSION)
-        for key in ("tokens", "flops", "flops_analytic", "nonzero_weighted", "nonzero_tokens", "params_nonzero"):
+        if state_dict["params_basis"] != self.params_basis:
+            raise ConfigurationError(
+                f"the checkpoint's ScalingTracker counted N as params_basis={state_dict['params_basis']!r}, this one "
+                f"counts {self.params_basis!r}: N_avg would mix both; resume with "
+                f"params_basis={state_dict['params_basis']!r} (or start a new run)"
+            )
+        self.clock.load_state_dict(state_dict["clock"])
+        for key in ("flops", "flops_analytic", "nonzero_weighted", "nonzero_tokens", "params_nonzero"):
             setattr(self, key, state_dict[key])
         self._last_logged_step = state_dict["last_logged_step"]
         self._restored_run_id = state_dict.get("run_id")
 
 
-def _transformer_shape(module) -> tuple[int, int, int] | None:
-    """(n_layer, n_ctx, d_model) when the module declares them as attributes or hyperparameters."""
+def _transformer_shape(module) -> tuple[int, int] | None:
+    """(n_layer, d_model) when the module declares them (with a context length) as attributes or hyperparameters."""
     hparams = getattr(module, "hparams", {}) or {}
     values = []
     for name, alt in (("n_layer", "n_layer"), ("n_ctx", "seq_len"), ("d_model", "d_model")):
@@ -261,4 +347,4 @@ def _transformer_shape(module) -> tuple[int, int, int] | None:
         if not isinstance(value, int):
             return None
         values.append(value)
-    return tuple(values)
+    return values[0], values[2]

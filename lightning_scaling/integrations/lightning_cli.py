@@ -5,20 +5,30 @@ with an MLflow logger on sqlite or HTTP there is no log directory and the run cr
 resolved configuration is logged as the run's artifact `config.yaml` instead (and written into the log directory
 when a logger has one). `ScalingCLI` is LightningCLI with that callback, and with this package's configuration
 errors reported as one line naming the field rather than a traceback.
+
+Both Lightning namespaces: `MLflowSaveConfigCallback` is a `SaveConfigCallback` of every installed namespace (like
+the callbacks), and `scaling_cli(namespace)` builds the CLI class of either. `lightning-scaling train` picks the
+namespace the config's model class belongs to (`model.class_path` in the YAML or on the command line), so a
+`pytorch_lightning.LightningModule` trains under `pytorch_lightning`'s CLI and a `lightning.pytorch` one under
+`lightning.pytorch`'s; the callbacks' ``class_path``s are the same in both.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from pathlib import Path
 
-from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
-
+from ..callbacks._compat import INSTALLED, cli_module, namespace_of
 from ..errors import ConfigurationError
 from .loggers import run_id_of
 
+_SAVE_BASES = tuple(cli_module(name).SaveConfigCallback for name in INSTALLED)
+_SaveConfigBase = _SAVE_BASES[0] if len(_SAVE_BASES) == 1 else type("SaveConfigCallback", _SAVE_BASES, {})
 
-class MLflowSaveConfigCallback(SaveConfigCallback):
+
+class MLflowSaveConfigCallback(_SaveConfigBase):
     """Log the resolved LightningCLI config as `config.yaml`: an MLflow artifact, or a file in the log dir."""
 
     def __init__(self, parser, config, config_filename: str = "config.yaml", overwrite: bool = False,
@@ -38,13 +48,63 @@ class MLflowSaveConfigCallback(SaveConfigCallback):
                     fh.write(text)
 
 
-class ScalingCLI(LightningCLI):
-    """LightningCLI with `MLflowSaveConfigCallback`; this package's callbacks are configured under
-    `trainer.callbacks` with `class_path: lightning_scaling.callbacks.<Name>`."""
+_CLI_CLASSES: dict[str, type] = {}
 
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("save_config_callback", MLflowSaveConfigCallback)
-        super().__init__(*args, **kwargs)
+
+def scaling_cli(namespace: str | None = None) -> type:
+    """LightningCLI of `namespace` ("lightning.pytorch" or "pytorch_lightning") with `MLflowSaveConfigCallback`."""
+    namespace = namespace or INSTALLED[0]
+    if namespace not in _CLI_CLASSES:
+        base = cli_module(namespace).LightningCLI
+
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("save_config_callback", MLflowSaveConfigCallback)
+            base.__init__(self, *args, **kwargs)
+
+        _CLI_CLASSES[namespace] = type("ScalingCLI", (base,), {
+            "__init__": __init__, "__module__": __name__,
+            "__doc__": f"{namespace}'s LightningCLI with `MLflowSaveConfigCallback`; this package's callbacks are "
+                       "configured under `trainer.callbacks` with `class_path: lightning_scaling.callbacks.<Name>`.",
+        })
+    return _CLI_CLASSES[namespace]
+
+
+#: LightningCLI of the preferred installed namespace, with `MLflowSaveConfigCallback`.
+ScalingCLI = scaling_cli()
+
+
+def model_namespace(argv: list[str]) -> str | None:
+    """The Lightning namespace of the model class a `train` command line names, or None when it names none.
+
+    Reads `--model.class_path=X` / `--model X` / `--model=X` from the arguments and `model: class_path:` from the
+    `--config` files (the last one given wins, as in LightningCLI).
+    """
+    import yaml
+
+    class_path = None
+    for i, arg in enumerate(argv):
+        value = None
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            try:
+                config = yaml.safe_load(Path(argv[i + 1]).read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                continue  # LightningCLI reports it with its own message
+            model = config.get("model") if isinstance(config, dict) else None
+            value = model.get("class_path") if isinstance(model, dict) else (model if isinstance(model, str) else None)
+        elif arg.startswith("--model.class_path=") or arg.startswith("--model="):
+            value = arg.split("=", 1)[1]
+        elif arg in ("--model", "--model.class_path") and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value and "." in value and not value.strip().startswith("{"):
+            class_path = value.strip()
+    if class_path is None:
+        return None
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError):
+        return None  # LightningCLI reports the bad class_path
+    return namespace_of(cls)
 
 
 def run_cli(args: list[str] | None = None) -> int:
@@ -52,10 +112,11 @@ def run_cli(args: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or argv[0] not in ("fit", "validate", "test", "predict"):
         argv = ["fit", *argv]
+    cli_class = scaling_cli(model_namespace(argv[1:]))
     saved_argv = sys.argv
     sys.argv = sys.argv[:1]  # LightningCLI warns when given both `args` and command-line arguments
     try:
-        ScalingCLI(args=argv)
+        cli_class(args=argv)
     except Exception as err:  # jsonargparse wraps errors raised while instantiating a class: find ours
         cause = _configuration_error(err)
         if cause is None:

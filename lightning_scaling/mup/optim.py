@@ -9,9 +9,13 @@ mup's optimizers would and put the new groups into the same optimizer object:
 - SGD-like (SGD, ASGD): vector-like parameters (one width dimension) get lr x width_mult and weight_decay /
   width_mult; matrices get lr / (fan_in_mult / fan_out_mult) and weight_decay x that ratio.
 
-Every key of a group other than its parameters is carried over, so the learning rate of a group stays a multiple of
-the optimizer's default learning rate: schedules such as `PowerLR` keep muP's per-group scaling. Scheduler lists
-indexed by group (base_lrs, lr_lambdas, ...) are remapped to the new groups.
+Every key of a group other than its parameters is carried over (learning-rate keys scaled: `lr`, `initial_lr`, and
+OneCycleLR's `max_lr` / `min_lr`), so the learning rate of a group stays a multiple of the optimizer's default
+learning rate: schedules such as `PowerLR` keep muP's per-group scaling. A scheduler already bound to the optimizer
+keeps per-group lists, which are remapped to the new groups by name, never by length: learning rates
+(`base_lrs`, `_last_lr`, CyclicLR's `max_lrs`, ReduceLROnPlateau's `min_lrs`) are taken from the source group and
+scaled, per-group functions and momenta (LambdaLR's `lr_lambdas`, CyclicLR's momenta) are taken from the source
+group, and the schedulers inside `SequentialLR` and `ChainedScheduler` are remapped in turn.
 """
 
 from __future__ import annotations
@@ -41,10 +45,16 @@ def optimizer_kind(optimizer: torch.optim.Optimizer, kind: str | None = None) ->
     )
 
 
+GROUP_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # group keys holding a learning rate
+SCHEDULER_LR_LISTS = ("base_lrs", "_last_lr", "max_lrs", "min_lrs")  # per-group learning rates of a scheduler
+SCHEDULER_GROUP_LISTS = ("lr_lambdas", "base_momentums", "max_momentums")  # per-group values, not rates
+NESTED_SCHEDULERS = "_schedulers"  # SequentialLR, ChainedScheduler
+
+
 def _scale_group(group: dict, lr_factor: float, wd_factor: float) -> dict:
     out = {k: v for k, v in group.items() if k != "params"}
     out["params"] = []
-    for key in ("lr", "initial_lr"):
+    for key in GROUP_LR_KEYS:
         if key in out:
             out[key] = out[key] * lr_factor
     if "weight_decay" in out:
@@ -52,21 +62,25 @@ def _scale_group(group: dict, lr_factor: float, wd_factor: float) -> dict:
     return out
 
 
-def mup_param_groups(param_groups: list[dict], kind: str) -> tuple[list[dict], list[int]]:
-    """The muP split of `param_groups`, and for each new group the index of the group it came from.
+def mup_param_groups(param_groups: list[dict], kind: str) -> tuple[list[dict], list[int], list[float]]:
+    """The muP split of `param_groups`, and for each new group the index of the group it came from and its learning
+    rate relative to that group.
 
     Raises:
         ConfigurationError: a parameter has no `infshape` (base shapes were not set) or more than 2 width dims.
     """
     new_groups: list[dict] = []
     sources: list[int] = []
+    factors: list[float] = []
     for index, group in enumerate(param_groups):
         buckets: dict[tuple, dict] = {}
         order: list[tuple] = []
+        bucket_factor: dict[tuple, float] = {}
 
         def bucket(key, lr_factor, wd_factor):
             if key not in buckets:
                 buckets[key] = _scale_group(group, lr_factor, wd_factor)
+                bucket_factor[key] = lr_factor
                 order.append(key)
             return buckets[key]
 
@@ -99,7 +113,8 @@ def mup_param_groups(param_groups: list[dict], kind: str) -> tuple[list[dict], l
         for key in order:
             new_groups.append(buckets[key])
             sources.append(index)
-    return new_groups, sources
+            factors.append(bucket_factor[key])
+    return new_groups, sources, factors
 
 
 def make_optimizer_mup(optimizer: torch.optim.Optimizer, kind: str | None = None, schedulers=()) -> list[int]:
@@ -111,22 +126,28 @@ def make_optimizer_mup(optimizer: torch.optim.Optimizer, kind: str | None = None
     if optimizer.state:
         raise ConfigurationError("the optimizer has state already: muP must be applied before the first step")
     kind = optimizer_kind(optimizer, kind)
-    old_count = len(optimizer.param_groups)
-    new_groups, sources = mup_param_groups(optimizer.param_groups, kind)
+    new_groups, sources, factors = mup_param_groups(optimizer.param_groups, kind)
     optimizer.param_groups.clear()
     for group in new_groups:
         optimizer.add_param_group(group)
     for scheduler in schedulers:
-        if getattr(scheduler, "optimizer", None) is not optimizer:
-            continue
-        for attr, value in list(vars(scheduler).items()):
-            if isinstance(value, list) and len(value) == old_count and attr != "_last_lr":
-                setattr(scheduler, attr, [value[i] for i in sources])
-        if hasattr(scheduler, "base_lrs"):
-            scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
-        if hasattr(scheduler, "_last_lr"):
-            scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+        if getattr(scheduler, "optimizer", None) is optimizer:
+            remap_scheduler(scheduler, sources, factors)
     return sources
+
+
+def remap_scheduler(scheduler, sources: list[int], factors: list[float]) -> None:
+    """Remap a scheduler's per-group lists to the new groups (see the module docstring)."""
+    for attr in SCHEDULER_LR_LISTS:
+        value = getattr(scheduler, attr, None)
+        if isinstance(value, list):
+            setattr(scheduler, attr, [value[i] * f for i, f in zip(sources, factors)])
+    for attr in SCHEDULER_GROUP_LISTS:
+        value = getattr(scheduler, attr, None)
+        if isinstance(value, list):
+            setattr(scheduler, attr, [value[i] for i in sources])
+    for inner in getattr(scheduler, NESTED_SCHEDULERS, None) or ():
+        remap_scheduler(inner, sources, factors)
 
 
 def split_optimizers_and_schedulers(config) -> tuple[list, list]:

@@ -26,9 +26,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigurationError
+from ..layers import is_linear, readout_names, tied_embedding
 
 SHAPES_ATTR = "_lightning_scaling_base_shapes"  # module attribute: {param name: base shape list}
-READOUT_NAMES = ("lm_head", "readout", "output", "head")
+#: Attribute names under which attention modules keep their head width and their logit scale.
+HEAD_DIM_ATTRS = ("d_head", "head_dim", "head_size", "attention_head_size", "d_k")
+SCALE_ATTRS = ("scale", "scaling", "softmax_scale", "attn_scale", "scale_factor", "sm_scale")
 
 
 def serialize(infshapes: Mapping[str, "mup.InfShape"]) -> dict[str, list]:
@@ -104,39 +107,57 @@ def load_base_shapes_file(path: str) -> dict[str, list]:
 
 # -- the readout ------------------------------------------------------------------------------------------------
 def find_readout(module: nn.Module, name: str | None = None) -> tuple[str, nn.Module]:
-    """The output layer: the submodule called `name`, else `lm_head`-like names, else the last `nn.Linear`."""
+    """The output layer: the submodule called `name`, else the one readout `layers.readout_names` finds by identity
+    (a mup readout, a weight tied to an embedding, a map onto the vocabulary, or the last linear map)."""
     modules = dict(module.named_modules())
     if name is not None:
         if name not in modules:
             raise ConfigurationError(f"`readout` names no submodule: {name!r}; submodules include {sorted(modules)[:12]}")
         return name, modules[name]
-    for candidate in READOUT_NAMES:
-        if candidate in modules and isinstance(modules[candidate], nn.Linear):
-            return candidate, modules[candidate]
-    linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ConfigurationError("muP needs a readout layer, but the module has no nn.Linear")
-    return linears[-1]
+    found = readout_names(module)
+    if not found:
+        raise ConfigurationError("muP needs a readout layer, but the module has no linear layer (nn.Linear or Conv1D)")
+    if len(found) > 1:
+        raise ConfigurationError(f"the module has several readouts {found}: name the one muP scales with `readout=`")
+    return found[0], modules[found[0]]
 
 
 def convert_to_mureadout(module: nn.Module, name: str) -> nn.Module:
-    """Replace the plain Linear at `name` by a `mup.MuReadout` with the same weights (in place)."""
+    """Replace the plain Linear at `name` by a mup readout with the same weights (in place).
+
+    A readout whose weight is tied to an input embedding (GPT-2's `lm_head`) becomes a `mup.MuSharedReadout` of that
+    embedding's weight, so it stays tied; any other becomes a `mup.MuReadout`.
+    """
     parent_name, _, attr = name.rpartition(".")
     parent = module.get_submodule(parent_name) if parent_name else module
     old = getattr(parent, attr)
     if isinstance(old, mup.MuReadout):
         return old
     if not isinstance(old, nn.Linear):
-        raise ConfigurationError(f"`readout` {name!r} must be an nn.Linear to convert, got {type(old).__name__}")
-    new = mup.MuReadout(old.in_features, old.out_features, bias=old.bias is not None,
-                        device=old.weight.device, dtype=old.weight.dtype)
-    with torch.no_grad():
-        if old.weight.device.type != "meta":
-            new.weight.copy_(old.weight)
-            if old.bias is not None:
-                new.bias.copy_(old.bias)
+        raise ConfigurationError(
+            f"`readout` {name!r} must be an nn.Linear to convert, got {type(old).__name__}"
+            + (": a Conv1D readout stores its weight transposed; replace it by mup.MuReadout in the model"
+               if is_linear(old) else "")
+        )
+    embedding = tied_embedding(module, old)
+    if embedding is not None:  # keep it tied: the readout's weight is the embedding's parameter
+        new = mup.MuSharedReadout(embedding.weight, bias=False)
+        if old.bias is not None:
+            new.bias = nn.Parameter(old.bias.detach().clone())
+    else:
+        new = mup.MuReadout(old.in_features, old.out_features, bias=old.bias is not None,
+                            device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            if old.weight.device.type != "meta":
+                new.weight.copy_(old.weight)
+                if old.bias is not None:
+                    new.bias.copy_(old.bias)
     setattr(parent, attr, new)
     return new
+
+
+def is_shared_readout(readout: nn.Module) -> bool:
+    return isinstance(readout, mup.MuSharedReadout)
 
 
 def check_readout(module: nn.Module, infshapes: Mapping[str, "mup.InfShape"]) -> None:
@@ -180,13 +201,13 @@ def attach(module: nn.Module, shapes: Mapping[str, list], rescale_params: bool) 
     check_readout(module, infshapes)
     mup.set_base_shapes(module, base, rescale_params=rescale_params, do_assert=False)
     module.__dict__[SHAPES_ATTR] = dict(shapes)
+    canonical = {id(p): n for n, p in module.named_parameters()}  # a tied weight is named after its embedding
     for name, mod in module.named_modules():
-        if isinstance(mod, mup.MuReadout) and not getattr(mod, "_lightning_scaling_hooked", False):
-            prefix = f"{name}." if name else ""
-            mod.__dict__[SHAPES_ATTR] = {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)
-                                         and "." not in k[len(prefix):]}
-            mod.register_forward_pre_hook(_reattach_hook)
-            mod._lightning_scaling_hooked = True
+        if isinstance(mod, mup.MuReadout):
+            mod.__dict__[SHAPES_ATTR] = {k: shapes[canonical[id(p)]] for k, p in mod.named_parameters(recurse=False)}
+            if not getattr(mod, "_lightning_scaling_hooked", False):
+                mod.register_forward_pre_hook(_reattach_hook)
+                mod._lightning_scaling_hooked = True
 
 
 def reattach(module: nn.Module) -> None:
@@ -196,6 +217,23 @@ def reattach(module: nn.Module) -> None:
         raise ConfigurationError("this module has no base shapes to re-attach: was it set up by the MuP callback?")
     for name, p in module.named_parameters():
         p.infshape = _infshape(shapes[name], p)
+
+
+@torch.no_grad()
+def rescale_init(module: nn.Module) -> None:
+    """muP's one-time rescale of a freshly initialised model, as `mup.set_base_shapes(rescale_params=True)` does it:
+    readout weights and biases by sqrt(width_mult), the biases of other linear and conv layers by sqrt(fan_in mult).
+
+    A tied readout (`mup.MuSharedReadout`) keeps its weight, which is the input embedding's: only its bias is
+    rescaled.
+    """
+    for mod in module.modules():
+        if isinstance(mod, mup.MuReadout):
+            mod._rescale_parameters()
+            if isinstance(mod, mup.MuSharedReadout):
+                mod.weight.mul_(1.0 / math.sqrt(float(mod.width_mult())))
+        elif isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)):
+            mup.layer.rescale_linear_bias(mod)
 
 
 @torch.no_grad()
@@ -241,9 +279,12 @@ def attention_scale(d_head: int, parametrization: str = "mup") -> float:
 def attention_scale_problems(module: nn.Module) -> list[str]:
     """Places that look like 1/sqrt(d_head) attention scaling (the common muP mistake).
 
-    A model whose hyperparameters declare the muP rule (``attn_scale`` or ``attention_scale`` set to ``"inverse"``,
-    ``"mup"`` or ``"1/d"``) is taken at its word: with ``attn_mult = sqrt(d_head)`` the muP scale attn_mult / d_head
-    equals 1/sqrt(d_head) at that one head width, and the numbers alone cannot tell the two rules apart.
+    Found: `nn.MultiheadAttention` (which always scales by 1/sqrt(head_dim)); an attention module whose head width
+    (`d_head`, `head_dim`, `head_size`, ...) and logit scale (`scale`, `scaling` as in Hugging Face GPT-2 and Llama,
+    `softmax_scale`, ...) are in that ratio; a hyperparameter ``attn_scale``/``attention_scale`` saying so. A model
+    whose hyperparameters declare the muP rule (``"inverse"``, ``"mup"`` or ``"1/d"``) is taken at its word: with
+    ``attn_mult = sqrt(d_head)`` the muP scale attn_mult / d_head equals 1/sqrt(d_head) at that one head width, and
+    the numbers alone cannot tell the two rules apart.
     """
     problems = []
     hparams = dict(getattr(module, "hparams", {}) or {})
@@ -254,8 +295,15 @@ def attention_scale_problems(module: nn.Module) -> list[str]:
     if declared & {"inverse", "mup", "1/d"}:
         return problems
     for name, mod in module.named_modules():
-        d_head = getattr(mod, "d_head", None) or getattr(mod, "head_dim", None)
-        scale = getattr(mod, "scale", None)
-        if isinstance(d_head, int) and isinstance(scale, float) and math.isclose(scale, d_head**-0.5, rel_tol=1e-6):
-            problems.append(f"{name}.scale = 1/sqrt({d_head})")
+        if isinstance(mod, nn.MultiheadAttention):
+            problems.append(f"{name} is nn.MultiheadAttention (1/sqrt(head_dim) = 1/sqrt({mod.head_dim}))")
+            continue
+        d_head = next((v for a in HEAD_DIM_ATTRS if isinstance(v := getattr(mod, a, None), int) and v > 0), None)
+        if d_head is None:
+            continue
+        for attr in SCALE_ATTRS:
+            scale = getattr(mod, attr, None)
+            if isinstance(scale, float) and math.isclose(scale, d_head**-0.5, rel_tol=1e-6) and d_head > 1:
+                problems.append(f"{name}.{attr} = 1/sqrt({d_head})")
+                break
     return problems
