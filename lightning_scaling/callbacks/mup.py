@@ -41,6 +41,7 @@ from ..mup.shapes import (
     is_shared_readout,
     keep_fixed_readout_init,
     load_base_shapes_file,
+    reattach,
     rescale_fixed_init,
     rescale_init,
 )
@@ -132,15 +133,19 @@ class MuP(Callback):
         self._module = weakref.ref(pl_module)
         self._resumed = False
         self.rescaled = False
+        self._converted = False
         user_configure_model = pl_module.configure_model
         user_configure_optimizers = pl_module.configure_optimizers
         callback = weakref.proxy(self)
 
         def configure_model(module):
+            if any(True for _ in module.parameters()):  # built in __init__: convert before the user's own
+                callback._convert(module)                # `configure_model` may shard it (FSDP2)
             user_configure_model()
             callback._apply(module)
 
         def configure_optimizers(module):
+            reattach(module)  # the strategy may have replaced the parameters since (FSDP2 moving them to the device)
             callback._rescale(module)
             config = user_configure_optimizers()
             optimizers, schedulers = split_optimizers_and_schedulers(config)
@@ -164,10 +169,16 @@ class MuP(Callback):
                     del pl_module.__dict__[name]
             self._module = None
 
+    def _convert(self, module) -> str:
+        """Find the readout and, if asked, convert it to a mup readout (once); returns its name."""
+        name, original = find_readout(module, self.readout)
+        if self.convert_readout and convert_to_mureadout(module, name) is not original:
+            self._converted = True
+        return name
+
     def _apply(self, module) -> None:
         """Convert the readout if asked and attach base shapes (no rescale: that waits for `configure_optimizers`)."""
-        name, original = find_readout(module, self.readout)
-        converted = self.convert_readout and convert_to_mureadout(module, name) is not original
+        name = self._convert(module)
         shapes = (
             base_shapes_from_hparams(module, self.base, self.delta, name if self.convert_readout else None)
             if self.base is not None
@@ -179,7 +190,6 @@ class MuP(Callback):
                 "resume with the same `base`/`delta`/`base_shapes`"
             )
         attach(module, shapes, rescale_params=False)
-        self._converted = converted
         readout = module.get_submodule(name)
         self._readout_name = name
         self.shapes = shapes

@@ -152,10 +152,11 @@ class ScalingTracker(Callback):
         self._basis = basis_parameters(pl_module, self.params_basis)
         self._sharded = is_sharded(self._basis)
         self._shape = _transformer_shape(pl_module)
-        # dense until weights are pruned: exact zeros of the initialisation (zero biases, a zero-initialised
-        # readout) are not sparsity, and they move at the first step
+        # a fresh run is dense until weights are pruned: exact zeros of the initialisation (zero biases, a
+        # zero-initialised readout) are not sparsity, and they move at the first step; a resumed run counts at its
+        # first batch, once every callback has restored its masks
         self._nonzero_now = self.params_basis_count
-        self._mask_version = self.clock.mask_version
+        self._mask_version = None if self._restored_run_id is not None or trainer.ckpt_path else self.clock.mask_version
         self.run_id = next((run_id_of(lg) for lg in trainer.loggers if run_id_of(lg)), None)
         if trainer.is_global_zero:
             params = {f"scaling/params_{k}": v for k, v in counts.items()}

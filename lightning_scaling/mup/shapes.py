@@ -48,7 +48,13 @@ def _build_on_meta(cls, hparams: dict) -> nn.Module:
         model = cls(**hparams)
         configure = getattr(model, "configure_model", None)
         if callable(configure):
-            configure()
+            try:
+                configure()
+            except Exception:
+                # a `configure_model` that shards the model (FSDP2's `fully_shard` over the trainer's device mesh)
+                # cannot run on a detached copy; a copy whose layers were built in `__init__` has its shapes anyway
+                if not any(True for _ in model.parameters()):
+                    raise
     return model
 
 
