@@ -17,9 +17,9 @@ from collections.abc import Callable
 import numpy as np
 
 from .bootstrap import DEFAULT_CONFIDENCE, bootstrap
-from .errors import ConfigurationError, InsufficientRunsError
+from .errors import ConfigurationError, InsufficientRunsError, ScalingDataError
 from .fitting import ChinchillaFit
-from .recommend import _num, recommend
+from .recommend import _num, recommend, recommendation_sentence
 from .records import Selection
 from .sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
 
@@ -65,6 +65,7 @@ def plan_next_run(
     """
     validate_budget(next_flops, growth)
     used = selection.used
+    unit = data_unit_of(used)
     sparse = any(r.sparse for r in used)
     N = np.array([(r.params if sparse else (r.params_dense or r.params)) for r in used], float)
     D = np.array([r.tokens for r in used], float)
@@ -82,6 +83,7 @@ def plan_next_run(
     largest = float(C.max()) if len(C) else None
     budget = float(next_flops) if next_flops is not None else (growth * largest if largest else None)
     base = {"runs": runs, "settings": settings or {}, "n_runs": len(used), "n_excluded": len(selection.excluded),
+            "data_unit": unit,
             "budget_rule": (f"explicit next_flops = {next_flops:.3g}" if next_flops is not None
                             else f"{growth:g}x the largest compute logged ({largest:.3g} FLOPs as 6ND)" if largest
                             else None)}
@@ -92,9 +94,10 @@ def plan_next_run(
                                     labels=[f"run {r.run_name or r.run_id}" for r in used])
     except InsufficientRunsError as err:
         return {**base, "status": "insufficient_runs", "message": str(err), "suggestions": err.suggestions,
-                "sentence": "Not enough runs to fit the law yet: " + _suggestion_sentence(err.suggestions)}
+                "sentence": "Not enough runs to fit the law yet: " + _suggestion_sentence(err.suggestions, unit)}
     boot = bootstrap(fit, n_bootstrap, seed=seed, confidence=confidence) if n_bootstrap else None
     out = {**base, **recommend(fit, budget, boot, C), "status": "ok"}
+    out["sentence"] = recommendation_sentence(out)  # in the runs' own unit of D
     out["boundary"] = list(out.get("boundary", [])) + _extrapolation(out["params"], N)
     if sparse or pruning:
         out["sparse_next"] = _sparse_next(out["params"], pruning)
@@ -102,6 +105,22 @@ def plan_next_run(
     out["architecture"] = propose_architecture(target_dense, dict(hparams or {})) if propose_architecture else None
     out["sentence"] = _sentence(out)
     return out
+
+
+def data_unit_of(records) -> str:
+    """The unit D is counted in over these runs ("tokens", or "samples" for non-token models): one for all of them.
+
+    Raises:
+        ScalingDataError: runs count D in different units (they cannot share one law); the message names them.
+    """
+    by_unit: dict[str, list[str]] = {}
+    for r in records:
+        by_unit.setdefault(str(r.config.get("scaling/data_unit", "tokens")), []).append(r.run_name or r.run_id)
+    if len(by_unit) > 1:
+        listing = "; ".join(f"{unit}: {', '.join(names[:5])}" for unit, names in sorted(by_unit.items()))
+        raise ScalingDataError(f"the runs count D in different units ({listing}): fit runs of one kind of model at a "
+                               "time (a separate MLflow experiment per kind)")
+    return next(iter(by_unit), "tokens")
 
 
 EXTRAPOLATION_RATIO = 10.0  # a recommendation more than 10x outside the sizes trained is an extrapolation
@@ -125,9 +144,9 @@ def _sparse_next(params_avg: float, pruning: dict | None) -> dict:
     return {"initial_params": initial, "params_avg": params_avg, **p}
 
 
-def _suggestion_sentence(suggestions: list[dict]) -> str:
+def _suggestion_sentence(suggestions: list[dict], unit: str = "tokens") -> str:
     return "add runs such as " + "; ".join(
-        f"N={_num(s['params'])} on D={_num(s['tokens'])} tokens" for s in suggestions) + "."
+        f"N={_num(s['params'])} on D={_num(s['tokens'])} {unit}" for s in suggestions) + "."
 
 
 def _sentence(rec: dict) -> str:
@@ -157,16 +176,17 @@ def recommendation_markdown(rec: dict) -> str:
         return f"{fmt(rec[key + '_low'])} to {fmt(rec[key + '_high'])}" if f"{key}_low" in rec else ""
 
     what = "N_avg (non-zero params)" if rec.get("params_column") == "params_avg" else "parameters N"
+    unit = rec.get("data_unit", "tokens")
     rows = [
         (what, _num(rec["params"]), interval("params")),
-        ("tokens D", _num(rec["tokens"]), interval("tokens")),
+        (f"{unit} D", _num(rec["tokens"]), interval("tokens")),
         ("compute C = 6ND", f"{rec['flops']:.3g} FLOPs", rec.get("budget_rule") or ""),
-        ("tokens per parameter", _num(rec["tokens_per_param"]), ""),
+        (f"{unit} per parameter", _num(rec["tokens_per_param"]), ""),
         ("predicted loss", f"{rec['loss']:.4f}", interval("loss", lambda v: f"{v:.4f}")),
     ]
     law = (f"L = {rec['E']:.4g} + {rec['A']:.4g}/N^{rec['alpha']:.3f} + {rec['B']:.4g}/D^{rec['beta']:.3f}")
     lines = [
-        f"### Next run: {_num(rec['params'])} parameters on {_num(rec['tokens'])} tokens",
+        f"### Next run: {_num(rec['params'])} parameters on {_num(rec['tokens'])} {unit}",
         "",
         f"**{rec['sentence']}**",
         "",

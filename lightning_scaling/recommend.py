@@ -66,9 +66,10 @@ def _num(x: float) -> str:
 def recommendation_sentence(rec: dict) -> str:
     """One sentence saying what to run next, with the interval when there is one."""
     what = "average non-zero parameters (N_avg)" if rec.get("params_column") == "params_avg" else "parameters"
+    unit = rec.get("data_unit", "tokens")
     s = (
-        f"Train next a model of {_num(rec['params'])} {what} on {_num(rec['tokens'])} tokens "
-        f"({_num(rec['tokens_per_param'])} tokens per parameter, {rec['flops']:.3g} FLOPs): "
+        f"Train next a model of {_num(rec['params'])} {what} on {_num(rec['tokens'])} {unit} "
+        f"({_num(rec['tokens_per_param'])} {unit} per parameter, {rec['flops']:.3g} FLOPs): "
         f"predicted loss {rec['loss']:.4f}"
     )
     if "loss_low" in rec:

@@ -304,3 +304,22 @@ def test_server_down_before_the_hook_only_warns(server, tmp_path):
     messages = [str(w.message) for w in caught if issubclass(w.category, ScalingLawAdvisorWarning)]
     assert messages and messages[0].startswith("ScalingLawAdvisor could not make a recommendation")
     assert mlflow.MlflowClient(server.uri).get_run(run_id).info.status == "FINISHED"
+
+
+def test_recommendation_is_in_the_runs_unit_and_mixed_units_are_refused():
+    from lightning_scaling.errors import ScalingDataError
+    from lightning_scaling.planning import plan_next_run
+    from lightning_scaling.records import RunRecord, Selection
+    from conftest import grid_runs
+
+    N, D, L = grid_runs()
+    records = [RunRecord(run_id=f"r{i}", run_name=f"mlp-{i}", schema="1", params=float(n), params_dense=float(n),
+                         tokens=float(d), flops=6.0 * n * d, loss=float(x), config={"scaling/data_unit": "samples"})
+               for i, (n, d, x) in enumerate(zip(N, D, L))]
+    rec = plan_next_run(Selection(used=records, excluded=[]), n_bootstrap=0)
+    assert rec["data_unit"] == "samples"
+    assert " samples (" in rec["sentence"] and "samples per parameter" in rec["sentence"]
+    assert " tokens" not in rec["sentence"]
+    records[0].config["scaling/data_unit"] = "tokens"
+    with pytest.raises(ScalingDataError, match=r"different units \(samples: mlp-1, .*tokens: mlp-0\)"):
+        plan_next_run(Selection(used=records, excluded=[]), n_bootstrap=0)

@@ -324,3 +324,87 @@ def test_power_lr_log_false_logs_nothing(tmp_path):
     make_trainer([PowerLR(log=False)], max_steps=4, logger=logger, log_every_n_steps=1).fit(make_model(), make_data())
     metrics = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text()
     assert "scaling/lr" not in metrics
+
+
+# -- resuming with changed settings ---------------------------------------------------------------------------------
+def _checkpoint_at(tmp_path, callbacks, stop=6, steps=24):
+    ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=stop, save_top_k=-1)
+    make_trainer([*callbacks, ckpt, stop_at(stop)], max_steps=steps, enable_checkpointing=True).fit(
+        make_model(), make_data())
+    return str(next(tmp_path.glob("*.ckpt")))
+
+
+def test_resume_with_changed_settings_continues_and_names_what_changed(tmp_path):
+    first = [PowerLR(warmup_tokens=2 * B * T), GradualPruning(final_sparsity=0.5, update_every=2)]
+    path = _checkpoint_at(tmp_path, first)
+    tokens_at_ckpt = first[0].clock.tokens
+    resumed = [PowerLR(warmup_tokens=2 * B * T, lr_max=0.01), GradualPruning(final_sparsity=0.6, update_every=2)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(resumed, max_steps=24).fit(make_model(), make_data(), ckpt_path=path)
+    messages = [str(w.message) for w in caught]
+    assert any("PowerLR resumed with changed settings (lr_max: 0.02 -> 0.01)" in m for m in messages), messages
+    assert any("GradualPruning resumed with changed settings (final_sparsity: 0.5 -> 0.6)" in m for m in messages)
+    # the counters continued from the checkpoint (not from zero), and the new settings took effect
+    assert resumed[0].clock.tokens == 24 * B * T and tokens_at_ckpt == 6 * B * T
+    assert resumed[0].schedule.lr_max == 0.01
+    assert resumed[1].sparsity == 0.6
+
+
+def test_resume_with_another_params_basis_is_refused(tmp_path):
+    path = _checkpoint_at(tmp_path, [ScalingTracker(log_every_n_steps=2)])
+    with pytest.raises(ConfigurationError, match=r"counted N as params_basis='non_embedding'.*resume with"):
+        make_trainer([ScalingTracker(params_basis="total")], max_steps=24).fit(make_model(), make_data(),
+                                                                               ckpt_path=path)
+
+
+def test_resume_without_the_callbacks_state_says_so(tmp_path):
+    path = _checkpoint_at(tmp_path, [ScalingTracker(log_every_n_steps=2)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer([PowerLR()], max_steps=8).fit(make_model(), make_data(), ckpt_path=path)
+    assert any("PowerLR found no state of its own in the checkpoint" in str(w.message) for w in caught)
+
+
+def test_group_multipliers_reference():
+    from lightning_scaling.callbacks.power_lr import group_multipliers
+
+    w = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
+    # a group at the default LR is the reference (a plain optimizer, muP's vector-like groups)
+    opt = torch.optim.AdamW([{"params": [w[0]]}, {"params": [w[1]], "lr": 2.5e-4}], lr=1e-3)
+    assert group_multipliers(opt) == [1.0, 0.25]
+    # every group sets its own rate (torch fills the default with its own 1e-3): ratios to the largest
+    opt = torch.optim.AdamW([{"params": [w[0]], "lr": 0.02}, {"params": [w[1]], "lr": 0.005},
+                             {"params": [w[2]], "lr": 0.01}])
+    assert group_multipliers(opt) == [1.0, 0.25, 0.5]
+
+
+def test_strategies_that_cannot_be_supported_are_refused_by_name():
+    from lightning_scaling.callbacks._compat import check_strategy
+
+    class FSDPStrategy:  # stands for Lightning's FSDP1 strategy, which Lightning refuses to run on CPU
+        pass
+
+    class Trainer:
+        strategy = FSDPStrategy()
+
+    with pytest.raises(ConfigurationError, match=r"GradualPruning does not support the strategy FSDPStrategy: "
+                                                 r"FSDP1 flattens .* use ModelParallelStrategy"):
+        check_strategy(Trainer(), "GradualPruning")
+    check_strategy(Trainer(), "PowerLR", reads_parameters=False)  # the LR schedule reads no parameter
+
+
+def test_a_failed_flop_measurement_falls_back_to_the_analytic_count_with_one_warning(monkeypatch):
+    from lightning_scaling.measure import StepFlops
+
+    def broken(self):
+        raise RuntimeError("this counter cannot run here")
+
+    monkeypatch.setattr(StepFlops, "start", broken)
+    tracker = ScalingTracker()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer([tracker], max_steps=4).fit(make_model(), make_data())
+    relevant = [w for w in caught if "could not measure the training FLOPs" in str(w.message)]
+    assert len(relevant) == 1 and "this counter cannot run here" in str(relevant[0].message)
+    assert tracker.flops == tracker.flops_analytic > 0

@@ -9,6 +9,7 @@ and one training run in MLflow.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import warnings
 
@@ -26,6 +27,9 @@ from lightning_scaling.schedules import PowerSchedule  # noqa: E402
 
 STEPS = 16
 SPARSITY = 0.5
+# `benchmarks/gpu_check.sh` runs this suite on a GPU: LIGHTNING_SCALING_TEST_ACCELERATOR=cuda, PRECISION=bf16-mixed
+ACCELERATOR = os.environ.get("LIGHTNING_SCALING_TEST_ACCELERATOR", "cpu")
+PRECISION = os.environ.get("LIGHTNING_SCALING_TEST_PRECISION", "32-true")
 
 
 @pytest.fixture(autouse=True)
@@ -100,9 +104,9 @@ def run_case(name, tmp_path, trainer_module=lp, model=None, extra_trainer_kw=Non
     callbacks = [MuP(base=base, convert_readout=True), power, pruning, tracker, ScalingLawAdvisor(bootstrap=0),
                  recorder]
     trainer = trainer_module.Trainer(
-        max_steps=STEPS, accelerator="cpu", devices=1, logger=logger, log_every_n_steps=4,
+        max_steps=STEPS, accelerator=ACCELERATOR, devices=1, logger=logger, log_every_n_steps=4,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
-        **(extra_trainer_kw or {}))
+        **{"precision": PRECISION, **(extra_trainer_kw or {})})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(model)
@@ -137,9 +141,10 @@ def check_numbers(r):
     assert len(rec.lrs) == STEPS
     schedule = power.schedule
     reference = max(rec.base)
+    per_step = sum(rec.tokens) // STEPS
     for k, lrs in enumerate(rec.lrs):
         if not power.clock.varied:  # fixed-size batches: the schedule's tokens are exact at every step
-            base_lr = PowerSchedule(**{**schedule.to_dict()}).lr((k + 1) * rec.tokens[0])
+            base_lr = PowerSchedule(**{**schedule.to_dict()}).lr((k + 1) * per_step)
             for lr, b in zip(lrs, rec.base):
                 assert lr == pytest.approx(base_lr * b / reference, rel=1e-12)
         if lrs[-1] > 0:
@@ -269,3 +274,34 @@ def test_length_grouped_batches_weight_n_avg_by_tokens_and_keep_the_schedule_on_
     assert rec.lrs[-1][0] <= 0.05 * max(lrs[0] for lrs in rec.lrs), "the decay reaches (nearly) zero"
     assert pruning.sparsity == SPARSITY, "pruning reaches its target"
     assert any("budget was estimated at" in w for w in r["warnings"]), "how far the estimate moved is reported"
+
+
+def test_bf16_mixed_with_gradient_accumulation(tmp_path):
+    r = run_case("llama", tmp_path, extra_trainer_kw={"precision": "bf16-mixed", "accumulate_grad_batches": 2})
+    check_numbers(r)  # tokens of both micro-batches, LR once per optimizer step, pruning, FLOPs, one run
+    assert r["power"].schedule.batch_size == 2 * r["model"].hparams.batch_size
+    assert len(r["recorder"].tokens) == 2 * STEPS
+
+
+@pytest.mark.slow
+def test_torch_compile(tmp_path):
+    """A compiled module keeps tokens, LR per step, pruning and FLOPs right (compilation takes about a minute)."""
+    from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
+
+    lp.seed_everything(0, verbose=False)
+    model = TinyGPT(d_model=32, n_layer=2, n_head=2, seq_len=32, readout="mup", attn_scale="inverse")
+    pruning = GradualPruning(final_sparsity=SPARSITY, update_every=2)
+    tracker = ScalingTracker(log_every_n_steps=4)
+    power = PowerLR()
+    rec = Recorder(pruning, token_data, 2, 32)
+    trainer = lp.Trainer(max_steps=STEPS, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         callbacks=[MuP(base={"d_model": 16}), power, pruning, tracker, rec])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(torch.compile(model), ByteCorpusDataModule(seq_len=32, batch_size=4, max_bytes=500_000))
+    assert tracker.tokens == sum(rec.tokens) == STEPS * 4 * 32
+    assert tracker.flops == pytest.approx(sum(rec.flops), rel=0.10)
+    for name, p in pruning.params.items():
+        assert int((p == 0).sum()) == round(SPARSITY * p.numel()), name
+    assert len(rec.lrs) == STEPS and rec.lrs[-1][0] == 0.0  # decayed to zero at the last step

@@ -94,3 +94,45 @@ def test_unknown_schedule_name_is_rejected(tmp_path, capsys):
     assert exit_code(["train", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "decay" in err and "exponential" in err and "cosine" in err
+
+
+def test_train_a_pytorch_lightning_model_from_yaml(tmp_path, monkeypatch):
+    """The same callback class_paths under the other namespace's LightningCLI, picked from the model's class."""
+    pytest.importorskip("pytorch_lightning")
+    monkeypatch.chdir(tmp_path)
+    config = {
+        "trainer": {
+            "accelerator": "cpu", "max_steps": 4, "log_every_n_steps": 2, "enable_progress_bar": False,
+            "enable_model_summary": False, "enable_checkpointing": False,
+            "logger": {"class_path": "pytorch_lightning.loggers.MLFlowLogger",
+                       "init_args": {"experiment_name": "pl-cli", "run_name": "pl-run",
+                                     "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}},
+            "callbacks": [{"class_path": "lightning_scaling.callbacks.PowerLR"},
+                          {"class_path": "lightning_scaling.callbacks.GradualPruning",
+                           "init_args": {"final_sparsity": 0.5, "update_every": 1}},
+                          {"class_path": "lightning_scaling.callbacks.ScalingTracker"}],
+        },
+        "model": {"class_path": "compat_models.MLPRegression", "init_args": {"width": 16}},
+    }
+    path = tmp_path / "pl.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(path)]) == 0
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("pl-cli").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert run.data.params["scaling/data_unit"] == "samples"
+    assert run.data.metrics["scaling/tokens"] == 4 * 16
+    assert run.data.metrics["scaling/sparsity"] > 0.4
+
+
+def test_model_namespace_is_read_from_the_config_and_the_command_line(tmp_path):
+    from lightning_scaling.integrations.lightning_cli import model_namespace
+
+    pytest.importorskip("pytorch_lightning")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"class_path": "examples.tiny_gpt.TinyGPT"}}))
+    assert model_namespace(["--config", str(path)]) == "lightning.pytorch"
+    assert model_namespace(["--config", str(path), "--model.class_path=compat_models.MLPRegression"]) == \
+        "pytorch_lightning"
+    assert model_namespace(["--trainer.max_steps=3"]) is None

@@ -228,6 +228,71 @@ def test_resume_reattaches_without_rescaling_and_matches_the_uninterrupted_run(t
         assert torch.equal(a, b), name
     assert resumed[1].lr == full[1].lr
     assert resumed_model.lm_head.width_mult() == 4.0
+    # the resume branch is the one taken: the run is known to resume before the optimizer exists, so the
+    # checkpoint's (already muP) weights are not rescaled again
+    assert full[0].rescaled and not resumed[0].rescaled
+
+
+class _ScheduledGPT(TinyGPT):
+    """TinyGPT whose optimizer comes with a scheduler of the kind named by `kind`."""
+
+    kind = "lambda"
+
+    def configure_optimizers(self):
+        from torch.optim import lr_scheduler as S
+
+        opt = torch.optim.AdamW(self.param_groups(), lr=self.hparams.lr)
+        if self.kind == "lambda":
+            sched = S.LambdaLR(opt, [lambda k: 1.0 / (1 + k), lambda k: 0.5 ** k])
+        elif self.kind == "sequential":
+            sched = S.SequentialLR(opt, [S.LinearLR(opt, 0.1, 1.0, total_iters=2), S.ExponentialLR(opt, 0.9)],
+                                   milestones=[2])
+        elif self.kind == "chained":
+            sched = S.ChainedScheduler([S.ConstantLR(opt, 0.5, total_iters=2), S.ExponentialLR(opt, 0.9)])
+        else:
+            sched = S.OneCycleLR(opt, max_lr=[4e-3, 1e-3], total_steps=8)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@pytest.mark.parametrize("kind", ["lambda", "sequential", "chained", "onecycle"])
+def test_schedulers_are_remapped_to_the_mup_groups(kind):
+    """Every muP group follows its source group's schedule, times its muP factor: the group that holds hidden
+    matrices at 1/width_mult of its source group's learning rate at every step, the vector group at 1x."""
+
+    def lrs_per_step(with_mup):
+        cls = type("M", (_ScheduledGPT,), {"kind": kind})
+        pl.seed_everything(0, verbose=False)
+        model = cls(d_model=128, n_layer=2, n_head=4, seq_len=T, readout="mup", attn_scale="inverse", lr=1e-3,
+                    weight_decay=0.1)
+        seen = []
+
+        class Spy(Callback):
+            def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+                seen.append([(g["lr"], len(g["params"]), any(p.dim() == 2 and p.shape[0] == p.shape[1] * 4 or
+                                                             p.shape == (128, 128) for p in g["params"]))
+                             for g in optimizer.param_groups])
+
+        callbacks = [MuP(base={"d_model": 32}), Spy()] if with_mup else [Spy()]
+        if not with_mup:
+            mup.set_base_shapes(model, reference_shapes(TinyGPT, dict(d_model=32, n_layer=2, n_head=4, seq_len=T,
+                                                                       readout="mup"),
+                                                        dict(d_model=64, n_layer=2, n_head=4, seq_len=T,
+                                                             readout="mup")))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer(callbacks, max_steps=6).fit(model, data())
+        return seen
+
+    plain = lrs_per_step(False)  # the original two groups: decayed weights, the rest
+    split = lrs_per_step(True)   # muP: each group split into hidden matrices (x 1/4) and vectors (x 1)
+    assert len(plain) == len(split) == 6
+    for before, after in zip(plain, split):
+        decayed = before[0][0]
+        rest = before[1][0]
+        rates = sorted(lr for lr, _, _ in after)
+        # the decayed group's matrices at 1/4, its vector-like weights (readout, embeddings) at 1x; the rest at 1x
+        expected = sorted([decayed / 4, decayed] + [rest] * (len(after) - 2))
+        assert rates == pytest.approx(expected, rel=1e-9), (kind, before, after)
 
 
 def test_resume_with_other_base_shapes_is_refused(tmp_path):
