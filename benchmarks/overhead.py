@@ -17,11 +17,13 @@ seed and the same data.
 Step time. A timing callback, first in the callback list, takes `time.perf_counter()` when a batch's hooks begin (the
 end of the previous step) and again when its turn comes (the start of this step); a step's time runs from its start
 to the next batch's arrival, so it contains the whole step: every callback's batch hooks, forward, backward, the
-optimizer step and fetching the next batch, but not the wait for the other processes. The first `warmup` steps are
-dropped (the tracker's one-off FLOP measurement and Adam's state allocation fall there). The report gives the
-median over all timed steps, its ratio to plain, the median of the paired ratios (step k of a configuration over
-step k of plain in the same round, taken about a second apart), and the time spent inside the benchmarked
-callbacks' hooks.
+optimizer step (with GradualPruning's optimizer step post-hook) and fetching the next batch, but not the wait for
+the other processes. The first `warmup` steps are dropped (the tracker's one-off FLOP measurement and Adam's state
+allocation fall there). The report gives the median over all timed steps, its ratio to plain, the median of the
+paired ratios (step k of a configuration over step k of plain in the same round, taken about a second apart), and
+the time spent inside the benchmarked callbacks' hooks (GradualPruning's optimizer step post-hook, where it
+updates masks and multiplies the weights by them, counts as one of its hooks). `log_every_n_steps` is 10 here
+(`--log-every-n-steps`): the run clock syncs and ScalingTracker logs at steps 20, 30, 40 and 50 of the timed window.
 
 Pruning is active during the timed steps. GradualPruning runs its cubic schedule from the first step
 (`start_fraction=0`) and reaches `--sparsity` at half the run (`end_fraction=0.5`), with masks recomputed every 10
@@ -36,13 +38,33 @@ its bool masks; ModelPruning: `weight_orig` + `weight_mask` + the recomputed `we
 minus the original weights), read at the end of the timed steps; (b) the peak RSS of each process
 (`resource.getrusage(...).ru_maxrss`), supplementary, as a median over rounds, with its difference to plain.
 
+DDP (`--ddp`). Two configurations, plain and all three (the same callbacks, settings and pruning schedule, the
+budget counted over both ranks), each trained with `Trainer(accelerator="cpu", devices=2, strategy="ddp")` (gloo;
+`use_distributed_sampler=False`: `ByteCorpusDataModule` gives rank r the items r, r + 2, ..., so each rank sees
+its own batch of 16 x 128 and a step trains on 32 x 128) and `log_every_n_steps=50`, Lightning's default: the timed
+steps 13 to 52 contain one logging step, 50, where the callbacks reduce their counts across the ranks (twice, each
+through `strategy.reduce`: a barrier and an all-reduce of a few numbers). Every run is its own command
+(`--ddp-child`; Lightning's DDP launcher starts the second rank by running that command line again), and rank 0
+writes its timings to a JSON file. A round starts both runs, four processes, and rank r of one run takes
+turns with rank r of the other step by step through named pipes, as on one process (both ranks of a run compute
+together, then both ranks of the other); the run that goes first alternates from round to round (plain first in
+odd rounds, all three first in even ones). Step times are rank 0's, taken as above (each contains DDP's gradient
+all-reduce and Lightning's per-step broadcast of its SIGTERM flag, which wait for the other rank). The report
+gives, for each configuration, the median step over all rounds, the ratio of the medians, the median of the
+paired step ratios, the median of the per-round ratios of medians, the time inside the callbacks' hooks, and the
+torch.distributed collectives called from Python in each timed step (Lightning's and the callbacks'; DDP's gradient
+all-reduce runs in its C++ reducer and is not among them).
+
 Run from the repository root:
 
-    python benchmarks/overhead.py            # 4 rounds x 4 configurations x 40 timed steps, 5 to 9 minutes
-    python benchmarks/overhead.py --quick    # smoke test, 1 round x 10 timed steps, 1 to 2 minutes
+    python benchmarks/overhead.py                # 4 rounds x 4 configurations x 40 timed steps, 5 to 9 minutes
+    python benchmarks/overhead.py --quick        # smoke test, 1 round x 10 timed steps, 1 to 2 minutes
+    python benchmarks/overhead.py --ddp          # DDP: 6 rounds x 2 configurations x 40 timed steps, 7 to 9 minutes
+    python benchmarks/overhead.py --ddp --quick  # DDP smoke test, 2 rounds x 10 timed steps (no logging step), 2 min
 
-One torch thread per process (`--threads`): the four processes take turns, so only one computes at a time, and on
-a small shared machine a single thread is the least disturbed by other jobs.
+One torch thread per process (`--threads`): the four processes take turns, so only one computes at a time (with
+`--ddp`, the two ranks of one run, one per core), and on a small shared machine a single thread is the least
+disturbed by other jobs.
 """
 
 from __future__ import annotations
@@ -51,6 +73,8 @@ import argparse
 import json
 import os
 import platform
+import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,6 +86,13 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository root, for `examp
 CONFIGS = ("plain", "all three", "GradualPruning", "ModelPruning")
 MODEL = dict(d_model=128, n_layer=4, n_head=4, seq_len=128)
 DATA = dict(seq_len=128, batch_size=16, max_bytes=4_000_000)
+# On a GPU (`benchmarks/gpu_check.sh`): these environment variables, which the child processes inherit, switch the
+# device and precision, and OVERHEAD_MODEL=100m trains a GPT of about 100M parameters (85M non-embedding).
+ACCELERATOR = os.environ.get("OVERHEAD_ACCELERATOR", "cpu")
+PRECISION = os.environ.get("OVERHEAD_PRECISION", "32-true")
+if os.environ.get("OVERHEAD_MODEL") == "100m":
+    MODEL = dict(d_model=768, n_layer=12, n_head=12, seq_len=512)
+    DATA = dict(seq_len=512, batch_size=16, max_bytes=16_000_000)
 LR = 1e-3
 TARGET_OVERHEAD = 0.03  # all three callbacks: <= 3% on the median step time
 TARGET_BYTES = 1.2  # GradualPruning: <= 1.2 extra bytes per prunable parameter
@@ -91,6 +122,35 @@ def logging_steps(args) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------ child process
+def hook_timers(seconds: dict[str, float], Callback, GradualPruning):
+    """(`timed`, `time_hooks`): `timed(fn, key)` wraps `fn` so that its wall time is added to `seconds[key]`;
+    `time_hooks(callback)` wraps every hook the callback overrides (and GradualPruning's optimizer step post-hook,
+    where it updates masks and multiplies the weights by them), keyed by the callback's class name."""
+
+    def timed(fn, key):
+        seconds.setdefault(key, 0.0)
+
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                seconds[key] += time.perf_counter() - t0
+
+        return wrapper
+
+    def time_hooks(callback):
+        names = [name for name in dir(Callback)
+                 if name.startswith("on_") and getattr(type(callback), name) is not getattr(Callback, name)]
+        if isinstance(callback, GradualPruning):
+            names.append(GRADUAL_STEP_HOOK)
+        for name in names:
+            setattr(callback, name, timed(getattr(callback, name), type(callback).__name__))
+        return callback
+
+    return timed, time_hooks
+
+
 def run_child(config: str, args) -> dict:
     """Train one configuration, taking turns through the token pipes, and return its measurements."""
     import logging
@@ -123,26 +183,7 @@ def run_child(config: str, args) -> dict:
     # wall time inside each benchmarked callback's hooks (for ModelPruning: its forward pre-hooks), by name
     hook_seconds: dict[str, float] = {}
 
-    def timed(fn, key):
-        hook_seconds.setdefault(key, 0.0)
-
-        def wrapper(*a, **kw):
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                hook_seconds[key] += time.perf_counter() - t0
-
-        return wrapper
-
-    def time_hooks(callback):
-        names = [name for name in dir(Callback)
-                 if name.startswith("on_") and getattr(type(callback), name) is not getattr(Callback, name)]
-        if isinstance(callback, GradualPruning):
-            names.append(GRADUAL_STEP_HOOK)  # its optimizer step post-hook: mask updates and weight *= mask
-        for name in names:
-            setattr(callback, name, timed(getattr(callback, name), type(callback).__name__))
-        return callback
+    timed, time_hooks = hook_timers(hook_seconds, Callback, GradualPruning)
 
     def pruned_fraction() -> float:
         return sum(int((layer.weight == 0).sum()) for layer in layers.values()) / n_prunable
@@ -172,6 +213,10 @@ def run_child(config: str, args) -> dict:
             self.held_bytes = 0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if ACCELERATOR == "cuda":  # the previous step's kernels belong to the previous step
+                import torch
+
+                torch.cuda.synchronize()
             self.arrivals.append(time.perf_counter())
             k = len(self.arrivals) - 1
             if k in (warmup, warmup + steps):  # before the first and after the last timed step
@@ -223,7 +268,8 @@ def run_child(config: str, args) -> dict:
         raise ValueError(config)
 
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=n_steps, logger=False, enable_checkpointing=False,
+        accelerator=ACCELERATOR, precision=PRECISION, devices=1, max_steps=n_steps, logger=False,
+        enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         log_every_n_steps=args.log_every_n_steps, callbacks=callbacks,
     )
@@ -301,52 +347,45 @@ def run_ddp_child(config: str, args) -> None:
 
     hook_seconds: dict[str, float] = {}
 
-    def timed(fn, key):
-        hook_seconds.setdefault(key, 0.0)
-
-        def wrapper(*a, **kw):
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                hook_seconds[key] += time.perf_counter() - t0
-
-        return wrapper
-
-    def time_hooks(callback):
-        names = [name for name in dir(Callback)
-                 if name.startswith("on_") and getattr(type(callback), name) is not getattr(Callback, name)]
-        if isinstance(callback, GradualPruning):
-            names.append(GRADUAL_STEP_HOOK)
-        for name in names:
-            setattr(callback, name, timed(getattr(callback, name), type(callback).__name__))
-        return callback
+    timed, time_hooks = hook_timers(hook_seconds, Callback, GradualPruning)
 
     def pruned_fraction() -> float:
         return sum(int((layer.weight == 0).sum()) for layer in layers) / n_prunable
 
-    class TimeSteps(Callback):
-        """Step k runs from `starts[k]` (batch k's hooks begin, after this bookkeeping) to `arrivals[k + 1]`."""
+    class TakeTurnsAndTime(Callback):
+        """Rank r of this configuration takes turns with rank r of the other one, through named pipes."""
 
         def __init__(self):
-            self.arrivals: list[float] = []
-            self.starts: list[float] = []
+            self.arrivals: list[float] = []  # batch k's hooks begin: the end of step k - 1
+            self.starts: list[float] = []  # step k begins: this rank's turn has come
             self.hooks: list[dict[str, float]] = []
             self.collectives: list[int] = []
             self.targets: list[float] = []
             self.sparsity: list[float] = []
+            self.fds = None
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.arrivals.append(time.perf_counter())
             k = len(self.arrivals) - 1
-            if k in (warmup, warmup + steps):  # every rank, so that neither waits for the other's count
+            if k in (warmup, warmup + steps):  # on every rank, so that neither waits for the other's count
                 self.sparsity.append(pruned_fraction())
+            if self.fds is None:  # O_RDWR: a FIFO opened so never blocks on open, and the token write never fails
+                rank, slot, n = trainer.global_rank, args.slot, args.slots
+                self.fds = [os.open(Path(args.turn_dir) / name, os.O_RDWR)
+                            for name in (f"turn_{slot}_{rank}", f"turn_{(slot + 1) % n}_{rank}", "ready")]
+            turn_fd, next_fd, ready_fd = self.fds
+            os.write(ready_fd if k == 0 else next_fd, b"t")  # ready / pass the turn on
+            os.read(turn_fd, 1)  # wait for this rank's turn
             self.hooks.append(dict(hook_seconds))
             self.collectives.append(calls["n"])
             self.targets.append(gradual.sparsity)
             self.starts.append(time.perf_counter())
 
-    timer = TimeSteps()
+        def on_train_end(self, trainer, pl_module):
+            if self.fds is not None:
+                os.write(self.fds[1], b"t")  # the last step is done: pass the turn on for good
+
+    timer = TakeTurnsAndTime()
     callbacks: list = [timer]
     gradual = make_gradual(GradualPruning, n_steps, sparsity, world_size=DDP_WORLD)
     if config == "all three":
@@ -443,40 +482,94 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_ddp_once(config: str, args) -> dict:
-    """One DDP training run of `config` as its own command (Lightning starts the second rank from it)."""
+def run_ddp_round(order: tuple[str, ...], args) -> dict[str, dict]:
+    """Start one DDP run per configuration (each its own command; Lightning starts the second rank of each from
+    it); rank r of each run takes turns with rank r of the other, step by step, in `order`."""
+    n = len(order)
     with tempfile.TemporaryDirectory() as tmp:
-        out_path = Path(tmp) / "rank0.json"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        env["OMP_NUM_THREADS"] = str(args.threads)
-        env["MASTER_ADDR"] = "127.0.0.1"
-        env["MASTER_PORT"] = str(free_port())
-        for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
-            env.pop(key, None)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--ddp-child", config, "--out", str(out_path),
-               "--warmup", str(args.warmup), "--steps", str(args.steps), "--threads", str(args.threads),
-               "--sparsity", str(args.sparsity), "--log-every-n-steps", str(args.log_every_n_steps)]
-        with tempfile.TemporaryFile("w+") as log:
-            # its own session, so that a failure takes the second rank down with it
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                    start_new_session=True)
-            try:
-                code = proc.wait(timeout=args.ddp_timeout)
-            except subprocess.TimeoutExpired:
-                code = None
-            finally:
+        names = [f"turn_{i}_{r}" for i in range(n) for r in range(DDP_WORLD)] + ["ready"]
+        for name in names:
+            os.mkfifo(Path(tmp) / name)
+        fds = {name: os.open(Path(tmp) / name, os.O_RDWR) for name in names}
+        procs, logs, outs = [], [], []
+        try:
+            for i, config in enumerate(order):
+                env = dict(os.environ)
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+                env["OMP_NUM_THREADS"] = str(args.threads)
+                env["MASTER_ADDR"] = "127.0.0.1"
+                env["MASTER_PORT"] = str(free_port())
+                for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
+                    env.pop(key, None)
+                outs.append(Path(tmp) / f"result_{i}.json")
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--ddp-child", config, "--out", str(outs[-1]),
+                       "--turn-dir", tmp, "--slot", str(i), "--slots", str(n), "--warmup", str(args.warmup),
+                       "--steps", str(args.steps), "--threads", str(args.threads), "--sparsity", str(args.sparsity),
+                       "--log-every-n-steps", str(args.log_every_n_steps)]
+                logs.append(tempfile.TemporaryFile("w+"))
+                # its own session, so that a failure takes its second rank down with it
+                procs.append(subprocess.Popen(cmd, env=env, stdout=logs[-1], stderr=subprocess.STDOUT, cwd=ROOT,
+                                              start_new_session=True))
+            deadline = time.monotonic() + args.ddp_timeout
+            ready = 0
+            while ready < n * DDP_WORLD:  # every rank of every run has reached its first batch
+                if any(p.poll() is not None for p in procs):
+                    raise RuntimeError("a DDP run ended before its first step")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("timed out before the first step")
+                if select.select([fds["ready"]], [], [], 1.0)[0]:
+                    ready += len(os.read(fds["ready"], n * DDP_WORLD - ready))
+            for r in range(DDP_WORLD):  # the first in the order goes first
+                os.write(fds[f"turn_0_{r}"], b"t")
+            codes = []
+            for p in procs:
                 try:
-                    os.killpg(proc.pid, 9)  # the second rank, if it is still there
+                    codes.append(p.wait(timeout=max(deadline - time.monotonic(), 1)))
+                except subprocess.TimeoutExpired:
+                    codes.append(None)
+                    break
+        except RuntimeError as err:
+            codes = [f"{err}"] * n
+        finally:
+            for p in procs:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)  # its second rank, if it is still there
                 except ProcessLookupError:
                     pass
-                proc.wait()
-            if code != 0 or not out_path.exists():
+                p.wait()
+            for fd in fds.values():
+                os.close(fd)
+        results = {}
+        for config, code, log, out in zip(order, codes + [None] * (n - len(codes)), logs, outs):
+            if code != 0 or not out.exists():
                 log.seek(0)
                 sys.stderr.write(log.read()[-8000:])
-                why = "timed out" if code is None else f"exit {code}"
-                raise SystemExit(f"DDP configuration {config!r} failed ({why})")
-        return json.loads(out_path.read_text())
+                raise SystemExit(f"DDP configuration {config!r} failed ({'timed out' if code is None else code})")
+            results[config] = json.loads(out.read_text())
+        return results
+
+
+def describe_collectives(runs: list[dict], steps) -> str:
+    """Collectives per timed step, e.g. "1 in each of 39 steps; 3 at step 50" ("1/2": differs between rounds)."""
+    groups: dict[str, list[int]] = {}
+    for s in steps:
+        seen = sorted({run["collectives"].get(str(s), 0) for run in runs})
+        groups.setdefault("/".join(map(str, seen)), []).append(s)
+    parts = []
+    for i, (count, where) in enumerate(sorted(groups.items(), key=lambda kv: -len(kv[1]))):
+        if i == 0 and len(where) > 3:
+            parts.append(f"{count} in each of {len(where)} steps")
+        else:
+            parts.append(f"{count} at step{'s' if len(where) > 1 else ''} {', '.join(map(str, where))}")
+    return "; ".join(parts)
+
+
+def hook_summary(runs: list[dict]) -> tuple[list[float], str]:
+    """In-hook milliseconds per timed step over all rounds, and the mean per step of each callback, as text."""
+    keys = list(runs[0]["hook_ms"])
+    per_step = [sum(vals) for run in runs for vals in zip(*(run["hook_ms"][k] for k in keys))]
+    by_key = ", ".join(f"{k} {statistics.fmean([h for run in runs for h in run['hook_ms'][k]]):.2f}" for k in keys)
+    return per_step, by_key
 
 
 def verdict(ok: bool) -> str:
@@ -491,11 +584,12 @@ def main_ddp(args) -> int:
     for r in range(args.rounds):
         order = DDP_CONFIGS if r % 2 == 0 else DDP_CONFIGS[::-1]
         t_round = time.perf_counter()
-        for config in order:
-            runs[config].append(run_ddp_once(config, args))
+        results = run_ddp_round(order, args)
+        for config in DDP_CONFIGS:
+            runs[config].append(results[config])
         loads.append(os.getloadavg()[0])
         meds = {c: median(runs[c][-1]["step_ms"]) for c in DDP_CONFIGS}
-        print(f"round {r + 1}/{args.rounds} ({' then '.join(order)}), median step (ms): "
+        print(f"round {r + 1}/{args.rounds} ({' first, then '.join(order)}), median step (ms): "
               + ", ".join(f"{c} {meds[c]:.1f}" for c in DDP_CONFIGS)
               + f"; ratio {meds['all three'] / meds['plain']:.3f}; {time.perf_counter() - t_round:.0f} s; "
               f"1-min load {loads[-1]:.1f}", flush=True)
@@ -518,23 +612,22 @@ def main_ddp(args) -> int:
     pooled = {c: [t for run in runs[c] for t in run["step_ms"]] for c in DDP_CONFIGS}
     med = {c: median(pooled[c]) for c in DDP_CONFIGS}
     round_ratios = [median(c["step_ms"]) / median(p["step_ms"]) for c, p in zip(runs["all three"], runs["plain"])]
-    print("| config | median step (ms) | ratio to plain | median of per-round ratios | mean step (ms) "
-          "| in-hook time per step, median / mean (ms) | mean by callback (ms/step) | collectives from Python in the "
-          "timed steps (step: calls) | pruned fraction, first -> last timed step |")
+    paired = median([t / b for run, base in zip(runs["all three"], runs["plain"])
+                     for t, b in zip(run["step_ms"], base["step_ms"])])
+    print("| config | median step (ms) | ratio to plain (paired) | median of per-round ratios | mean step (ms) "
+          "| in-hook time per step, median / mean (ms) | mean by callback (ms/step) | collectives from Python per "
+          "timed step | pruned fraction, first -> last timed step |")
     print("|---|---:|---:|---:|---:|---:|---|---|---|")
     for c in DDP_CONFIGS:
         mean = statistics.fmean(pooled[c])
-        colls = sorted({(int(k), v) for run in runs[c] for k, v in run["collectives"].items()})
-        colls_text = ", ".join(f"{k}: {v}" for k, v in colls) or "none"
+        colls_text = describe_collectives(runs[c], range(args.warmup + 1, args.warmup + args.steps + 1))
         if c == "plain":
             print(f"| {c} | {med[c]:.1f} | 1 | 1 | {mean:.1f} | - | - | {colls_text} | - |")
             continue
-        keys = list(runs[c][0]["hook_ms"])
-        per_step = [sum(vals) for run in runs[c] for vals in zip(*(run["hook_ms"][k] for k in keys))]
-        by_key = ", ".join(f"{k} {statistics.fmean([h for run in runs[c] for h in run['hook_ms'][k]]):.2f}"
-                           for k in keys)
+        per_step, by_key = hook_summary(runs[c])
         first, last = runs[c][-1]["sparsity"]
-        print(f"| {c} | {med[c]:.1f} | {med[c] / med['plain']:.3f} | {median(round_ratios):.3f} | {mean:.1f} "
+        print(f"| {c} | {med[c]:.1f} | {med[c] / med['plain']:.3f} ({paired:.3f}) | {median(round_ratios):.3f} "
+              f"| {mean:.1f} "
               f"| {median(per_step):.2f} / {statistics.fmean(per_step):.2f} | {by_key} | {colls_text} "
               f"| {first:.3f} -> {last:.3f} |")
     print()
@@ -552,15 +645,15 @@ def main_ddp(args) -> int:
     print()
     over = med["all three"] / med["plain"] - 1
     print(f"- all three callbacks add <= 3% to the median step time on {info['world_size']} DDP processes: "
-          f"{over:+.1%} (median of per-round ratios: {median(round_ratios) - 1:+.1%}) -> "
+          f"{over:+.1%} (paired: {paired - 1:+.1%}; median of per-round ratios: {median(round_ratios) - 1:+.1%}) -> "
           f"{verdict(over <= TARGET_OVERHEAD)}")
     return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1 round x 10 timed steps (1 to 2 minutes)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds of the four configurations (default 4)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 1 round (2 with --ddp) x 10 timed steps (1 to 2 minutes)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of the configurations (default 4; 6 with --ddp)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration and round (40)")
     parser.add_argument("--warmup", type=int, default=12, help="untimed steps at the start of every run (12)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process (1)")
@@ -569,11 +662,14 @@ def main(argv=None) -> int:
                         help=f"the DDP case: plain against all three callbacks on {DDP_WORLD} processes (gloo)")
     parser.add_argument("--log-every-n-steps", type=int, default=None,
                         help="the Trainer's log_every_n_steps (10 on one process, 50 = Lightning's default with --ddp)")
-    parser.add_argument("--ddp-timeout", type=float, default=600, help="seconds allowed per DDP run (600)")
+    parser.add_argument("--ddp-timeout", type=float, default=600, help="seconds allowed per DDP round (600)")
     parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--fds", type=int, nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--ddp-child", choices=DDP_CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--turn-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--slot", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--slots", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     ddp = args.ddp or args.ddp_child is not None
     if args.rounds is None:
@@ -638,10 +734,7 @@ def main(argv=None) -> int:
         if c == "plain":
             print(f"| {c} | {mean:.1f} | - | - | - |")
             continue
-        keys = list(runs[c][0]["hook_ms"])
-        per_step = [sum(vals) for run in runs[c] for vals in zip(*(run["hook_ms"][k] for k in keys))]
-        by_key = ", ".join(f"{k} {statistics.fmean([h for run in runs[c] for h in run['hook_ms'][k]]):.2f}"
-                           for k in keys)
+        per_step, by_key = hook_summary(runs[c])
         first, last = runs[c][-1]["sparsity"]
         print(f"| {c} | {mean:.1f} | {median(per_step):.2f} / {statistics.fmean(per_step):.2f} | {by_key} "
               f"| {first:.3f} -> {last:.3f} |")

@@ -43,7 +43,8 @@ class PowerLR(Callback):
         batch_size: beta, sequences per optimizer step over all ranks and accumulation; measured at the first
             step when None.
         tokens_fn, sequences_fn: data / sequences in a batch, for every callback of the run (give them to one).
-        log: log the base learning rate as `scaling/lr`.
+        log: log the base learning rate as `scaling/lr` to the trainer's loggers, at the first step and every
+            `log_every_n_steps` steps (with step = the optimizer step it was used for) and at the end.
 
     Raises:
         ConfigurationError: an argument outside its range (the message names it).
@@ -83,6 +84,7 @@ class PowerLR(Callback):
         self.schedule: PowerSchedule | None = None
         self.multipliers: list[list[float]] | None = None
         self.lr = math.nan  # the base learning rate of the last step
+        self._last_logged_step = -1
         self._restored: dict | None = None
 
     @property
@@ -144,10 +146,13 @@ class PowerLR(Callback):
         index = next((i for i, opt in enumerate(trainer.optimizers) if opt is optimizer), 0)
         for group, multiplier in zip(optimizer.param_groups, self.multipliers[index]):
             group["lr"] = self.lr * multiplier
-        if self.log_lr:
-            pl_module.log("scaling/lr", self.lr, on_step=True, on_epoch=False, batch_size=1)
+        step = trainer.global_step + 1  # the step this learning rate makes
+        if self.log_lr and (step == 1 or step % max(int(trainer.log_every_n_steps or 1), 1) == 0):
+            self._log(trainer, step)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        if self.log_lr and trainer.global_step > 0:
+            self._log(trainer, trainer.global_step)  # the last step's rate, unless it was just logged
         report = self.clock.budget_report()
         if report and self.total_tokens is None and self.decay_fraction > 0:
             warn_rank_zero(trainer, f"PowerLR: {report}")
@@ -155,6 +160,14 @@ class PowerLR(Callback):
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if stage == "fit":
             release_clock(trainer)
+
+    def _log(self, trainer, step: int) -> None:
+        """`scaling/lr` at `step`, straight to the loggers (rank zero), at the logging interval: nothing per step."""
+        if step == self._last_logged_step or not trainer.is_global_zero or math.isnan(self.lr):
+            return
+        self._last_logged_step = step
+        for logger in trainer.loggers:
+            logger.log_metrics({"scaling/lr": self.lr}, step=step)
 
     def _build_schedule(self, total) -> PowerSchedule:
         batch_size = self.batch_size or self.clock.step_sequences
