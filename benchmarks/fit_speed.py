@@ -55,9 +55,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lightning_scaling import ChinchillaFit, ChinchillaLaw, hoffmann_grid_fit  # noqa: E402
-from lightning_scaling.bootstrap import bootstrap  # noqa: E402
-from lightning_scaling.fitting import HOFFMANN_GRID  # noqa: E402
-from lightning_scaling.objective import huber_objective  # noqa: E402
+from lightning_scaling.law.bootstrap import bootstrap  # noqa: E402
+from lightning_scaling.law.fit import HOFFMANN_GRID  # noqa: E402
+from lightning_scaling.law.objective import huber_objective  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "chinchilla_epoch.csv"
 HELD_OUT_FRACTION = 0.2

@@ -12,8 +12,8 @@ from .errors import (
     NotFittedError,
     ScalingDataError,
 )
-from .fitting import ChinchillaFit, FitWarning, hoffmann_grid_fit
-from .laws import ChinchillaLaw
+from .law.fit import ChinchillaFit, FitWarning, hoffmann_grid_fit
+from .law.chinchilla import ChinchillaLaw
 
 __version__ = "0.1.0"
 

@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fit_table(table):
-    from .fitting import ChinchillaFit
+    from .law.fit import ChinchillaFit
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # boundary messages are reported in the output instead
@@ -143,7 +143,7 @@ def _runs_text(out: dict) -> str:
 
 def run_recommend_mlflow(args) -> dict:
     from . import plugins
-    from .planning import DEFAULT_GROWTH, plan_next_run
+    from .advice.plan import DEFAULT_GROWTH, plan_next_run
 
     store = _store(args)
     rec = plan_next_run(store.select(), next_flops=args.flops, growth=args.growth or DEFAULT_GROWTH,
@@ -155,9 +155,9 @@ def run_recommend_mlflow(args) -> dict:
 
 
 def run_fit(args) -> dict:
-    from .bootstrap import bootstrap
-    from .recommend import recommend, summarize_fit
-    from .runs import read_runs_csv
+    from .law.bootstrap import bootstrap
+    from .advice.recommendation import recommend, summarize_fit
+    from .runs.validation import read_runs_csv
 
     if args.command == "recommend" and args.runs is None:
         return run_recommend_mlflow(args)
@@ -174,11 +174,11 @@ def run_fit(args) -> dict:
 
 
 def run_demo(args) -> dict:
-    from .bootstrap import bootstrap
-    from .fitting import ChinchillaFit
-    from .recommend import recommend
-    from .synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
-    from .allocation import compute_optimal
+    from .law.bootstrap import bootstrap
+    from .law.fit import ChinchillaFit
+    from .advice.recommendation import recommend
+    from .law.synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
+    from .law.allocation import compute_optimal
 
     law = CHINCHILLA_PAPER_LAW
     budgets = [1e18, 3e18, 1e19, 3e19]
@@ -201,7 +201,7 @@ def run_demo(args) -> dict:
 
 
 def _demo_text(out: dict) -> str:
-    from .recommend import format_text
+    from .advice.recommendation import format_text
 
     demo = out["demo"]
     truth, true_law = demo["true_optimum"], demo["true_law"]
@@ -227,7 +227,7 @@ def run_coord_check(args) -> dict:
     import yaml
 
     from .errors import ConfigurationError
-    from .mup.coord_check import coord_check_from_config
+    from .nn.coord_check import coord_check_from_config
 
     try:
         config = yaml.safe_load(Path(args.config).read_text())
@@ -282,11 +282,11 @@ def main(argv=None) -> int:
     elif args.command == "runs":
         print(_runs_text(out))
     elif args.command == "recommend" and args.runs is None:
-        from .planning import recommendation_markdown
+        from .advice.plan import recommendation_markdown
 
         print(recommendation_markdown(out))
     else:
-        from .recommend import format_text
+        from .advice.recommendation import format_text
 
         print(format_text(out))
     return 0

@@ -141,7 +141,7 @@ def main(argv: list[str]) -> None:
 
     masks = hashlib.sha256()
     for name in sorted(pruning.masks):
-        from lightning_scaling.pruning import full_masks
+        from lightning_scaling.nn.masks import full_masks
 
         masks.update(full_masks({name: pruning.masks[name]})[name].numpy().tobytes())
     names = {id(p): n for n, p in model.named_parameters()}

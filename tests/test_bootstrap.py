@@ -5,8 +5,8 @@ import pytest
 from conftest import TRUE_LAW, grid_runs
 
 from lightning_scaling import ChinchillaFit, ConfigurationError
-from lightning_scaling.allocation import compute_optimal
-from lightning_scaling.bootstrap import bootstrap
+from lightning_scaling.law.allocation import compute_optimal
+from lightning_scaling.law.bootstrap import bootstrap
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ from conftest import stop_at
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
 from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingTracker
-from lightning_scaling.measure import count_params
-from lightning_scaling.pruning import prunable_parameters
-from lightning_scaling.schedules import PowerSchedule
-from lightning_scaling.sparsity import cubic_sparsity, mean_sparsity
+from lightning_scaling.nn.measure import count_params
+from lightning_scaling.nn.masks import prunable_parameters
+from lightning_scaling.schedules.lr import PowerSchedule
+from lightning_scaling.schedules.sparsity import cubic_sparsity, mean_sparsity
 
 B, T = 4, 32  # sequences per micro-batch, sequence length
 
@@ -305,7 +305,7 @@ def test_state_keys_hold_identity_only():
 
 
 def test_masks_prune_exactly_the_count_with_ties_broken_by_position():
-    from lightning_scaling.pruning import magnitude_masks
+    from lightning_scaling.nn.masks import magnitude_masks
 
     w = torch.tensor([[0.5, 0.1, 0.1, 0.1], [0.1, 0.9, 0.0, 0.3]])
     mask = magnitude_masks({"w": w}, 0.5)["w"]
@@ -395,7 +395,7 @@ def test_strategies_that_cannot_be_supported_are_refused_by_name():
 
 
 def test_a_failed_flop_measurement_falls_back_to_the_analytic_count_with_one_warning(monkeypatch):
-    from lightning_scaling.measure import StepFlops
+    from lightning_scaling.nn.measure import StepFlops
 
     def broken(self):
         raise RuntimeError("this counter cannot run here")

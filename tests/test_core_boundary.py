@@ -5,10 +5,10 @@ import sys
 import textwrap
 
 BLOCKED = ("lightning", "pytorch_lightning", "lightning_fabric", "torch", "mlflow", "mup")
-CORE = ("lightning_scaling", "lightning_scaling.fitting", "lightning_scaling.objective", "lightning_scaling.search",
-        "lightning_scaling.allocation", "lightning_scaling.bootstrap", "lightning_scaling.isoflop",
-        "lightning_scaling.runs", "lightning_scaling.recommend", "lightning_scaling.synthetic",
-        "lightning_scaling.laws", "lightning_scaling.cli")
+CORE = ("lightning_scaling", "lightning_scaling.law.fit", "lightning_scaling.law.objective", "lightning_scaling.law.search",
+        "lightning_scaling.law.allocation", "lightning_scaling.law.bootstrap", "lightning_scaling.law.isoflop",
+        "lightning_scaling.runs", "lightning_scaling.advice.recommendation", "lightning_scaling.law.synthetic",
+        "lightning_scaling.law.chinchilla", "lightning_scaling.cli")
 
 
 def test_core_imports_with_frameworks_blocked():
@@ -23,7 +23,7 @@ def test_core_imports_with_frameworks_blocked():
         for m in {CORE!r}:
             importlib.import_module(m)
         from lightning_scaling import ChinchillaFit
-        from lightning_scaling.synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
+        from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
         fit = ChinchillaFit().fit(*synthetic_runs(CHINCHILLA_PAPER_LAW, [1e18, 1e19, 1e20]))
         loaded = sorted(n for n in sys.modules if n.split(".")[0] in {BLOCKED!r})
         print("LOADED", loaded)

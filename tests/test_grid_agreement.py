@@ -37,8 +37,8 @@ import pytest
 from conftest import SHARED_DATA, SHARED_REASON
 
 from lightning_scaling import ChinchillaFit, ChinchillaLaw, hoffmann_grid_fit
-from lightning_scaling.fitting import hoffmann_grid_starts
-from lightning_scaling.objective import huber_objective
+from lightning_scaling.law.fit import hoffmann_grid_starts
+from lightning_scaling.law.objective import huber_objective
 
 RTOL = 1e-9  # the acceptance tolerance on the objective, relative
 CHUNK = 500  # grid starts per task of the process pool

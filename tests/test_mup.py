@@ -19,8 +19,8 @@ from conftest import stop_at
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
 from lightning_scaling.callbacks import GradualPruning, MuP, PowerLR, ScalingTracker
-from lightning_scaling.mup import attention_scale, coord_check, reattach
-from lightning_scaling.mup.optim import group_signature, make_optimizer_mup
+from lightning_scaling.nn import attention_scale, coord_check, reattach
+from lightning_scaling.nn.mup_optim import group_signature, make_optimizer_mup
 
 T = 32
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import huber as scipy_huber
 
-from lightning_scaling.objective import huber, huber_objective, objective, objective_grad_hess
+from lightning_scaling.law.objective import huber, huber_objective, objective, objective_grad_hess
 
 
 def test_huber_matches_scipy():

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from lightning_scaling import ChinchillaFit, ConfigurationError
-from lightning_scaling import builtin_plugins, plugins
-from lightning_scaling.builtin_plugins import gpt_non_embedding_params, gpt_shape_for
-from lightning_scaling.hookspecs import hookimpl
+from lightning_scaling import plugins
+from lightning_scaling.plugins import builtin as builtin_plugins
+from lightning_scaling.plugins.builtin import gpt_non_embedding_params, gpt_shape_for
+from lightning_scaling.plugins.hookspecs import hookimpl
 from lightning_scaling.plugins import (
     PluginWarning,
     check_plugins,
@@ -322,7 +323,7 @@ def site(tmp_path, monkeypatch):
 
 def test_entry_point_plugin_is_loaded(site):
     make_distribution(site, "ls-fake-plugin", "ls_fake_plugin", """
-        from lightning_scaling.hookspecs import hookimpl
+        from lightning_scaling.plugins.hookspecs import hookimpl
 
         @hookimpl
         def propose_architecture(params, hparams):
@@ -362,7 +363,7 @@ def test_autoload_can_be_disabled(site, monkeypatch):
 
 def test_misspelt_hook_in_an_installed_plugin_is_an_error(site):
     make_distribution(site, "ls-typo-plugin", "ls_typo_plugin", """
-        from lightning_scaling.hookspecs import hookimpl
+        from lightning_scaling.plugins.hookspecs import hookimpl
 
         @hookimpl
         def propose_architectur(params, hparams):
@@ -389,7 +390,7 @@ def test_misspelt_hook_in_a_registered_plugin_fails_check(register):
 
 def test_hook_with_unknown_argument_names_the_plugin(site):
     make_distribution(site, "ls-args-plugin", "ls_args_plugin", """
-        from lightning_scaling.hookspecs import hookimpl
+        from lightning_scaling.plugins.hookspecs import hookimpl
 
         @hookimpl
         def estimate_flops(module, batch, tokens):
@@ -458,7 +459,7 @@ def test_plugins_work_with_frameworks_blocked():
                 if name.split(".")[0] in {blocked!r}:
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
-        import lightning_scaling.hookspecs, lightning_scaling.builtin_plugins
+        import lightning_scaling.hookspecs, lightning_scaling.plugins.builtin
         from lightning_scaling import plugins
         plugins.plugin_manager()
         assert "chinchilla" in plugins.law_forms()

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import ConfigurationError
-from ..measure import data_unit, default_sequences, default_tokens
+from ..nn.measure import data_unit, default_sequences, default_tokens
 from ._compat import warn_rank_zero
 
 STATE_VERSION = 2

@@ -19,7 +19,7 @@ from ._compat import Callback
 
 from .. import plugins
 from ..errors import ConfigurationError
-from ..planning import DEFAULT_GROWTH, plan_next_run, validate_budget
+from ..advice.plan import DEFAULT_GROWTH, plan_next_run, validate_budget
 from ._types import NonNegativeInt, OpenUnitInterval, PositiveFloat
 
 

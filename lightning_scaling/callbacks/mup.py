@@ -31,8 +31,8 @@ import weakref
 from collections.abc import Mapping
 
 from ..errors import ConfigurationError
-from ..mup.optim import KINDS, make_optimizer_mup, split_optimizers_and_schedulers
-from ..mup.shapes import (
+from ..nn.mup_optim import KINDS, make_optimizer_mup, split_optimizers_and_schedulers
+from ..nn.mup_shapes import (
     attach,
     attention_scale_problems,
     base_shapes_from_hparams,
@@ -201,7 +201,7 @@ class MuP(Callback):
                 getattr(module, "_trainer", None),
                 "muP needs attention logits scaled by 1/d_head, but this model looks scaled by 1/sqrt(d_head) ("
                 + "; ".join(problems)
-                + "): use lightning_scaling.mup.attention_scale(d_head) in the attention. The coordinate check "
+                + "): use lightning_scaling.nn.attention_scale(d_head) in the attention. The coordinate check "
                 "(`lightning-scaling coord-check`) shows it as attention outputs growing with width.",
             )
 

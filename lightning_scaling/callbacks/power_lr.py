@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 
 from ..errors import ConfigurationError
-from ..schedules import PowerSchedule, validate_power_args
+from ..schedules.lr import PowerSchedule, validate_power_args
 from ._clock import RunClock, clock_of, release_clock
 from ._compat import Callback, warn_rank_zero
 from ._state import changed_settings, check_state_version

@@ -1,16 +1,16 @@
 """`GradualPruning`: sparse pre-training by gradual magnitude pruning (Jin et al. 2025; Zhu & Gupta 2017).
 
-Sparsity follows the cubic schedule of `lightning_scaling.sparsity.cubic_sparsity` over the fraction of training
+Sparsity follows the cubic schedule of `lightning_scaling.schedules.sparsity.cubic_sparsity` over the fraction of training
 tokens done (the run's shared clock), from `start_fraction` (default 25%) to `end_fraction` (default 75%), reaching
 `final_sparsity`. Every `update_every` optimizer steps the masks are recomputed by magnitude
-(`lightning_scaling.pruning`); after every optimizer step with a mask in force the weights are multiplied by their
+(`lightning_scaling.nn.masks`); after every optimizer step with a mask in force the weights are multiplied by their
 masks in place (an optimizer step post-hook, so no other callback ever sees a pruned weight revived by the step),
 so pruned weights stay exactly zero. Masks and the schedule position are saved in the checkpoint and
 restored, and every rank computes the same masks. Nothing here reads the device on the host or talks to the other
 ranks in a training step (a sharded weight is gathered at a mask update).
 
 The weights pruned: by default every linear weight but the readout and embedding-tied weights (see
-`lightning_scaling.pruning.prunable_parameters`), chosen when training starts, after every strategy has wrapped the
+`lightning_scaling.nn.masks.prunable_parameters`), chosen when training starts, after every strategy has wrapped the
 model and restored the checkpoint. The run's token budget comes from `total_tokens`, or from the run's length.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import ConfigurationError
-from ..pruning import (
+from ..nn.masks import (
     SCOPES,
     apply_masks,
     full_masks,
@@ -32,7 +32,7 @@ from ..pruning import (
     reset_optimizer_state,
     sparsity_of,
 )
-from ..sparsity import END_FRACTION, START_FRACTION, cubic_sparsity, validate_pruning_args
+from ..schedules.sparsity import END_FRACTION, START_FRACTION, cubic_sparsity, validate_pruning_args
 from ._clock import RunClock, clock_of, release_clock
 from ._compat import Callback, check_strategy, warn_rank_zero
 from ._state import changed_settings, check_state_version

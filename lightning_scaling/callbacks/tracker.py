@@ -29,9 +29,9 @@ import torch
 
 from .. import plugins
 from ..errors import ConfigurationError
-from ..flops import transformer_training_flops
+from ..schedules.flops import transformer_training_flops
 from ..integrations.loggers import RESUMED_FROM_TAG, log_schema, run_id_of, set_run_tags
-from ..measure import PARAMS_BASES, StepFlops, basis_parameters, count_nonzero, count_params, default_input, is_sharded
+from ..nn.measure import PARAMS_BASES, StepFlops, basis_parameters, count_nonzero, count_params, default_input, is_sharded
 from ._clock import RunClock, clock_of, release_clock
 from ._compat import Callback, check_strategy, warn_rank_zero
 from ._state import check_state_version

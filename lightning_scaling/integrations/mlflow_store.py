@@ -25,8 +25,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ..errors import ConfigurationError
-from ..planning import recommendation_markdown
-from ..records import RunRecord, Selection, select_runs
+from ..advice.plan import recommendation_markdown
+from ..runs.records import RunRecord, Selection, select_runs
 from .loggers import RESUMED_FROM_TAG, SCHEMA_TAG
 
 SUMMARY_TAG = "lightning_scaling.summary"

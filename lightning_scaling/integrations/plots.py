@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..allocation import optimal_allocation
-from ..isoflop import group_by_flops
+from ..law.allocation import optimal_allocation
+from ..law.isoflop import group_by_flops
 
 
 def _pyplot():

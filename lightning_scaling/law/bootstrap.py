@@ -7,7 +7,7 @@ full-data optimum and from the runner-up basins, and each keeps its best. 1000 r
 
     >>> import numpy as np
     >>> from lightning_scaling import ChinchillaFit, ChinchillaLaw
-    >>> from lightning_scaling.bootstrap import bootstrap
+    >>> from lightning_scaling.law.bootstrap import bootstrap
     >>> law = ChinchillaLaw(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.37)
     >>> N, D = (x.ravel() for x in np.meshgrid([1e7, 3e7, 1e8, 3e8], [2e8, 1e9, 5e9, 2e10]))
     >>> noisy = law.loss(N, D) * np.exp(np.random.default_rng(0).normal(0, 0.01, N.size))
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .allocation import optimal_allocation
-from .errors import ConfigurationError
-from .laws import PARAM_NAMES
+from ..errors import ConfigurationError
+from .chinchilla import PARAM_NAMES
 from .objective import objective
 from .search import newton
 

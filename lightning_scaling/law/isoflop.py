@@ -7,7 +7,7 @@ N_opt = k C^a, gives the exponent a, which the parametric law predicts as beta /
 the search; disagreement says the runs do not yet constrain the law.
 
     >>> import numpy as np
-    >>> from lightning_scaling.laws import ChinchillaLaw
+    >>> from lightning_scaling.law.chinchilla import ChinchillaLaw
     >>> law = ChinchillaLaw(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.37)
     >>> C = np.repeat([1e17, 1e18, 1e19], 5)
     >>> N = np.concatenate([np.geomspace(c ** 0.5 / 30, c ** 0.5 / 3, 5) for c in (1e17, 1e18, 1e19)])
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .runs import FLOPS_PER_PARAM_TOKEN, distinct
+from ..runs.validation import FLOPS_PER_PARAM_TOKEN, distinct
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InsufficientRunsError, ScalingDataError
+from ..errors import InsufficientRunsError, ScalingDataError
 
 MIN_RUNS = 5  # five parameters in the law: fewer runs cannot determine it
 MIN_DISTINCT = 3  # a power law plus offset along an axis needs at least three distinct values on it

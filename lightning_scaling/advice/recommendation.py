@@ -8,10 +8,10 @@ hook and the MLflow summary all say the same thing.
 
 from __future__ import annotations
 
-from .allocation import compute_optimal
-from .bootstrap import BootstrapResult
-from .isoflop import isoflop_analysis
-from .laws import PARAM_NAMES
+from ..law.allocation import compute_optimal
+from ..law.bootstrap import BootstrapResult
+from ..law.isoflop import isoflop_analysis
+from ..law.chinchilla import PARAM_NAMES
 
 ALLOCATION_KEYS = ("params", "tokens", "flops", "loss")
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigurationError
-from .optim import make_optimizer_mup
-from .shapes import attach, rescale_fixed_init, serialize
+from .mup_optim import make_optimizer_mup
+from .mup_shapes import attach, rescale_fixed_init, serialize
 
 PARAMETRIZATIONS = ("mup", "sp")
 

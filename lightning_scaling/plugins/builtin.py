@@ -34,8 +34,8 @@ import math
 from collections.abc import Mapping
 from numbers import Integral, Real
 
-from .errors import ConfigurationError
-from .fitting import ChinchillaFit
+from ..errors import ConfigurationError
+from ..law.fit import ChinchillaFit
 from .hookspecs import hookimpl
 
 #: The hyperparameters that mark a GPT-like model; without all of them `propose_architecture` returns None.

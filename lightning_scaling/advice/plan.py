@@ -16,12 +16,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .bootstrap import DEFAULT_CONFIDENCE, bootstrap
-from .errors import ConfigurationError, InsufficientRunsError, ScalingDataError
-from .fitting import ChinchillaFit
-from .recommend import _num, recommend, recommendation_sentence
-from .records import Selection
-from .sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
+from ..law.bootstrap import DEFAULT_CONFIDENCE, bootstrap
+from ..errors import ConfigurationError, InsufficientRunsError, ScalingDataError
+from ..law.fit import ChinchillaFit
+from .recommendation import _num, recommend, recommendation_sentence
+from ..runs.records import Selection
+from ..schedules.sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
 
 DEFAULT_GROWTH = 4.0  # each run 4x the compute of the largest so far: big enough to learn, small enough to be safe
 

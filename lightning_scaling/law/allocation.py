@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigurationError
-from .laws import ChinchillaLaw
-from .runs import FLOPS_PER_PARAM_TOKEN
+from ..errors import ConfigurationError
+from .chinchilla import ChinchillaLaw
+from ..runs.validation import FLOPS_PER_PARAM_TOKEN
 
 
 @dataclass(frozen=True)

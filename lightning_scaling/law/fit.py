@@ -22,10 +22,10 @@ import warnings
 
 import numpy as np
 
-from .errors import ConfigurationError, NotFittedError
-from .laws import ChinchillaLaw
+from ..errors import ConfigurationError, NotFittedError
+from .chinchilla import ChinchillaLaw
 from .objective import HUBER_DELTA, huber_objective, objective_grad_hess
-from .runs import check_enough_runs, validate_runs
+from ..runs.validation import check_enough_runs, validate_runs
 from .search import basin_starts, newton, profile_scan
 
 PARAMS_COLUMNS = ("params", "params_avg")

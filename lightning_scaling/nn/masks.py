@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 from .layers import embedding_parameter_ids, linear_weights, module_kinds, readout_names
 from .measure import local_tensor
 

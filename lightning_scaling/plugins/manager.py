@@ -38,7 +38,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 from .hookspecs import PROJECT_NAME
 
 #: The entry point group third-party plugins declare.
@@ -111,7 +111,7 @@ def plugin_manager() -> pluggy.PluginManager:
     global _manager
     with _manager_lock:
         if _manager is None:
-            from . import builtin_plugins
+            from . import builtin as builtin_plugins
 
             pm = pluggy.PluginManager(PROJECT_NAME)
             pm.add_hookspecs(hookspecs)

@@ -4,7 +4,7 @@ The design is a set of isoFLOP groups (Hoffmann et al. 2022, Approach 2): for ea
 spread around the compute-optimal size on a log scale, each trained on the tokens that spend the budget. Losses
 are the law's, times log-normal noise of relative size `noise` (seeded).
 
-    >>> from lightning_scaling.laws import ChinchillaLaw
+    >>> from lightning_scaling.law.chinchilla import ChinchillaLaw
     >>> N, D, L = synthetic_runs(ChinchillaLaw(1.69, 406.4, 410.7, 0.34, 0.28), [1e18, 1e19], seed=0)
     >>> len(N), float(6 * N[0] * D[0])
     (10, 1e+18)
@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from .allocation import optimal_allocation
-from .laws import ChinchillaLaw
-from .runs import FLOPS_PER_PARAM_TOKEN
+from .chinchilla import ChinchillaLaw
+from ..runs.validation import FLOPS_PER_PARAM_TOKEN
 
 #: Hoffmann et al. 2022, Eq. 10: the published Chinchilla law, the demo's ground truth.
 CHINCHILLA_PAPER_LAW = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)

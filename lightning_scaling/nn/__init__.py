@@ -1,0 +1,33 @@
+"""Tensor code (torch, no Lightning): what the callbacks measure and change in a model.
+
+- `layers`: which layers are which: linear maps (`nn.Linear`, Hugging Face `Conv1D`, attention projections),
+  embeddings, and the readout found by identity.
+- `measure`: data in a batch (tokens or samples), parameter counts, non-zero counts, FLOPs of the executed step.
+- `masks`: magnitude pruning with bool masks, applied in place.
+- `mup_shapes`, `mup_optim`, `coord_check`: muP on Microsoft's `mup` package: base shapes, muP optimizer groups in
+  place, the attention scale, and the coordinate check.
+"""
+
+from .coord_check import CoordCheckResult, coord_check
+from .mup_optim import make_optimizer_mup, mup_param_groups
+from .mup_shapes import (
+    attach,
+    attention_scale,
+    base_shapes_from_hparams,
+    convert_to_mureadout,
+    find_readout,
+    reattach,
+)
+
+__all__ = [
+    "CoordCheckResult",
+    "attach",
+    "attention_scale",
+    "base_shapes_from_hparams",
+    "convert_to_mureadout",
+    "coord_check",
+    "find_readout",
+    "make_optimizer_mup",
+    "mup_param_groups",
+    "reattach",
+]

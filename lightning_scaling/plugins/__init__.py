@@ -1,0 +1,38 @@
+"""Plugins (pluggy, project name ``"lightning_scaling"``): the hook specifications, the plugin manager and the
+built-in plugin.
+
+- `hookspecs`: the hooks a plugin can implement, one docstring each; `hookimpl` marks an implementation.
+- `manager`: the process-wide plugin manager and the calls the rest of the package makes through it.
+- `builtin`: what the package does out of the box, registered through the same hooks third parties use.
+"""
+
+from .hookspecs import hookimpl, hookspec
+from .manager import (
+    BUILTIN_NAME,
+    DISABLE_AUTOLOAD_ENV,
+    ENTRY_POINT_GROUP,
+    PluginWarning,
+    check_plugins,
+    estimate_flops,
+    law_forms,
+    notify_recommendation,
+    plugin_manager,
+    propose_architecture,
+    reset_plugin_manager,
+)
+
+__all__ = [
+    "BUILTIN_NAME",
+    "DISABLE_AUTOLOAD_ENV",
+    "ENTRY_POINT_GROUP",
+    "PluginWarning",
+    "check_plugins",
+    "estimate_flops",
+    "hookimpl",
+    "hookspec",
+    "law_forms",
+    "notify_recommendation",
+    "plugin_manager",
+    "propose_architecture",
+    "reset_plugin_manager",
+]
