@@ -54,9 +54,9 @@ import scipy
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning_scaling import ChinchillaFit, ChinchillaLaw, hoffmann_grid_fit  # noqa: E402
+from benchmarks.hoffmann_grid import HOFFMANN_GRID, hoffmann_grid_fit  # noqa: E402
+from lightning_scaling import ChinchillaFit, ChinchillaLaw  # noqa: E402
 from lightning_scaling.law.bootstrap import bootstrap  # noqa: E402
-from lightning_scaling.law.fit import HOFFMANN_GRID  # noqa: E402
 from lightning_scaling.law.objective import huber_objective  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "chinchilla_epoch.csv"

@@ -12,7 +12,7 @@ from .errors import (
     NotFittedError,
     ScalingDataError,
 )
-from .law.fit import ChinchillaFit, FitWarning, hoffmann_grid_fit
+from .law.fit import ChinchillaFit, FitWarning
 from .law.chinchilla import ChinchillaLaw
 
 __version__ = "0.1.0"
@@ -26,5 +26,4 @@ __all__ = [
     "LightningScalingError",
     "NotFittedError",
     "ScalingDataError",
-    "hoffmann_grid_fit",
 ]

@@ -155,9 +155,8 @@ def run_recommend_mlflow(args) -> dict:
 
 
 def run_fit(args) -> dict:
-    from .law.bootstrap import bootstrap
     from .advice.recommendation import recommend, summarize_fit
-    from .runs.validation import read_runs_csv
+    from .runs.table import read_runs_csv
 
     if args.command == "recommend" and args.runs is None:
         return run_recommend_mlflow(args)
@@ -167,14 +166,13 @@ def run_fit(args) -> dict:
         raise ConfigurationError("`recommend RUNS.csv` needs --flops C (the next run's compute budget)")
     table = read_runs_csv(args.runs)
     fit = _fit_table(table)
-    boot = bootstrap(fit, args.bootstrap, seed=args.seed, confidence=args.confidence) if args.bootstrap else None
+    boot = fit.bootstrap(args.bootstrap, seed=args.seed, confidence=args.confidence) if args.bootstrap else None
     if args.command == "recommend":
         return recommend(fit, args.flops, boot, table.flops)
     return summarize_fit(fit, boot, table.flops)
 
 
 def run_demo(args) -> dict:
-    from .law.bootstrap import bootstrap
     from .law.fit import ChinchillaFit
     from .advice.recommendation import recommend
     from .law.synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
@@ -186,7 +184,7 @@ def run_demo(args) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = ChinchillaFit().fit(N, D, L)
-    boot = bootstrap(fit, args.bootstrap or 1000, seed=args.seed, confidence=args.confidence)
+    boot = fit.bootstrap(args.bootstrap or 1000, seed=args.seed, confidence=args.confidence)
     next_flops = 4 * max(budgets)
     out = recommend(fit, next_flops, boot)
     truth = compute_optimal(law, next_flops)
@@ -282,7 +280,7 @@ def main(argv=None) -> int:
     elif args.command == "runs":
         print(_runs_text(out))
     elif args.command == "recommend" and args.runs is None:
-        from .advice.plan import recommendation_markdown
+        from .advice.recommendation import recommendation_markdown
 
         print(recommendation_markdown(out))
     else:

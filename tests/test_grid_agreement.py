@@ -36,8 +36,8 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA, SHARED_REASON
 
-from lightning_scaling import ChinchillaFit, ChinchillaLaw, hoffmann_grid_fit
-from lightning_scaling.law.fit import hoffmann_grid_starts
+from benchmarks.hoffmann_grid import hoffmann_grid_fit, hoffmann_grid_starts
+from lightning_scaling import ChinchillaFit, ChinchillaLaw
 from lightning_scaling.law.objective import huber_objective
 
 RTOL = 1e-9  # the acceptance tolerance on the objective, relative

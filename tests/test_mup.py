@@ -20,9 +20,18 @@ from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
 from lightning_scaling.callbacks import GradualPruning, MuP, PowerLR, ScalingTracker
 from lightning_scaling.nn import attention_scale, coord_check, reattach
-from lightning_scaling.nn.mup_optim import group_signature, make_optimizer_mup
+from lightning_scaling.nn.mup_optim import make_optimizer_mup
 
 T = 32
+
+
+def group_signature(optimizer: torch.optim.Optimizer) -> list[tuple]:
+    """(lr, weight_decay, sorted parameter ids) per non-empty group: to compare two optimizers' muP groups."""
+    return sorted(
+        (round(g["lr"], 15), round(g.get("weight_decay", 0.0), 15), tuple(sorted(id(p) for p in g["params"])))
+        for g in optimizer.param_groups
+        if g["params"]
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from lightning_scaling import ConfigurationError
-from lightning_scaling.schedules.lr import PowerSchedule, cosine_lr, decay_factor, power_lr, wsd_lr
+from lightning_scaling.schedules.lr import PowerSchedule, decay_factor, power_lr
 
 
 @pytest.mark.parametrize("n", [1e3, 1e6, 3.7e8, 1e12])
@@ -57,15 +57,6 @@ def test_decay_shapes():
 def test_zero_decay_fraction_keeps_the_power_value_to_the_end():
     s = PowerSchedule(batch_size=16, total_tokens=1e7, decay_fraction=0.0)
     assert s.lr(1e7 - 1) == pytest.approx(power_lr(1e7 - 1, 16))
-
-
-def test_wsd_and_cosine():
-    assert wsd_lr(5e5, 1e-3, 1e7, warmup_tokens=1e6) == pytest.approx(5e-4)
-    assert wsd_lr(5e6, 1e-3, 1e7) == 1e-3
-    assert wsd_lr(1e7, 1e-3, 1e7) == 0.0
-    assert cosine_lr(0, 1e-3, 1e7) == pytest.approx(1e-3)
-    assert cosine_lr(5e6, 1e-3, 1e7, min_ratio=0.0) == pytest.approx(5e-4)
-    assert cosine_lr(1e7, 1e-3, 1e7) == pytest.approx(1e-4)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ from scipy.integrate import quad
 
 from lightning_scaling import ConfigurationError
 from lightning_scaling.schedules.sparsity import (
-    TokenWeightedMean,
     average_params,
     cubic_sparsity,
     initial_params_for_average,
@@ -43,15 +42,6 @@ def test_average_params_round_trip():
     assert initial_params_for_average(N_avg, 0.5, prunable_fraction=0.8) == pytest.approx(1e8)
 
 
-def test_token_weighted_mean_state_round_trip():
-    m = TokenWeightedMean()
-    for value, tokens in ((100, 3), (50, 1), (75, 4)):
-        m.update(value, tokens)
-    other = TokenWeightedMean()
-    other.load_state_dict(m.state_dict())
-    assert other.value == m.value == (300 + 50 + 300) / 8
-
-
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -61,7 +51,6 @@ def test_token_weighted_mean_state_round_trip():
         ({"end_fraction": 1.2}, r"`end_fraction` must be in \[0, 1\], got 1.2"),
         ({"start_fraction": 0.8, "end_fraction": 0.5},
          r"`start_fraction` must be < `end_fraction`, got start_fraction=0.8, end_fraction=0.5"),
-        ({"initial_sparsity": 0.9}, r"`initial_sparsity` must be in \[0, final_sparsity=0.5\], got 0.9"),
     ],
 )
 def test_errors_name_the_argument(kwargs, match):

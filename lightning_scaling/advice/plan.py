@@ -16,12 +16,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..law.bootstrap import DEFAULT_CONFIDENCE, bootstrap
 from ..errors import ConfigurationError, InsufficientRunsError, ScalingDataError
 from ..law.fit import ChinchillaFit
-from .recommendation import _num, recommend, recommendation_sentence
+from ..law.form import DEFAULT_CONFIDENCE, LawForm, check_law_form
 from ..runs.records import Selection
+from ..schedules.flops import training_compute
 from ..schedules.sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
+from .recommendation import figure_data, format_count, recommend, recommendation_sentence
 
 DEFAULT_GROWTH = 4.0  # each run 4x the compute of the largest so far: big enough to learn, small enough to be safe
 
@@ -46,7 +47,7 @@ def plan_next_run(
     settings: dict | None = None,
     hparams: dict | None = None,
     propose_architecture: Callable[[float, dict], dict | None] | None = None,
-    law_factory: Callable[[], ChinchillaFit] = ChinchillaFit,
+    law_factory: Callable[[], LawForm] = ChinchillaFit,
 ) -> dict:
     """The recommendation for the next run (see the module docstring).
 
@@ -61,7 +62,7 @@ def plan_next_run(
         settings: learning-rate and muP settings to reuse (passed through).
         hparams: the hyperparameters of the run just finished (for the architecture proposal).
         propose_architecture: `f(params, hparams) -> dict | None`.
-        law_factory: builds the estimator (a registered law form).
+        law_factory: builds the estimator: any law form (`lightning_scaling.law.form`), e.g. a registered one.
     """
     validate_budget(next_flops, growth)
     used = selection.used
@@ -72,14 +73,14 @@ def plan_next_run(
     L = np.array([r.loss for r in used], float)
     runs = {
         "used": [{"run_id": r.run_id, "run_name": r.run_name, "params": r.params, "tokens": r.tokens,
-                  "flops": r.flops, "compute_6nd": float(6.0 * n * r.tokens), "loss": r.loss, "sparsity": r.sparsity}
+                  "flops": r.flops, "compute_6nd": float(training_compute(n, r.tokens)), "loss": r.loss, "sparsity": r.sparsity}
                  for r, n in zip(used, N)],
         "excluded": [{"run_id": r.run_id, "run_name": r.run_name, "reason": why} for r, why in selection.excluded],
     }
     # The law's compute is C = 6ND (Hoffmann et al. 2022), the C the allocation spends; the budget rule and the isoFLOP
     # groups use it too, so "4x the largest compute" is 4x in the units of the recommendation. The measured FLOPs
     # (`scaling/flops`) count attention and embeddings as well: 1.2 to 1.4x more for the demo's tiny models.
-    C = 6.0 * N * D
+    C = training_compute(N, D)
     largest = float(C.max()) if len(C) else None
     budget = float(next_flops) if next_flops is not None else (growth * largest if largest else None)
     base = {"runs": runs, "settings": settings or {}, "n_runs": len(used), "n_excluded": len(selection.excluded),
@@ -87,16 +88,19 @@ def plan_next_run(
             "budget_rule": (f"explicit next_flops = {next_flops:.3g}" if next_flops is not None
                             else f"{growth:g}x the largest compute logged ({largest:.3g} FLOPs as 6ND)" if largest
                             else None)}
+    estimator = law_factory()
+    check_law_form(estimator)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = law_factory().fit(N, D, L, params_column="params_avg" if sparse else "params",
-                                    labels=[f"run {r.run_name or r.run_id}" for r in used])
+            fit = estimator.fit(N, D, L, params_column="params_avg" if sparse else "params",
+                                labels=[f"run {r.run_name or r.run_id}" for r in used])
     except InsufficientRunsError as err:
         return {**base, "status": "insufficient_runs", "message": str(err), "suggestions": err.suggestions,
                 "sentence": "Not enough runs to fit the law yet: " + _suggestion_sentence(err.suggestions, unit)}
-    boot = bootstrap(fit, n_bootstrap, seed=seed, confidence=confidence) if n_bootstrap else None
+    boot = fit.bootstrap(n_bootstrap, seed=seed, confidence=confidence) if n_bootstrap else None
     out = {**base, **recommend(fit, budget, boot, C), "status": "ok"}
+    out["figures"] = figure_data(fit, C, budget)
     out["sentence"] = recommendation_sentence(out)  # in the runs' own unit of D
     out["boundary"] = list(out.get("boundary", [])) + _extrapolation(out["params"], N)
     if sparse or pruning:
@@ -131,8 +135,8 @@ def _extrapolation(params: float, N) -> list[str]:
     lo, hi = float(np.min(N)), float(np.max(N))
     if lo / EXTRAPOLATION_RATIO <= params <= hi * EXTRAPOLATION_RATIO:
         return []
-    return [f"the recommended N = {_num(params)} is more than {EXTRAPOLATION_RATIO:g}x outside the sizes trained "
-            f"({_num(lo)}..{_num(hi)}): the law is extrapolated; add runs at sizes between them (an isoFLOP group "
+    return [f"the recommended N = {format_count(params)} is more than {EXTRAPOLATION_RATIO:g}x outside the sizes trained "
+            f"({format_count(lo)}..{format_count(hi)}): the law is extrapolated; add runs at sizes between them (an isoFLOP group "
             "whose sizes bracket its best loss)"]
 
 
@@ -146,70 +150,17 @@ def _sparse_next(params_avg: float, pruning: dict | None) -> dict:
 
 def _suggestion_sentence(suggestions: list[dict], unit: str = "tokens") -> str:
     return "add runs such as " + "; ".join(
-        f"N={_num(s['params'])} on D={_num(s['tokens'])} {unit}" for s in suggestions) + "."
+        f"N={format_count(s['params'])} on D={format_count(s['tokens'])} {unit}" for s in suggestions) + "."
 
 
 def _sentence(rec: dict) -> str:
     s = rec["sentence"].rstrip(".")
     if rec.get("sparse_next"):
         sp = rec["sparse_next"]
-        s += (f"; as a sparse run, start from {_num(sp['initial_params'])} parameters and prune to "
+        s += (f"; as a sparse run, start from {format_count(sp['initial_params'])} parameters and prune to "
               f"{sp['final_sparsity']:.0%} between {sp['start_fraction']:.0%} and {sp['end_fraction']:.0%} of training")
     arch = rec.get("architecture")
     if arch:
         shape = ", ".join(f"{k}={v}" for k, v in arch.items() if k != "params")
         s += f" (e.g. {shape})"
     return s + "."
-
-
-def recommendation_markdown(rec: dict) -> str:
-    """The run description shown in the MLflow UI: a short table and one sentence saying what to run next."""
-    if rec.get("status") != "ok":
-        lines = ["### Scaling law: not enough runs yet", "", rec.get("sentence", ""), ""]
-        if rec.get("message"):
-            lines += [f"Details: {rec['message']}", ""]
-        lines.append(_runs_line(rec))
-        return "\n".join(lines)
-    pct = int(round(100 * rec.get("confidence", DEFAULT_CONFIDENCE)))
-
-    def interval(key, fmt=_num):
-        return f"{fmt(rec[key + '_low'])} to {fmt(rec[key + '_high'])}" if f"{key}_low" in rec else ""
-
-    what = "N_avg (non-zero params)" if rec.get("params_column") == "params_avg" else "parameters N"
-    unit = rec.get("data_unit", "tokens")
-    rows = [
-        (what, _num(rec["params"]), interval("params")),
-        (f"{unit} D", _num(rec["tokens"]), interval("tokens")),
-        ("compute C = 6ND", f"{rec['flops']:.3g} FLOPs", rec.get("budget_rule") or ""),
-        (f"{unit} per parameter", _num(rec["tokens_per_param"]), ""),
-        ("predicted loss", f"{rec['loss']:.4f}", interval("loss", lambda v: f"{v:.4f}")),
-    ]
-    law = (f"L = {rec['E']:.4g} + {rec['A']:.4g}/N^{rec['alpha']:.3f} + {rec['B']:.4g}/D^{rec['beta']:.3f}")
-    lines = [
-        f"### Next run: {_num(rec['params'])} parameters on {_num(rec['tokens'])} {unit}",
-        "",
-        f"**{rec['sentence']}**",
-        "",
-        f"| | value | {pct}% interval |",
-        "|---|---|---|",
-        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
-        "",
-        f"Law fitted on {rec['n_runs']} runs: {law}.",
-    ]
-    for message in rec.get("boundary", []):
-        lines.append(f"Warning: {message}.")
-    settings = rec.get("settings") or {}
-    if settings:
-        lines.append("Reuse: " + "; ".join(f"{k} {v}" for k, v in settings.items()) + ".")
-    lines.append(_runs_line(rec))
-    return "\n".join(lines)
-
-
-def _runs_line(rec: dict) -> str:
-    excluded = rec["runs"]["excluded"]
-    line = f"Runs used: {len(rec['runs']['used'])}; left out: {len(excluded)}"
-    if excluded:
-        line += " (" + "; ".join(f"{e['run_name'] or e['run_id']}: {e['reason']}" for e in excluded[:6])
-        line += "; ..." if len(excluded) > 6 else ""
-        line += ")"
-    return line + ". Details in `scaling_law/recommendation.json`."

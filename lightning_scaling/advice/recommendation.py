@@ -1,23 +1,36 @@
-"""From a fitted law to a decision: the next run's size, with intervals, in one serialisable object.
+"""From a fitted law to a decision: the next run's size, with intervals, in one serialisable object, and its words.
 
 `summarize_fit` gives the law with bootstrap intervals on its parameters and the isoFLOP cross-check;
 `recommend` adds the compute-optimal run for a budget C (Hoffmann et al. 2022, Eq. 4) with intervals on N, D and
 the predicted loss. Both return plain dicts whose keys are the command line's JSON schema, so the CLI, the closing
-hook and the MLflow summary all say the same thing.
+hook and the MLflow summary all say the same thing; `figure_data` adds the curves the figures draw. The fit is any
+law form (`lightning_scaling.law.form`): everything is asked of it through that interface.
+
+The words: `recommendation_sentence` (one line), `format_text` (the command line's table) and
+`recommendation_markdown` (the run description in the MLflow UI).
 """
 
 from __future__ import annotations
 
-from ..law.allocation import compute_optimal
-from ..law.bootstrap import BootstrapResult
-from ..law.isoflop import isoflop_analysis
-from ..law.chinchilla import PARAM_NAMES
+import math
+
+import numpy as np
+
+from ..law.form import DEFAULT_CONFIDENCE, Intervals
+from ..law.isoflop import group_by_flops, isoflop_analysis
+from ..schedules.flops import FLOPS_PER_PARAM_TOKEN
 
 ALLOCATION_KEYS = ("params", "tokens", "flops", "loss")
 
 
-def summarize_fit(fit, bootstrap: BootstrapResult | None = None, flops=None) -> dict:
-    """The fitted law as a dict: E, A, B, alpha, beta, objective, n_runs, params_column, boundary, isoflop.
+def optimal_params_exponent(fit, flops: float) -> float:
+    """a in N_opt ~ C^a at `flops`, from the law form's own compute-optimal sizes at C and 2C."""
+    return math.log(fit.compute_optimal(2.0 * flops).params / fit.compute_optimal(flops).params) / math.log(2.0)
+
+
+def summarize_fit(fit, bootstrap: Intervals | None = None, flops=None) -> dict:
+    """The fitted law as a dict: the form's own `to_dict` (law, parameters, objective, n_runs, params_column,
+    boundary) and the isoFLOP cross-check (Approach 2) with the exponent the law implies.
 
     With `bootstrap`, each parameter gets ``<name>_low`` / ``<name>_high`` (percentile bounds) and the dict has
     ``confidence`` and ``bootstrap`` (the number of replicates).
@@ -30,12 +43,15 @@ def summarize_fit(fit, bootstrap: BootstrapResult | None = None, flops=None) -> 
         out["bootstrap"] = bootstrap.n_resamples
         out["seed"] = bootstrap.seed
     iso = isoflop_analysis(fit.N_, fit.D_, fit.loss_, flops)
-    law_exponent = fit.beta_ / (fit.alpha_ + fit.beta_)
-    out["isoflop"] = None if iso is None else {**iso.to_dict(), "law_exponent": law_exponent}
+    if iso is not None:
+        reference = float(np.exp(np.mean(np.log([g.flops for g in iso.groups]))))
+        out["isoflop"] = {**iso.to_dict(), "law_exponent": optimal_params_exponent(fit, reference)}
+    else:
+        out["isoflop"] = None
     return out
 
 
-def recommend(fit, flops: float, bootstrap: BootstrapResult | None = None, run_flops=None) -> dict:
+def recommend(fit, flops: float, bootstrap: Intervals | None = None, run_flops=None) -> dict:
     """The compute-optimal next run for a budget of `flops` FLOPs (C = 6 N D), with the law it came from.
 
     Returns:
@@ -44,7 +60,7 @@ def recommend(fit, flops: float, bootstrap: BootstrapResult | None = None, run_f
         given, so its bounds equal it), and a one-line ``sentence`` saying what to run next.
     """
     out = summarize_fit(fit, bootstrap, run_flops)
-    allocation = compute_optimal(fit.law_, flops)
+    allocation = fit.compute_optimal(flops)
     out.update(allocation.to_dict())
     if bootstrap is not None:
         intervals = bootstrap.allocation_intervals(flops)
@@ -55,7 +71,25 @@ def recommend(fit, flops: float, bootstrap: BootstrapResult | None = None, run_f
     return out
 
 
-def _num(x: float) -> str:
+def figure_data(fit, run_flops, budget: float, points: int = 100) -> dict:
+    """The curves the figures draw, from the law form itself: the compute-optimal frontier L_opt(C) from half the
+    smallest run's compute to three times past the budget, and the law along each isoFLOP group's curve C = 6ND
+    with the group's optimum."""
+    C = np.asarray(run_flops, float)
+    grid = np.geomspace(C.min() / 2, max(budget, C.max()) * 3, points)
+    frontier = [fit.compute_optimal(c) for c in grid]
+    groups = []
+    N = np.asarray(fit.N_, float)
+    for idx in group_by_flops(C):
+        c = float(np.exp(np.log(C[idx]).mean()))
+        n = np.geomspace(N[idx].min() / 3, N[idx].max() * 3, points // 2)
+        opt = fit.compute_optimal(c)
+        groups.append({"flops": c, "members": [int(i) for i in idx], "params": n.tolist(), "loss": np.asarray(fit.predict(n, c / (FLOPS_PER_PARAM_TOKEN * n))).tolist(),
+                       "params_opt": opt.params, "loss_opt": opt.loss})
+    return {"frontier": {"flops": grid.tolist(), "loss": [a.loss for a in frontier]}, "isoflop": groups}
+
+
+def format_count(x: float) -> str:
     """3 significant figures with an SI suffix: 1.23M, 4.5B, 6.7e+21."""
     for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= scale and abs(x) < 1e15:
@@ -68,15 +102,15 @@ def recommendation_sentence(rec: dict) -> str:
     what = "average non-zero parameters (N_avg)" if rec.get("params_column") == "params_avg" else "parameters"
     unit = rec.get("data_unit", "tokens")
     s = (
-        f"Train next a model of {_num(rec['params'])} {what} on {_num(rec['tokens'])} {unit} "
-        f"({_num(rec['tokens_per_param'])} {unit} per parameter, {rec['flops']:.3g} FLOPs): "
+        f"Train next a model of {format_count(rec['params'])} {what} on {format_count(rec['tokens'])} {unit} "
+        f"({format_count(rec['tokens_per_param'])} {unit} per parameter, {rec['flops']:.3g} FLOPs): "
         f"predicted loss {rec['loss']:.4f}"
     )
     if "loss_low" in rec:
         pct = int(round(100 * rec["confidence"]))
         s += (
             f" ({pct}% interval {rec['loss_low']:.4f} to {rec['loss_high']:.4f}; "
-            f"N in {_num(rec['params_low'])}..{_num(rec['params_high'])})"
+            f"N in {format_count(rec['params_low'])}..{format_count(rec['params_high'])})"
         )
     return s + "."
 
@@ -84,14 +118,15 @@ def recommendation_sentence(rec: dict) -> str:
 def format_text(summary: dict) -> str:
     """A human-readable table of a `summarize_fit` / `recommend` dict."""
     lines = [
-        f"law: L(N, D) = E + A/N^alpha + B/D^beta, fitted on {summary['n_runs']} runs "
-        f"(N from column `{summary['params_column']}`), Huber objective {summary['objective']:.6e}"
+        f"law: {summary.get('formula', summary['law'])}, fitted on {summary['n_runs']} runs "
+        f"(N from column `{summary['params_column']}`), objective {summary['objective']:.6e}"
     ]
-    has_ci = "E_low" in summary
-    pct = int(round(100 * summary.get("confidence", 0.8)))
+    names = summary.get("parameters", ())
+    has_ci = bool(names) and f"{names[0]}_low" in summary
+    pct = int(round(100 * summary.get("confidence", DEFAULT_CONFIDENCE)))
     header = f"  {'parameter':<10} {'value':>12}" + (f"   {pct}% interval" if has_ci else "")
     lines.append(header)
-    for name in PARAM_NAMES:
+    for name in summary.get("parameters", ()):
         row = f"  {name:<10} {summary[name]:>12.6g}"
         if has_ci:
             row += f"   [{summary[name + '_low']:.6g}, {summary[name + '_high']:.6g}]"
@@ -116,3 +151,56 @@ def format_text(summary: dict) -> str:
         lines.append(f"  tokens/param {summary['tokens_per_param']:.3g}")
         lines.append(summary["sentence"])
     return "\n".join(lines)
+
+
+def recommendation_markdown(rec: dict) -> str:
+    """The run description shown in the MLflow UI: a short table and one sentence saying what to run next."""
+    if rec.get("status") != "ok":
+        lines = ["### Scaling law: not enough runs yet", "", rec.get("sentence", ""), ""]
+        if rec.get("message"):
+            lines += [f"Details: {rec['message']}", ""]
+        lines.append(_runs_line(rec))
+        return "\n".join(lines)
+    pct = int(round(100 * rec.get("confidence", DEFAULT_CONFIDENCE)))
+
+    def interval(key, fmt=format_count):
+        return f"{fmt(rec[key + '_low'])} to {fmt(rec[key + '_high'])}" if f"{key}_low" in rec else ""
+
+    what = "N_avg (non-zero params)" if rec.get("params_column") == "params_avg" else "parameters N"
+    unit = rec.get("data_unit", "tokens")
+    rows = [
+        (what, format_count(rec["params"]), interval("params")),
+        (f"{unit} D", format_count(rec["tokens"]), interval("tokens")),
+        ("compute C = 6ND", f"{rec['flops']:.3g} FLOPs", rec.get("budget_rule") or ""),
+        (f"{unit} per parameter", format_count(rec["tokens_per_param"]), ""),
+        ("predicted loss", f"{rec['loss']:.4f}", interval("loss", lambda v: f"{v:.4f}")),
+    ]
+    law = rec.get("fitted", rec.get("formula", rec.get("law", "")))
+    lines = [
+        f"### Next run: {format_count(rec['params'])} parameters on {format_count(rec['tokens'])} {unit}",
+        "",
+        f"**{rec['sentence']}**",
+        "",
+        f"| | value | {pct}% interval |",
+        "|---|---|---|",
+        *[f"| {a} | {b} | {c} |" for a, b, c in rows],
+        "",
+        f"Law fitted on {rec['n_runs']} runs: {law}.",
+    ]
+    for message in rec.get("boundary", []):
+        lines.append(f"Warning: {message}.")
+    settings = rec.get("settings") or {}
+    if settings:
+        lines.append("Reuse: " + "; ".join(f"{k} {v}" for k, v in settings.items()) + ".")
+    lines.append(_runs_line(rec))
+    return "\n".join(lines)
+
+
+def _runs_line(rec: dict) -> str:
+    excluded = rec["runs"]["excluded"]
+    line = f"Runs used: {len(rec['runs']['used'])}; left out: {len(excluded)}"
+    if excluded:
+        line += " (" + "; ".join(f"{e['run_name'] or e['run_id']}: {e['reason']}" for e in excluded[:6])
+        line += "; ..." if len(excluded) > 6 else ""
+        line += ")"
+    return line + ". Details in `scaling_law/recommendation.json`."

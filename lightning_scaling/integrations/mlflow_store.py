@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ..errors import ConfigurationError
-from ..advice.plan import recommendation_markdown
+from ..advice.recommendation import recommendation_markdown
 from ..runs.records import RunRecord, Selection, select_runs
 from .loggers import RESUMED_FROM_TAG, SCHEMA_TAG
 

@@ -4,14 +4,16 @@
 L_opt(C) from the smallest run to past the recommendation, and the recommended run with its loss interval.
 `isoflop_figure`: loss against N for runs grouped by compute (Hoffmann et al. 2022, Figure 3), with the law's
 prediction along each group's isoFLOP curve C = 6 N D and each group's minimum.
+
+Both only draw: the curves come in the recommendation (`rec["figures"]`, made by
+`advice.recommendation.figure_data` from the law form itself), so any registered law form is drawn correctly.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..law.allocation import optimal_allocation
-from ..law.isoflop import group_by_flops
+from ..schedules.flops import training_compute
 
 
 def _pyplot():
@@ -29,17 +31,17 @@ def frontier_figure(rec: dict, path) -> str:
     # The law's compute is C = 6ND (the frontier and the recommendation are on that axis), so the runs are placed
     # at 6ND too, not at their measured FLOPs: for small models attention and the embeddings make the measured count
     # 1.3x or more larger, which would put every run to the right of the frontier it was fitted with.
-    C = np.array([r.get("compute_6nd", 6.0 * r["params"] * r["tokens"]) for r in used], float)
+    C = np.array([r.get("compute_6nd", training_compute(r["params"], r["tokens"])) for r in used], float)
     L = np.array([r["loss"] for r in used], float)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     sparse = np.array([bool(r.get("sparsity")) for r in used])
     ax.scatter(C[~sparse], L[~sparse], s=22, color="#1f77b4", label="runs (dense)", zorder=3)
     if sparse.any():
         ax.scatter(C[sparse], L[sparse], s=26, marker="D", color="#9467bd", label="runs (sparse, N_avg)", zorder=3)
-    grid = np.geomspace(C.min() / 2, max(rec["flops"], C.max()) * 3, 200)
-    _, _, L_opt = optimal_allocation(rec["E"], rec["A"], rec["B"], rec["alpha"], rec["beta"], grid)
-    ax.plot(grid, L_opt, color="#2ca02c", lw=1.6, label="fitted compute-optimal frontier")
-    ax.axhline(rec["E"], color="#7f7f7f", lw=0.8, ls=":", label=f"E = {rec['E']:.3g} (irreducible)")
+    frontier = rec["figures"]["frontier"]
+    ax.plot(frontier["flops"], frontier["loss"], color="#2ca02c", lw=1.6, label="fitted compute-optimal frontier")
+    if "E" in rec:
+        ax.axhline(rec["E"], color="#7f7f7f", lw=0.8, ls=":", label=f"E = {rec['E']:.3g} (irreducible)")
     yerr = None
     if "loss_low" in rec:
         yerr = [[rec["loss"] - rec["loss_low"]], [rec["loss_high"] - rec["loss"]]]
@@ -60,19 +62,15 @@ def isoflop_figure(rec: dict, path) -> str:
     plt = _pyplot()
     used = rec["runs"]["used"]
     N = np.array([r["params"] for r in used], float)
-    D = np.array([r["tokens"] for r in used], float)
     L = np.array([r["loss"] for r in used], float)
-    C6 = 6.0 * N * D
+    groups = rec["figures"]["isoflop"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    colors = plt.cm.viridis(np.linspace(0.1, 0.9, max(len(group_by_flops(C6)), 1)))
-    for color, idx in zip(colors, group_by_flops(C6)):
-        c = float(np.exp(np.log(C6[idx]).mean()))
-        ax.scatter(N[idx], L[idx], color=color, s=22, zorder=3)
-        n = np.geomspace(N[idx].min() / 3, N[idx].max() * 3, 100)
-        law = rec["E"] + rec["A"] * n ** -rec["alpha"] + rec["B"] * (c / (6 * n)) ** -rec["beta"]
-        ax.plot(n, law, color=color, lw=1.2, label=f"C = {c:.2g}")
-        n_opt, _, l_opt = optimal_allocation(rec["E"], rec["A"], rec["B"], rec["alpha"], rec["beta"], c)
-        ax.plot([n_opt], [l_opt], marker="v", color=color, ms=7)
+    colors = plt.cm.viridis(np.linspace(0.1, 0.9, max(len(groups), 1)))
+    for color, group in zip(colors, groups):
+        members = group["members"]  # indices into the runs used
+        ax.scatter(N[members], L[members], color=color, s=22, zorder=3)
+        ax.plot(group["params"], group["loss"], color=color, lw=1.2, label=f"C = {group['flops']:.2g}")
+        ax.plot([group["params_opt"]], [group["loss_opt"]], marker="v", color=color, ms=7)
     ax.plot([rec["params"]], [rec["loss"]], marker="*", ms=13, color="#d62728", ls="none",
             label=f"next: C = {rec['flops']:.2g}")
     ax.set_xscale("log")

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from .chinchilla import ChinchillaLaw
-from ..runs.validation import FLOPS_PER_PARAM_TOKEN
+from ..schedules.flops import FLOPS_PER_PARAM_TOKEN, training_compute
 
 
 @dataclass(frozen=True)
@@ -81,14 +81,14 @@ def params_for_tokens(law: ChinchillaLaw, tokens) -> Allocation:
     """Best model size for a fixed token budget: the N for which `tokens` is the compute-optimal D."""
     D = float(_positive("tokens", tokens))
     N = (law.alpha * law.A / (law.beta * law.B * D ** (-law.beta))) ** (1.0 / law.alpha)
-    return Allocation(float(N), D, FLOPS_PER_PARAM_TOKEN * N * D, float(law.loss(N, D)))
+    return Allocation(float(N), D, training_compute(N, D), float(law.loss(N, D)))
 
 
 def tokens_for_params(law: ChinchillaLaw, params) -> Allocation:
     """Best token count for a fixed model size: the D for which `params` is the compute-optimal N."""
     N = float(_positive("params", params))
     D = (law.beta * law.B / (law.alpha * law.A * N ** (-law.alpha))) ** (1.0 / law.beta)
-    return Allocation(N, float(D), FLOPS_PER_PARAM_TOKEN * N * D, float(law.loss(N, D)))
+    return Allocation(N, float(D), training_compute(N, D), float(law.loss(N, D)))
 
 
 def compute_for_loss(law: ChinchillaLaw, target_loss) -> Allocation:
@@ -106,4 +106,4 @@ def compute_for_loss(law: ChinchillaLaw, target_loss) -> Allocation:
     s = law.alpha + law.beta
     N = (law.A / ((L - law.E) * law.beta / s)) ** (1.0 / law.alpha)
     D = (law.B / ((L - law.E) * law.alpha / s)) ** (1.0 / law.beta)
-    return Allocation(float(N), float(D), FLOPS_PER_PARAM_TOKEN * N * D, L)
+    return Allocation(float(N), float(D), training_compute(N, D), L)

@@ -19,7 +19,7 @@ full-data optimum and from the runner-up basins, and each keeps its best. 1000 r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,9 +27,9 @@ from .allocation import optimal_allocation
 from ..errors import ConfigurationError
 from .chinchilla import PARAM_NAMES
 from .objective import objective
+from .form import DEFAULT_CONFIDENCE
 from .search import newton
 
-DEFAULT_CONFIDENCE = 0.8  # an 80% interval (10th to 90th percentile): wide enough to act on, not a guarantee
 
 
 @dataclass
@@ -46,7 +46,6 @@ class BootstrapResult:
     confidence: float = DEFAULT_CONFIDENCE
     seed: int | None = None
     n_failed: int = 0
-    _extra: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def n_resamples(self) -> int:
@@ -114,10 +113,10 @@ def bootstrap(fit, n_resamples: int = 1000, seed: int = 0, confidence: float = D
     np.add.at(counts, (np.repeat(np.arange(n_resamples), n), draws.ravel()), 1.0)
 
     logN, logD, logL = np.log(fit.N_), np.log(fit.D_), np.log(fit.loss_)
-    mN, mD = fit._centre
+    mN, mD = fit.centre_
     cN, cD = logN - mN, logD - mD
-    order = np.argsort(objective(fit._basins, cN, cD, logL, delta=fit.delta))
-    starts = fit._basins[order[:n_starts]]
+    order = np.argsort(objective(fit.basins_, cN, cD, logL, delta=fit.delta))
+    starts = fit.basins_[order[:n_starts]]
     S = len(starts)
     theta0 = np.repeat(starts[None, :, :], n_resamples, axis=0).reshape(-1, 5)
     weights = np.repeat(counts, S, axis=0)

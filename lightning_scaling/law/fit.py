@@ -3,8 +3,8 @@
 The objective is that of Hoffmann et al. 2022, Approach 3 (Sec. D.2), as replicated by Besiroglu et al. 2024:
 the sum over runs of Huber(delta = 1e-3) of the log-loss residual, in the LSE parametrisation (see `objective.py`).
 The global search (see `search.py`) scans a dense grid of exponents with the linear coefficients solved in closed
-form, then polishes one start per basin with batched Newton steps on the exact Hessian. `hoffmann_grid_fit` is the
-original 4500-start L-BFGS method, kept as the reference the fast search is tested against.
+form, then polishes one start per basin with batched Newton steps on the exact Hessian. The original 4500-start
+L-BFGS method, which the fast search is tested against, is `benchmarks/hoffmann_grid.py`.
 
     >>> import numpy as np
     >>> from lightning_scaling import ChinchillaFit, ChinchillaLaw
@@ -23,8 +23,9 @@ import warnings
 import numpy as np
 
 from ..errors import ConfigurationError, NotFittedError
-from .chinchilla import ChinchillaLaw
-from .objective import HUBER_DELTA, huber_objective, objective_grad_hess
+from .chinchilla import PARAM_NAMES, ChinchillaLaw
+from .form import DEFAULT_CONFIDENCE
+from .objective import HUBER_DELTA, huber_objective
 from ..runs.validation import check_enough_runs, validate_runs
 from .search import basin_starts, newton, profile_scan
 
@@ -49,7 +50,10 @@ class ChinchillaFit:
     Fitted attributes: ``E_``, ``A_``, ``B_``, ``alpha_``, ``beta_``, ``objective_``, ``law_`` (a
     `ChinchillaLaw`), ``theta_`` (a, b, e, alpha, beta), ``n_runs_``, ``params_column_`` ("params" or
     "params_avg": which N the runs gave), ``boundary_`` (list of messages, empty when every parameter is interior),
-    ``n_basins_`` (local minima polished).
+    ``n_basins_`` (local minima polished), ``centre_`` (the mean log N and log D the search worked around) and
+    ``basins_`` (the polished optimum of every basin, in those centred logs: the bootstrap's starts).
+
+    It implements the law-form interface (`lightning_scaling.law.form`): `compute_optimal` and `bootstrap` too.
     """
 
     def __init__(
@@ -124,8 +128,8 @@ class ChinchillaFit:
         thetas, f = newton(starts, cN, cD, logL, delta=self.delta, exponent_max=self.exponent_max)
         best = int(np.argmin(f))
         self.n_basins_ = len(starts)
-        self._centre = (mN, mD)
-        self._basins = thetas  # centred; reused as bootstrap starts
+        self.centre_ = (float(mN), float(mD))
+        self.basins_ = thetas
         return _uncentre(thetas[best], mN, mD), float(f[best])
 
     def _set_fitted(self, theta, value, N, D, L, params_column):
@@ -180,6 +184,18 @@ class ChinchillaFit:
         self._require_fitted()
         return self.law_.loss(N, D)
 
+    def compute_optimal(self, flops):
+        """The compute-optimal run at budget `flops` (C = 6ND): an `Allocation` (Hoffmann et al. 2022, Eq. 4)."""
+        from .allocation import compute_optimal
+
+        return compute_optimal(self.law_, flops)
+
+    def bootstrap(self, n_resamples: int = 1000, seed: int = 0, confidence: float = DEFAULT_CONFIDENCE):
+        """Percentile intervals from refits on resampled runs: a `BootstrapResult` (see `law.bootstrap`)."""
+        from .bootstrap import bootstrap
+
+        return bootstrap(self, n_resamples, seed=seed, confidence=confidence)
+
     def score(self, N, D, loss) -> float:
         """The Huber objective of the fitted law on other runs (lower is better)."""
         self._require_fitted()
@@ -192,6 +208,8 @@ class ChinchillaFit:
         return {
             "law": "chinchilla",
             "formula": "L(N, D) = E + A/N^alpha + B/D^beta",
+            "fitted": f"L = {self.E_:.4g} + {self.A_:.4g}/N^{self.alpha_:.3f} + {self.B_:.4g}/D^{self.beta_:.3f}",
+            "parameters": list(PARAM_NAMES),
             "E": self.E_,
             "A": self.A_,
             "B": self.B_,
@@ -213,48 +231,3 @@ def _uncentre(theta, mN, mD):
     """Map (a, b) fitted on centred logs back to the data's units: a = a_c + alpha mean(log N)."""
     a, b, e, alpha, beta = theta
     return np.array([a + alpha * mN, b + beta * mD, e, alpha, beta])
-
-
-
-# -- the reference method ---------------------------------------------------------------------------------------
-HOFFMANN_GRID = {
-    # Besiroglu et al. 2024 (Epoch's replication of Hoffmann et al. 2022): 5 x 5 x 5 x 6 x 6 = 4500 starts.
-    "alpha": np.arange(0.0, 2.0 + 1e-9, 0.5),
-    "beta": np.arange(0.0, 2.0 + 1e-9, 0.5),
-    "e": np.arange(-1.0, 1.0 + 1e-9, 0.5),
-    "a": np.arange(0.0, 25.0 + 1e-9, 5.0),
-    "b": np.arange(0.0, 25.0 + 1e-9, 5.0),
-}
-
-
-def hoffmann_grid_starts() -> np.ndarray:
-    """The 4500 starts (a, b, e, alpha, beta) of the reference grid, shape (4500, 5)."""
-    g = HOFFMANN_GRID
-    mesh = np.meshgrid(g["a"], g["b"], g["e"], g["alpha"], g["beta"], indexing="ij")
-    return np.stack([m.ravel() for m in mesh], axis=1)
-
-
-def hoffmann_grid_fit(N, D, loss, delta: float = HUBER_DELTA, starts=None, ftol=1e-15, gtol=1e-12, maxiter=10_000):
-    """The reference method: scipy L-BFGS-B from every start of the 4500-point grid, keep the best.
-
-    This is Hoffmann et al. 2022's procedure (as in Besiroglu et al. 2024) with the analytic gradient and tight
-    tolerances. It is slow (minutes); `ChinchillaFit` reaches the same optimum. Used by tests and benchmarks.
-
-    Returns:
-        (theta, objective): the best (a, b, e, alpha, beta) over all starts, in the data's units.
-    """
-    from scipy.optimize import minimize
-
-    N, D, L = validate_runs(N, D, loss)
-    logN, logD, logL = np.log(N), np.log(D), np.log(L)
-
-    def fun(theta):
-        f, g, _ = objective_grad_hess(theta[None, :], logN, logD, logL, delta=delta, hessian=False)
-        return float(f[0]), g[0]
-
-    best_theta, best_f = None, math.inf
-    for x0 in hoffmann_grid_starts() if starts is None else starts:
-        res = minimize(fun, x0, jac=True, method="L-BFGS-B", options={"ftol": ftol, "gtol": gtol, "maxiter": maxiter})
-        if np.isfinite(res.fun) and res.fun < best_f:
-            best_theta, best_f = res.x, float(res.fun)
-    return best_theta, best_f

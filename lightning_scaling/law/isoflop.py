@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..runs.validation import FLOPS_PER_PARAM_TOKEN, distinct
+from ..runs.validation import distinct
+from ..schedules.flops import training_compute
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,6 @@ class IsoFLOPResult:
     exponent: float
     coefficient: float
     notes: list[str] = field(default_factory=list)
-
-    def params_opt(self, flops) -> float:
-        return float(self.coefficient * float(flops) ** self.exponent)
 
     def to_dict(self) -> dict:
         return {
@@ -90,7 +88,7 @@ def isoflop_analysis(N, D, loss, flops=None, rtol: float = 0.1, min_group: int =
         form isoFLOP groups).
     """
     N, D, L = (np.asarray(x, float) for x in (N, D, loss))
-    C = FLOPS_PER_PARAM_TOKEN * N * D if flops is None else np.asarray(flops, float)
+    C = training_compute(N, D) if flops is None else np.asarray(flops, float)
     groups: list[IsoFLOPGroup] = []
     notes: list[str] = []
     for idx in group_by_flops(C, rtol):

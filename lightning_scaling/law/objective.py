@@ -64,7 +64,7 @@ def objective_grad_hess(theta, logN, logD, logL, w=None, delta: float = HUBER_DE
     lse, p1, p2, p3 = _softmax_terms(theta, logN, logD)
     r = lse - logL
     inside = np.abs(r) <= delta
-    h = np.where(inside, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta))
+    h = huber(r, delta)
     psi = np.clip(r, -delta, delta)
     if w is not None:
         w = np.broadcast_to(w, r.shape)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .objective import HUBER_DELTA, objective, objective_grad_hess
+from .objective import HUBER_DELTA, huber, objective, objective_grad_hess
 
 # Sub-models of (E, A, B) tried when the full least-squares solve gives a non-positive coefficient: the
 # positive optimum then lies on a face where that term vanishes (a boundary of the log parametrisation).
@@ -81,10 +81,7 @@ def profile_scan(logN, logD, logL, alphas, betas, w=None, delta=HUBER_DELTA):
         full = np.full((len(ia), 3), floor)
         full[:, idx] = c[ia, ib]
         pred = full[:, 0:1] + full[:, 1:2] * X[ia] + full[:, 2:3] * Y[ib]
-        r = np.log(pred) - logL
-        ar = np.abs(r)
-        h = np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
-        best[ia, ib] = (h * w).sum(axis=1)
+        best[ia, ib] = (huber(np.log(pred) - logL, delta) * w).sum(axis=1)
         coefs[ia, ib] = full
     return best, coefs
 

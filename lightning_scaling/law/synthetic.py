@@ -16,7 +16,7 @@ import numpy as np
 
 from .allocation import optimal_allocation
 from .chinchilla import ChinchillaLaw
-from ..runs.validation import FLOPS_PER_PARAM_TOKEN
+from ..schedules.flops import FLOPS_PER_PARAM_TOKEN
 
 #: Hoffmann et al. 2022, Eq. 10: the published Chinchilla law, the demo's ground truth.
 CHINCHILLA_PAPER_LAW = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)

@@ -168,12 +168,3 @@ def split_optimizers_and_schedulers(config) -> tuple[list, list]:
 
     walk(config)
     return optimizers, schedulers
-
-
-def group_signature(optimizer: torch.optim.Optimizer) -> list[tuple]:
-    """(lr, weight_decay, sorted parameter ids) per non-empty group: to compare two optimizers' muP groups."""
-    return sorted(
-        (round(g["lr"], 15), round(g.get("weight_decay", 0.0), 15), tuple(sorted(id(p) for p in g["params"])))
-        for g in optimizer.param_groups
-        if g["params"]
-    )

@@ -17,6 +17,16 @@ from ..errors import ConfigurationError
 
 FORWARD_FLOPS_PER_PARAM = 2  # a multiply and an add per weight per token (Kaplan et al. 2020, Table 1)
 TRAINING_MULTIPLIER = 3  # backward = 2 x forward (Kaplan et al. 2020, Sec. 2.1)
+FLOPS_PER_PARAM_TOKEN = TRAINING_MULTIPLIER * FORWARD_FLOPS_PER_PARAM  # C = 6 N D
+
+
+def training_compute(N, D):
+    """C = 6 N D (Kaplan et al. 2020, Sec. 2.1), the compute of the scaling law; floats or arrays.
+
+    >>> training_compute(1e6, 2e9)
+    1.2e+16
+    """
+    return FLOPS_PER_PARAM_TOKEN * N * D
 
 
 def attention_forward_flops_per_token(n_layer: int, n_ctx: int, d_model: int, causal_discount: bool = False) -> float:
@@ -41,7 +51,7 @@ def transformer_training_flops(params: float, tokens: float, n_layer: int | None
         >>> transformer_training_flops(1e6, 1e9) == 6 * 1e6 * 1e9
         True
     """
-    C = TRAINING_MULTIPLIER * FORWARD_FLOPS_PER_PARAM * float(params) * float(tokens)
+    C = training_compute(float(params), float(tokens))
     shape = (n_layer, n_ctx, d_model)
     if all(v is None for v in shape):
         return C

@@ -14,7 +14,6 @@ parameter group multiplies it by its own muP multiplier (`PowerLR` callback).
 IBM's reference code has no decay phase and divides by zero when warmup is 0. Here warmup 0 means none, and the
 decay phase exists only when `total_tokens` is given.
 
-WSD (Hu et al. 2024, MiniCPM) and cosine are here as comparison schedules over the same token axis.
 """
 
 from __future__ import annotations
@@ -137,26 +136,3 @@ def validate_power_args(*, a, b, lr_max, warmup_tokens, total_tokens, decay_frac
         raise ConfigurationError(f"`decay_fraction` must be in [0, 1], got {decay_fraction!r}")
     if decay not in DECAY_SHAPES:
         raise ConfigurationError(f"`decay` must be one of {DECAY_SHAPES}, got {decay!r}")
-
-
-def wsd_lr(tokens: float, lr: float, total_tokens: float, warmup_tokens: float = 0.0, decay_fraction: float = 0.1,
-           decay: str = "exponential") -> float:
-    """Warmup-Stable-Decay (Hu et al. 2024, MiniCPM): linear warmup, constant `lr`, decay over the last part."""
-    n = float(tokens)
-    start = total_tokens * (1.0 - decay_fraction)
-    if n >= start:
-        span = total_tokens - start
-        return lr * decay_factor((n - start) / span if span > 0 else 1.0, decay)
-    if warmup_tokens > 0 and n < warmup_tokens:
-        return lr * n / warmup_tokens
-    return lr
-
-
-def cosine_lr(tokens: float, lr: float, total_tokens: float, warmup_tokens: float = 0.0, min_ratio: float = 0.1) -> float:
-    """Linear warmup then cosine decay to `min_ratio * lr` at `total_tokens` (Hoffmann et al. 2022 use 0.1)."""
-    n = float(tokens)
-    if warmup_tokens > 0 and n < warmup_tokens:
-        return lr * n / warmup_tokens
-    span = max(total_tokens - warmup_tokens, 1e-12)
-    p = min(max((n - warmup_tokens) / span, 0.0), 1.0)
-    return lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p)))

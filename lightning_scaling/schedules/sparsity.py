@@ -1,7 +1,7 @@
 """Sparsity schedules and the average non-zero parameter count of sparse pre-training.
 
 Gradual magnitude pruning (Zhu & Gupta 2017, "To prune, or not to prune", Eq. 1) raises sparsity along a cubic
-from s_i at t0 to s_f at t1:
+from s_i at t0 to s_f at t1 (here s_i = 0: pre-training starts dense):
 
     s(t) = s_f + (s_i - s_f) (1 - (t - t0) / (t1 - t0))^3,     t0 <= t <= t1.
 
@@ -25,14 +25,10 @@ START_FRACTION = 0.25  # Jin et al. 2025, Sec. 4: start pruning at 25% of traini
 END_FRACTION = 0.75  # Jin et al. 2025, Sec. 4: reach the final sparsity at 75%
 
 
-def validate_pruning_args(*, final_sparsity, start_fraction, end_fraction, initial_sparsity=0.0) -> None:
+def validate_pruning_args(*, final_sparsity, start_fraction, end_fraction) -> None:
     """Raise `ConfigurationError` naming the argument for any value outside its range."""
     if not (isinstance(final_sparsity, (int, float)) and 0.0 <= final_sparsity < 1.0):
         raise ConfigurationError(f"`final_sparsity` must be in [0, 1), got {final_sparsity!r}")
-    if not (isinstance(initial_sparsity, (int, float)) and 0.0 <= initial_sparsity <= final_sparsity):
-        raise ConfigurationError(
-            f"`initial_sparsity` must be in [0, final_sparsity={final_sparsity!r}], got {initial_sparsity!r}"
-        )
     if not (isinstance(start_fraction, (int, float)) and 0.0 <= start_fraction <= 1.0):
         raise ConfigurationError(f"`start_fraction` must be in [0, 1], got {start_fraction!r}")
     if not (isinstance(end_fraction, (int, float)) and 0.0 <= end_fraction <= 1.0):
@@ -45,7 +41,7 @@ def validate_pruning_args(*, final_sparsity, start_fraction, end_fraction, initi
 
 
 def cubic_sparsity(progress: float, final_sparsity: float, start_fraction: float = START_FRACTION,
-                   end_fraction: float = END_FRACTION, initial_sparsity: float = 0.0) -> float:
+                   end_fraction: float = END_FRACTION) -> float:
     """Target sparsity at `progress` (fraction of training done, in [0, 1]) under the cubic schedule.
 
     0 before `start_fraction` (dense training), the cubic of Zhu & Gupta 2017 in between, `final_sparsity` after
@@ -60,7 +56,7 @@ def cubic_sparsity(progress: float, final_sparsity: float, start_fraction: float
     if progress >= end_fraction:
         return float(final_sparsity)
     x = (progress - start_fraction) / (end_fraction - start_fraction)
-    return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - x) ** 3
+    return final_sparsity - final_sparsity * (1.0 - x) ** 3  # Zhu & Gupta 2017, Eq. 1 with s_i = 0
 
 
 def mean_sparsity(final_sparsity: float, start_fraction: float = START_FRACTION,
@@ -82,35 +78,3 @@ def initial_params_for_average(params_avg: float, final_sparsity: float, start_f
     if keep <= 0 or not math.isfinite(keep):
         raise ConfigurationError(f"the schedule prunes everything: mean kept fraction {keep!r}")
     return params_avg / keep
-
-
-class TokenWeightedMean:
-    """A running mean weighted by tokens: N_avg = sum_t n_t x_t / sum_t n_t (Jin et al. 2025, Eq. 3).
-
-    Exact for integer inputs (kept as Python ints), so a resumed run reproduces it bit for bit.
-
-    Example:
-        >>> m = TokenWeightedMean()
-        >>> m.update(100, tokens=3); m.update(50, tokens=1)
-        >>> m.value
-        87.5
-    """
-
-    def __init__(self):
-        self.weighted_sum = 0
-        self.tokens = 0
-
-    def update(self, value, tokens) -> None:
-        self.weighted_sum += value * tokens
-        self.tokens += tokens
-
-    @property
-    def value(self) -> float:
-        return self.weighted_sum / self.tokens if self.tokens else math.nan
-
-    def state_dict(self) -> dict:
-        return {"weighted_sum": self.weighted_sum, "tokens": self.tokens}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.weighted_sum = state["weighted_sum"]
-        self.tokens = state["tokens"]

@@ -1,0 +1,66 @@
+"""The interface a law form implements, so that the advisor, the command line and plugins can use any of them.
+
+A law form is a scikit-learn style estimator of L(N, D) (see `ChinchillaFit`, the built-in one): `fit` validates
+the runs, returns self and sets fitted attributes with a trailing underscore; everything the recommendation needs
+is asked of the fitted estimator through these methods, never computed from one form's parameters:
+
+    fit(N, D, loss, *, params_column="params", labels=None) -> self
+    predict(N, D) -> losses (arrays broadcast)
+    compute_optimal(flops) -> Allocation       the compute-optimal run at budget C = 6ND
+    bootstrap(n_resamples, seed, confidence) -> Intervals
+    to_dict() -> dict                           the fitted law, JSON-ready, with "law" (its name) and "boundary"
+    N_, D_, loss_, n_runs_, params_column_, boundary_   the runs fitted, and messages for a poorly constrained fit
+
+`Intervals` is what `bootstrap` returns: `confidence`, `n_resamples`, `seed`, and
+
+    parameter_intervals() -> {parameter: (low, high)}
+    allocation_intervals(flops) -> {"params": (low, high), "tokens": ..., "loss": ...}
+    loss_interval(N, D) -> (low, high)
+
+A plugin registers a form through the `register_law_forms` hook with a factory (a class with default arguments);
+`check_law_form` says what an estimator lacks.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ..errors import ConfigurationError
+
+METHODS = ("fit", "predict", "compute_optimal", "bootstrap", "to_dict")
+DEFAULT_CONFIDENCE = 0.8  # an 80% interval (10th to 90th percentile): wide enough to act on, not a guarantee
+
+
+@runtime_checkable
+class Intervals(Protocol):
+    confidence: float
+    n_resamples: int
+
+    def parameter_intervals(self) -> dict: ...
+
+    def allocation_intervals(self, flops) -> dict: ...
+
+    def loss_interval(self, N, D) -> tuple[float, float]: ...
+
+
+@runtime_checkable
+class LawForm(Protocol):
+    def fit(self, N, D, loss, *, params_column: str = "params", labels=None) -> "LawForm": ...
+
+    def predict(self, N, D): ...
+
+    def compute_optimal(self, flops): ...
+
+    def bootstrap(self, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.8) -> Intervals: ...
+
+    def to_dict(self) -> dict: ...
+
+
+def check_law_form(estimator, name: str = "the law form") -> None:
+    """Raise `ConfigurationError` naming the methods of the interface that `estimator` lacks."""
+    missing = [m for m in METHODS if not callable(getattr(estimator, m, None))]
+    if missing:
+        raise ConfigurationError(
+            f"{name} ({type(estimator).__name__}) does not implement {missing}: a law form needs "
+            f"{', '.join(METHODS)} (see lightning_scaling.law.form)"
+        )

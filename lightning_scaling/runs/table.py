@@ -1,0 +1,96 @@
+"""Run tables read from CSV: the columns, and errors that name the line and the column."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InsufficientRunsError, ScalingDataError
+from .suggest import suggest_runs
+from .validation import validate_runs
+
+REQUIRED_COLUMNS = ("params", "tokens", "loss")
+OPTIONAL_COLUMNS = ("flops", "params_avg", "run_id")
+
+
+@dataclass
+class RunTable:
+    """Validated runs: N (dense params, or N_avg where given), D, final loss, and optional compute and ids.
+
+    Attributes:
+        params_column: "params_avg" when any run gave its average non-zero parameter count (then N is N_avg,
+            with dense runs contributing their dense count, which is their N_avg), else "params".
+        labels: how each run is named in errors, e.g. "line 4 (run_id=abc)".
+    """
+
+    N: np.ndarray
+    D: np.ndarray
+    loss: np.ndarray
+    flops: np.ndarray | None = None
+    run_ids: list[str] | None = None
+    labels: list[str] | None = None
+    params_column: str = "params"
+    dense_params: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.N)
+
+
+def read_runs_csv(path) -> RunTable:
+    """Read runs from a CSV with columns params, tokens, loss and optionally flops, params_avg, run_id.
+
+    Raises:
+        ScalingDataError: unknown or missing columns (the message lists what was found and what is expected),
+            a value that is not a number (the line is named), or an invalid value (see `validate_runs`).
+    """
+    import csv
+
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        found = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in found]
+        unknown = [c for c in found if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append(f"missing column(s) {missing}")
+            if unknown:
+                parts.append(f"unknown column(s) {unknown}")
+            raise ScalingDataError(
+                f"{path}: " + " and ".join(parts) + f"; found {found}, expected {list(REQUIRED_COLUMNS)} and "
+                f"optionally {list(OPTIONAL_COLUMNS)}"
+            )
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    if not rows:
+        raise InsufficientRunsError(f"{path}: no runs (the file has a header but no rows)", suggest_runs([], [], 5))
+    labels, run_ids = [], []
+    columns: dict[str, list[float]] = {c: [] for c in ("params", "tokens", "loss", "flops", "params_avg")}
+    for line, row in enumerate(rows, start=2):
+        run_id = row.get("run_id", "")
+        run_ids.append(run_id)
+        label = f"line {line}" + (f" (run_id={run_id})" if run_id else "")
+        labels.append(label)
+        for column in columns:
+            if column not in found:
+                continue
+            text = row.get(column, "")
+            if text == "" and column == "params_avg":  # a dense run: its N_avg is its parameter count
+                text = row.get("params", "")
+            try:
+                columns[column].append(float(text))
+            except ValueError:
+                raise ScalingDataError(f"{path}: {label}: `{column}` is not a number: {text!r}") from None
+    N, D, L = validate_runs(columns["params"], columns["tokens"], columns["loss"], labels)
+    flops = None
+    if "flops" in found:
+        flops = validate_runs(columns["flops"], D, L, labels, names=("flops", "tokens", "loss"))[0]
+    params_column = "params"
+    dense = N
+    if "params_avg" in found:
+        N = validate_runs(columns["params_avg"], D, L, labels, names=("params_avg", "tokens", "loss"))[0]
+        params_column = "params_avg"
+    return RunTable(
+        N=N, D=D, loss=L, flops=flops, run_ids=run_ids if "run_id" in found else None, labels=labels,
+        params_column=params_column, dense_params=dense,
+    )
