@@ -20,39 +20,27 @@ import warnings
 
 import numpy as np
 
-from .errors import LightningScalingError
+from .errors import ConfigurationError, LightningScalingError
+from .options import check_confidence, check_positive, check_resamples
 
 EPILOG = "CSV columns: params, tokens, loss; optional flops, params_avg (used as N when present), run_id."
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
+def _argument(check):
+    """An argparse `type` from a check of `lightning_scaling.options`: its error message, as argparse's."""
+
+    def convert(text: str):
+        try:
+            return check(text, "value")
+        except ConfigurationError as err:
+            raise argparse.ArgumentTypeError(str(err).replace("`value` ", "")) from None
+
+    return convert
 
 
-def _resamples(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 10 (or 0 for none), got {text!r}") from None
-    if value != 0 and value < 10:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 10 (or 0 for none), got {text!r}")
-    return value
-
-
-def _confidence(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
-    return value
+_positive_float = _argument(check_positive)
+_resamples = _argument(check_resamples)
+_confidence = _argument(check_confidence)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -99,7 +99,7 @@ def test_missing_file_exits_2(capsys, tmp_path):
 
 @pytest.mark.parametrize("argv, match", [
     (["recommend", "x.csv", "--flops", "-3"], "must be a number > 0, got '-3'"),
-    (["fit", "x.csv", "--bootstrap", "5"], "must be an integer >= 10"),
+    (["fit", "x.csv", "--bootstrap", "5"], "must be 0 or an integer >= 10, got .5."),
     (["fit", "x.csv", "--format", "yaml"], "invalid choice: 'yaml'"),
     (["fit", "x.csv", "--confidence", "1.5"], r"must be in \(0, 1\)"),
 ])

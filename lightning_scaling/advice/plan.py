@@ -18,8 +18,10 @@ import numpy as np
 
 from ..errors import ConfigurationError, InsufficientRunsError, ScalingDataError
 from ..law.fit import ChinchillaFit
+from ..options import check_positive
 from ..law.form import DEFAULT_CONFIDENCE, LawForm, check_law_form
 from ..runs.records import Selection
+from ..runs.schema import DATA_UNIT
 from ..schedules.flops import training_compute
 from ..schedules.sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
 from .recommendation import figure_data, format_count, recommend, recommendation_sentence
@@ -28,11 +30,9 @@ DEFAULT_GROWTH = 4.0  # each run 4x the compute of the largest so far: big enoug
 
 
 def validate_budget(next_flops, growth) -> None:
-    if next_flops is not None and not (isinstance(next_flops, (int, float)) and math.isfinite(next_flops)
-                                       and next_flops > 0):
-        raise ConfigurationError(f"`next_flops` must be a number > 0 or None, got {next_flops!r}")
-    if not (isinstance(growth, (int, float)) and math.isfinite(growth) and growth > 0):
-        raise ConfigurationError(f"`growth` must be a number > 0, got {growth!r}")
+    """The next run's budget: an explicit `next_flops` (or None), and the `growth` factor, both numbers > 0."""
+    check_positive(next_flops, "next_flops", or_none=True)
+    check_positive(growth, "growth")
 
 
 def plan_next_run(
@@ -119,7 +119,7 @@ def data_unit_of(records) -> str:
     """
     by_unit: dict[str, list[str]] = {}
     for r in records:
-        by_unit.setdefault(str(r.config.get("scaling/data_unit", "tokens")), []).append(r.run_name or r.run_id)
+        by_unit.setdefault(str(r.config.get(DATA_UNIT, "tokens")), []).append(r.run_name or r.run_id)
     if len(by_unit) > 1:
         listing = "; ".join(f"{unit}: {', '.join(names[:5])}" for unit, names in sorted(by_unit.items()))
         raise ScalingDataError(f"the runs count D in different units ({listing}): fit runs of one kind of model at a "

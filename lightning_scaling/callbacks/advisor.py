@@ -20,18 +20,13 @@ from ._compat import Callback
 from .. import plugins
 from ..errors import ConfigurationError
 from ..advice.plan import DEFAULT_GROWTH, plan_next_run, validate_budget
+from ..integrations.loggers import mlflow_logger
+from ..options import check_confidence, check_resamples
 from ._types import NonNegativeInt, OpenUnitInterval, PositiveFloat
 
 
 class ScalingLawAdvisorWarning(UserWarning):
     """The closing hook could not produce a recommendation (training itself is unaffected)."""
-
-
-def _mlflow_logger(trainer):
-    for logger in trainer.loggers:
-        if hasattr(logger, "run_id") and hasattr(logger, "experiment_id") and hasattr(logger, "_tracking_uri"):
-            return logger
-    return None
 
 
 class ScalingLawAdvisor(Callback):
@@ -59,10 +54,8 @@ class ScalingLawAdvisor(Callback):
                  loss_key: str = "val_loss", bootstrap: NonNegativeInt = 1000, seed: int = 0,
                  confidence: OpenUnitInterval = 0.8, law: str = "chinchilla"):
         validate_budget(next_flops, growth)
-        if not (isinstance(bootstrap, int) and (bootstrap == 0 or bootstrap >= 10)):
-            raise ConfigurationError(f"`bootstrap` must be 0 or an integer >= 10, got {bootstrap!r}")
-        if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
-            raise ConfigurationError(f"`confidence` must be in (0, 1), got {confidence!r}")
+        check_resamples(bootstrap, "bootstrap")
+        check_confidence(confidence, "confidence")
         if not (isinstance(loss_key, str) and loss_key):
             raise ConfigurationError(f"`loss_key` must be a metric name, got {loss_key!r}")
         self.next_flops = next_flops
@@ -77,7 +70,7 @@ class ScalingLawAdvisor(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        logger = _mlflow_logger(trainer)
+        logger = mlflow_logger(trainer)
         if logger is None:
             warnings.warn("ScalingLawAdvisor needs an MLFlowLogger on the Trainer to read the runs; "
                           "no recommendation was made", ScalingLawAdvisorWarning, stacklevel=2)
@@ -86,7 +79,8 @@ class ScalingLawAdvisor(Callback):
         try:
             from ..integrations.mlflow_store import MLflowRunStore
 
-            store = MLflowRunStore(logger._tracking_uri, experiment_id=logger.experiment_id, loss_key=self.loss_key)
+            store = MLflowRunStore(logger.experiment.tracking_uri, experiment_id=logger.experiment_id,
+                                   loss_key=self.loss_key)
             self.recommendation = self.advise(store, logger.run_id, trainer, pl_module)
         except Exception as err:  # never let the closing hook harm the run
             message = f"ScalingLawAdvisor could not make a recommendation: {type(err).__name__}: {err}"

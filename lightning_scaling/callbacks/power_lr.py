@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 
 from ..errors import ConfigurationError
+from ..runs.schema import LR
 from ..schedules.lr import PowerSchedule, validate_power_args
 from ._clock import RunClock, clock_of, release_clock
 from ._compat import Callback, warn_rank_zero
@@ -167,7 +168,7 @@ class PowerLR(Callback):
             return
         self._last_logged_step = step
         for logger in trainer.loggers:
-            logger.log_metrics({"scaling/lr": self.lr}, step=step)
+            logger.log_metrics({LR: self.lr}, step=step)
 
     def _build_schedule(self, total) -> PowerSchedule:
         batch_size = self.batch_size or self.clock.step_sequences

@@ -30,7 +30,9 @@ import torch
 from .. import plugins
 from ..errors import ConfigurationError
 from ..schedules.flops import transformer_training_flops
-from ..integrations.loggers import RESUMED_FROM_TAG, log_schema, run_id_of, set_run_tags
+from ..integrations.loggers import log_schema, run_id_of, set_run_tags
+from ..runs import schema
+from ..runs.schema import RESUMED_FROM_TAG, SCHEMA_VERSION
 from ..nn.measure import PARAMS_BASES, StepFlops, basis_parameters, count_nonzero, count_params, default_input, is_sharded
 from ._clock import RunClock, clock_of, release_clock
 from ._compat import Callback, check_strategy, warn_rank_zero
@@ -38,13 +40,6 @@ from ._state import check_state_version
 from ._types import ParamsBasis, PositiveInt
 
 STATE_VERSION = 2
-SCHEMA_VERSION = "1"
-METRIC_KEYS = (
-    "scaling/tokens", "scaling/flops", "scaling/flops_analytic", "scaling/params_nonzero", "scaling/params_avg",
-    "scaling/sparsity",
-)
-PARAM_KEYS = ("scaling/params_total", "scaling/params_embedding", "scaling/params_non_embedding",
-              "scaling/params_basis", "scaling/data_unit")
 
 
 class ScalingTracker(Callback):
@@ -130,12 +125,12 @@ class ScalingTracker(Callback):
     def metrics(self) -> dict[str, float]:
         basis = self.params_basis_count
         return {
-            "scaling/tokens": float(self.tokens),
-            "scaling/flops": float(self.flops),
-            "scaling/flops_analytic": float(self.flops_analytic),
-            "scaling/params_nonzero": float(self.params_nonzero),
-            "scaling/params_avg": float(self.params_avg),
-            "scaling/sparsity": 1.0 - self.params_nonzero / basis if basis else 0.0,
+            schema.TOKENS: float(self.tokens),
+            schema.FLOPS: float(self.flops),
+            schema.FLOPS_ANALYTIC: float(self.flops_analytic),
+            schema.PARAMS_NONZERO: float(self.params_nonzero),
+            schema.PARAMS_AVG: float(self.params_avg),
+            schema.SPARSITY: 1.0 - self.params_nonzero / basis if basis else 0.0,
         }
 
     # -- hooks ------------------------------------------------------------------------------------------------
@@ -159,8 +154,8 @@ class ScalingTracker(Callback):
         self._mask_version = None if self._restored_run_id is not None or trainer.ckpt_path else self.clock.mask_version
         self.run_id = next((run_id_of(lg) for lg in trainer.loggers if run_id_of(lg)), None)
         if trainer.is_global_zero:
-            params = {f"scaling/params_{k}": v for k, v in counts.items()}
-            params["scaling/params_basis"] = self.params_basis
+            params = {schema.params_count_key(k): v for k, v in counts.items()}
+            params[schema.PARAMS_BASIS] = self.params_basis
             for logger in trainer.loggers:
                 logger.log_hyperparams(params)
                 log_schema(logger, SCHEMA_VERSION)
@@ -297,7 +292,7 @@ class ScalingTracker(Callback):
             metrics = self.metrics()
             for logger in trainer.loggers:
                 if not self._unit_logged and self.clock.unit:
-                    logger.log_hyperparams({"scaling/data_unit": self.clock.unit})
+                    logger.log_hyperparams({schema.DATA_UNIT: self.clock.unit})
                 logger.log_metrics(metrics, step=step)
             self._unit_logged = self._unit_logged or bool(self.clock.unit)
 

@@ -6,14 +6,24 @@ Duck-typed so that this module imports neither MLflow nor any logger package: an
 
 from __future__ import annotations
 
-SCHEMA_TAG = "lightning_scaling.schema"
-RESUMED_FROM_TAG = "lightning_scaling.resumed_from"
+from ..runs.schema import SCHEMA_TAG
 
 
 def run_id_of(logger) -> str | None:
     """The tracking run id of a logger that has one (MLflow), else None."""
     run_id = getattr(logger, "run_id", None)
     return run_id if isinstance(run_id, str) else None
+
+
+def mlflow_logger(trainer):
+    """The trainer's MLflow logger: the first with a run id, an experiment id and an MLflow client (`experiment`,
+    with its public `tracking_uri`), or None."""
+    for logger in trainer.loggers:
+        if run_id_of(logger) and getattr(logger, "experiment_id", None):
+            client = getattr(logger, "experiment", None)
+            if isinstance(getattr(client, "tracking_uri", None), str) and hasattr(client, "search_runs"):
+                return logger
+    return None
 
 
 def set_run_tags(logger, tags: dict[str, str]) -> bool:

@@ -27,9 +27,9 @@ from mlflow.tracking import MlflowClient
 from ..errors import ConfigurationError
 from ..advice.recommendation import recommendation_markdown
 from ..runs.records import RunRecord, Selection, select_runs
-from .loggers import RESUMED_FROM_TAG, SCHEMA_TAG
+from ..runs import schema
+from ..runs.schema import RESUMED_FROM_TAG, SCHEMA_TAG, SUMMARY_TAG
 
-SUMMARY_TAG = "lightning_scaling.summary"
 SUMMARY_RUN_NAME = "scaling-law"
 NOTE_TAG = "mlflow.note.content"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the MLflow 3 UI shows training experiments in its classic view
@@ -95,20 +95,20 @@ class MLflowRunStore:
             history = [m.value for m in self.client.get_metric_history(run.info.run_id, self.loss_key)]
             finite = [v for v in history if math.isfinite(v)]
             best = min(finite) if finite else None
-        basis = params.get("scaling/params_basis", "non_embedding")
+        basis = params.get(schema.PARAMS_BASIS, "non_embedding")
         return RunRecord(
             run_id=run.info.run_id,
             run_name=run.info.run_name,
             status=run.info.status,
             schema=tags.get(SCHEMA_TAG, params.get(SCHEMA_TAG)),
-            params=metrics.get("scaling/params_avg"),
-            params_dense=_float(params.get(f"scaling/params_{basis}")),
-            tokens=metrics.get("scaling/tokens"),
-            flops=metrics.get("scaling/flops"),
+            params=metrics.get(schema.PARAMS_AVG),
+            params_dense=_float(params.get(schema.params_count_key(basis))),
+            tokens=metrics.get(schema.TOKENS),
+            flops=metrics.get(schema.FLOPS),
             loss=loss,
             best_loss=best,
-            sparsity=metrics.get("scaling/sparsity"),
-            config={k: v for k, v in params.items() if k.startswith("scaling/")},
+            sparsity=metrics.get(schema.SPARSITY),
+            config={k: v for k, v in params.items() if k.startswith(schema.PARAMS_PREFIX)},
             resumed_from=tags.get(RESUMED_FROM_TAG),
             start_time=run.info.start_time,
             is_summary=tags.get(SUMMARY_TAG) == "true",

@@ -25,6 +25,7 @@ import numpy as np
 
 from .allocation import optimal_allocation
 from ..errors import ConfigurationError
+from ..options import check_confidence, check_resamples
 from .chinchilla import PARAM_NAMES
 from .objective import objective
 from .form import DEFAULT_CONFIDENCE
@@ -100,10 +101,8 @@ def bootstrap(fit, n_resamples: int = 1000, seed: int = 0, confidence: float = D
         A `BootstrapResult`.
     """
     fit._require_fitted()
-    if not (isinstance(n_resamples, int) and n_resamples >= 10):
-        raise ConfigurationError(f"`n_resamples` must be an integer >= 10, got {n_resamples!r}")
-    if not (0.0 < confidence < 1.0):
-        raise ConfigurationError(f"`confidence` must be in (0, 1), got {confidence!r}")
+    check_resamples(n_resamples, "n_resamples", allow_zero=False)
+    check_confidence(confidence, "confidence")
     if not (isinstance(n_starts, int) and n_starts >= 1):
         raise ConfigurationError(f"`n_starts` must be an integer >= 1, got {n_starts!r}")
     rng = np.random.default_rng(seed)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from .schema import FLOPS, PARAMS_AVG, TOKENS
+
 DIVERGENCE_RATIO = 1.5  # a final loss above 1.5x the run's own best loss means training blew up at the end
 USABLE_STATUSES = ("FINISHED",)
 
@@ -88,16 +90,14 @@ def select_runs(records: list[RunRecord], current_run_id: str | None = None,
         if r.run_id in superseded_by:
             excluded.append((r, f"superseded by run {superseded_by[r.run_id]}, resumed from its checkpoint"))
             continue
-        missing = [name for name, value in (("scaling/params_avg", r.params), ("scaling/tokens", r.tokens),
-                                            ("scaling/flops", r.flops), (loss_key, r.loss)) if value is None]
+        required = ((PARAMS_AVG, r.params), (TOKENS, r.tokens), (FLOPS, r.flops), (loss_key, r.loss))
+        missing = [name for name, value in required if value is None]
         if missing:
             excluded.append((r, f"missing metric(s) {missing}"))
             continue
-        bad = [name for name, value in (("scaling/params_avg", r.params), ("scaling/tokens", r.tokens),
-                                        ("scaling/flops", r.flops), (loss_key, r.loss))
-               if not _finite_positive(value)]
+        bad = [(name, value) for name, value in required if not _finite_positive(value)]
         if bad:
-            excluded.append((r, "NaN, infinite or non-positive " + ", ".join(f"{b} ({_value(r, b, loss_key)})" for b in bad)))
+            excluded.append((r, "NaN, infinite or non-positive " + ", ".join(f"{name} ({value})" for name, value in bad)))
             continue
         if r.best_loss is not None and math.isfinite(r.best_loss) and r.loss > divergence_ratio * r.best_loss:
             excluded.append((r, f"diverged: final {loss_key} {r.loss:.4g} is more than {divergence_ratio}x its best "
@@ -105,7 +105,3 @@ def select_runs(records: list[RunRecord], current_run_id: str | None = None,
             continue
         used.append(r)
     return Selection(used=used, excluded=excluded)
-
-
-def _value(r: RunRecord, name: str, loss_key: str):
-    return {"scaling/params_avg": r.params, "scaling/tokens": r.tokens, "scaling/flops": r.flops}.get(name, r.loss)

@@ -1,0 +1,38 @@
+"""The run schema: the names `ScalingTracker` writes and the run store reads, defined once.
+
+A run logged with `ScalingTracker` carries these metrics (step = the global step), parameters and tags. The
+closing hook reads exactly them; bump `SCHEMA_VERSION` when their meaning changes.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = "1"
+
+# metrics
+TOKENS = "scaling/tokens"  # D: data seen (tokens, or samples)
+FLOPS = "scaling/flops"  # C: measured training FLOPs
+FLOPS_ANALYTIC = "scaling/flops_analytic"  # 6 N D plus attention
+PARAMS_NONZERO = "scaling/params_nonzero"
+PARAMS_AVG = "scaling/params_avg"  # N_avg (Jin et al. 2025)
+SPARSITY = "scaling/sparsity"
+LR = "scaling/lr"  # PowerLR's base learning rate
+METRIC_KEYS = (TOKENS, FLOPS, FLOPS_ANALYTIC, PARAMS_NONZERO, PARAMS_AVG, SPARSITY)
+
+# parameters
+PARAMS_PREFIX = "scaling/"
+PARAMS_BASIS = "scaling/params_basis"  # which count N is: "non_embedding" or "total"
+DATA_UNIT = "scaling/data_unit"  # "tokens" or "samples"
+
+
+def params_count_key(basis: str) -> str:
+    """The parameter holding the dense count of a basis: scaling/params_total, _embedding or _non_embedding."""
+    return f"scaling/params_{basis}"
+
+
+PARAM_KEYS = (params_count_key("total"), params_count_key("embedding"), params_count_key("non_embedding"),
+              PARAMS_BASIS, DATA_UNIT)
+
+# tags
+SCHEMA_TAG = "lightning_scaling.schema"  # SCHEMA_VERSION (a parameter for loggers without tags)
+RESUMED_FROM_TAG = "lightning_scaling.resumed_from"  # the run whose checkpoint this run continued
+SUMMARY_TAG = "lightning_scaling.summary"  # "true" on the experiment's summary run (written by the closing hook)
