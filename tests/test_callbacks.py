@@ -408,3 +408,16 @@ def test_a_failed_flop_measurement_falls_back_to_the_analytic_count_with_one_war
     relevant = [w for w in caught if "could not measure the training FLOPs" in str(w.message)]
     assert len(relevant) == 1 and "this counter cannot run here" in str(relevant[0].message)
     assert tracker.flops == tracker.flops_analytic > 0
+
+
+def test_a_misspelt_hook_marked_override_fails_when_the_class_is_defined():
+    from lightning_scaling.callbacks._compat import Callback, override
+
+    with pytest.raises(TypeError, match=r"on_train_batch_strat is marked @override, but no base class has"):
+        class Misspelt(Callback):
+            @override
+            def on_train_batch_strat(self, trainer, pl_module, batch, batch_idx):
+                pass
+    for cls in (GradualPruning, PowerLR, ScalingTracker):  # every hook of ours is marked, and so checked
+        hooks = [n for n in vars(cls) if n.startswith("on_") or n in ("setup", "teardown", "state_dict")]
+        assert hooks and all(getattr(vars(cls)[n], "__override__", False) for n in hooks), cls

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_scaling.plugins.builtin import gpt_non_embedding_params
+
 __all__ = ["TinyGPT", "ATTN_SCALES", "READOUTS"]
 
 #: Allowed values of ``attn_scale`` and what they mean.
@@ -208,15 +210,14 @@ class TinyGPT(pl.LightningModule):
     ) -> int:
         """Exact parameter count of ``TinyGPT(d_model=..., n_layer=..., vocab_size=..., seq_len=...)``.
 
-        Per block: QKV ``3d^2 + 3d``, attention output ``d^2 + d``, MLP ``4d^2 + 4d`` and ``4d^2 + d``, two
-        LayerNorms ``4d``: ``12 d^2 + 13 d``. Plus the final LayerNorm ``2d``, the bias-free readout ``V d``
-        and (if ``include_embeddings``) token ``V d`` and position ``seq_len * d`` embeddings. The count does
-        not depend on ``n_head``, ``attn_scale`` or ``readout``.
+        The non-embedding count is the built-in architecture plugin's formula for this model family,
+        `gpt_non_embedding_params` (its docstring derives it); with ``include_embeddings`` the token ``V d`` and
+        position ``seq_len * d`` tables are added. The count does not depend on ``n_head``, ``attn_scale`` or
+        ``readout``.
         """
-        d = d_model
-        n = n_layer * (12 * d * d + 13 * d) + 2 * d + vocab_size * d
+        n = gpt_non_embedding_params(d_model, n_layer, vocab_size)
         if include_embeddings:
-            n += vocab_size * d + seq_len * d
+            n += vocab_size * d_model + seq_len * d_model
         return n
 
     @property

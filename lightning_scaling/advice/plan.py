@@ -5,7 +5,8 @@ bootstrap intervals, the compute-optimal next run for the budget (an explicit `n
 largest compute logged so far, as C = 6ND), the initial dense size of a sparse next run whose N_avg is the optimum
 under the pruning schedule (Jin et al. 2025), the learning-rate and muP settings to reuse, a concrete architecture
 (from the `propose_architecture` plugin hook, passed in as a function), the runs used and left out, and one
-sentence saying what to run next. With too few runs it returns `status: "insufficient_runs"` and the runs to add instead.
+sentence saying what to run next. With too few runs it returns `status: "insufficient_runs"` and the runs to add
+instead.
 """
 
 from __future__ import annotations
@@ -73,13 +74,14 @@ def plan_next_run(
     L = np.array([r.loss for r in used], float)
     runs = {
         "used": [{"run_id": r.run_id, "run_name": r.run_name, "params": r.params, "tokens": r.tokens,
-                  "flops": r.flops, "compute_6nd": float(training_compute(n, r.tokens)), "loss": r.loss, "sparsity": r.sparsity}
+                  "flops": r.flops, "compute_6nd": float(training_compute(n, r.tokens)), "loss": r.loss,
+                  "sparsity": r.sparsity}
                  for r, n in zip(used, N)],
         "excluded": [{"run_id": r.run_id, "run_name": r.run_name, "reason": why} for r, why in selection.excluded],
     }
     # The law's compute is C = 6ND (Hoffmann et al. 2022), the C the allocation spends; the budget rule and the isoFLOP
     # groups use it too, so "4x the largest compute" is 4x in the units of the recommendation. The measured FLOPs
-    # (`scaling/flops`) count attention and embeddings as well: 1.2 to 1.4x more for the demo's tiny models.
+    # (`scaling/flops`) count attention and embeddings as well, which for small models is noticeably more.
     C = training_compute(N, D)
     largest = float(C.max()) if len(C) else None
     budget = float(next_flops) if next_flops is not None else (growth * largest if largest else None)
@@ -135,8 +137,9 @@ def _extrapolation(params: float, N) -> list[str]:
     lo, hi = float(np.min(N)), float(np.max(N))
     if lo / EXTRAPOLATION_RATIO <= params <= hi * EXTRAPOLATION_RATIO:
         return []
-    return [f"the recommended N = {format_count(params)} is more than {EXTRAPOLATION_RATIO:g}x outside the sizes trained "
-            f"({format_count(lo)}..{format_count(hi)}): the law is extrapolated; add runs at sizes between them (an isoFLOP group "
+    return [f"the recommended N = {format_count(params)} is more than {EXTRAPOLATION_RATIO:g}x outside the sizes "
+            f"trained ({format_count(lo)}..{format_count(hi)}): the law is extrapolated; add runs at sizes between them "
+            "(an isoFLOP group "
             "whose sizes bracket its best loss)"]
 
 

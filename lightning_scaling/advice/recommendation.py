@@ -84,7 +84,8 @@ def figure_data(fit, run_flops, budget: float, points: int = 100) -> dict:
         c = float(np.exp(np.log(C[idx]).mean()))
         n = np.geomspace(N[idx].min() / 3, N[idx].max() * 3, points // 2)
         opt = fit.compute_optimal(c)
-        groups.append({"flops": c, "members": [int(i) for i in idx], "params": n.tolist(), "loss": np.asarray(fit.predict(n, c / (FLOPS_PER_PARAM_TOKEN * n))).tolist(),
+        law = np.asarray(fit.predict(n, c / (FLOPS_PER_PARAM_TOKEN * n)))
+        groups.append({"flops": c, "members": [int(i) for i in idx], "params": n.tolist(), "loss": law.tolist(),
                        "params_opt": opt.params, "loss_opt": opt.loss})
     return {"frontier": {"flops": grid.tolist(), "loss": [a.loss for a in frontier]}, "isoflop": groups}
 

@@ -30,7 +30,7 @@ import torch
 
 from ..errors import ConfigurationError
 from ..nn.measure import data_unit, default_sequences, default_tokens
-from ._compat import warn_rank_zero
+from ._compat import running_trainer, warn_rank_zero
 
 STATE_VERSION = 2
 
@@ -188,9 +188,8 @@ class RunClock:
     def state_dict(self) -> dict:
         # Every rank saves the callbacks' state at a checkpoint, so the counts since the last sync are reduced here;
         # the schedule count is left alone, so a resumed run follows the same schedule as an uninterrupted one.
-        trainer = self._trainer() if self._trainer is not None else None
-        status = getattr(getattr(trainer, "state", None), "status", None)
-        if trainer is not None and getattr(status, "value", status) == "running":
+        trainer = running_trainer(self._trainer)
+        if trainer is not None:
             self.sync(trainer)
         return {
             "version": STATE_VERSION, "unit": self.unit, "steps": self.steps, "tokens": self.tokens,

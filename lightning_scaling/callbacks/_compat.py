@@ -15,6 +15,13 @@ from __future__ import annotations
 
 import importlib
 import warnings
+from typing import TYPE_CHECKING
+
+from typing_extensions import override
+
+if TYPE_CHECKING:  # the hooks' types, for readers and type checkers (either namespace works at run time)
+    from lightning.pytorch import LightningModule, Trainer
+    from torch.optim import Optimizer
 
 #: The namespaces this package knows, in order of preference.
 NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
@@ -35,12 +42,30 @@ def installed_namespaces() -> tuple[str, ...]:
 INSTALLED = installed_namespaces()
 if not INSTALLED:  # pragma: no cover - the package depends on `lightning`
     raise ImportError(
-        "lightning_scaling.callbacks needs PyTorch Lightning: `pip install lightning` (or `pip install pytorch-lightning`)"
+        "lightning_scaling.callbacks needs PyTorch Lightning: `pip install lightning` "
+        "(or `pip install pytorch-lightning`)"
     )
+
+
+
+class _OverridesChecked:
+    """Refuses, when the class is defined, a method marked `@override` that no base class has: a misspelt hook
+    (`on_train_batch_strat`) fails loudly instead of never being called."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, attr in vars(cls).items():
+            fn = attr.fget if isinstance(attr, property) else attr
+            if getattr(fn, "__override__", False) and not any(name in vars(base) for base in cls.__mro__[1:]):
+                raise TypeError(f"{cls.__name__}.{name} is marked @override, but no base class has `{name}`: "
+                                "a misspelt hook name?")
+
 
 _BASES = tuple(importlib.import_module(name).Callback for name in INSTALLED)
 #: The base class of this package's callbacks: the `Callback` of every installed namespace.
-Callback = _BASES[0] if len(_BASES) == 1 else type("Callback", _BASES, {"__module__": __name__})
+Callback = type("Callback", (_OverridesChecked, *_BASES), {"__module__": __name__})
+
+__all__ = ["Callback", "LightningModule", "Optimizer", "Trainer", "override"]
 
 
 def namespace_of(obj) -> str | None:
@@ -65,6 +90,14 @@ def lightning_module(namespace: str | None = None):
 def cli_module(namespace: str | None = None):
     """The `cli` module (LightningCLI, SaveConfigCallback) of a namespace."""
     return importlib.import_module(f"{lightning_module(namespace).__name__}.cli")
+
+
+def running_trainer(ref):
+    """The trainer behind a weak reference while its fit runs, else None: state saved outside a fit (a checkpoint
+    written after training) must not start a collective that the other ranks will not join."""
+    trainer = ref() if ref is not None else None
+    status = getattr(getattr(trainer, "state", None), "status", None)
+    return trainer if trainer is not None and getattr(status, "value", status) == "running" else None
 
 
 def warn_rank_zero(trainer, message: str, category: type[Warning] = UserWarning) -> None:

@@ -13,9 +13,14 @@ MLflow can still be written, a note on the run saying why. The checkpoint and th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import warnings
 
-from ._compat import Callback
+from ._compat import Callback, override
+
+if TYPE_CHECKING:
+    from ._compat import LightningModule, Trainer
 
 from .. import plugins
 from ..errors import ConfigurationError
@@ -67,7 +72,8 @@ class ScalingLawAdvisor(Callback):
         self.law = law
         self.recommendation: dict | None = None  # the last one made, for programmatic use
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         logger = mlflow_logger(trainer)

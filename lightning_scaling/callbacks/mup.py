@@ -26,6 +26,8 @@ The base shapes are kept in the callback's checkpoint state, and on the module s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import types
 import weakref
 from collections.abc import Mapping
@@ -46,7 +48,10 @@ from ..nn.mup_shapes import (
     rescale_init,
 )
 
-from ._compat import Callback, check_strategy, warn_rank_zero
+from ._compat import Callback, check_strategy, override, warn_rank_zero
+
+if TYPE_CHECKING:
+    from ._compat import LightningModule, Trainer
 from ._state import check_state_version
 from ._types import HiddenInit, OptimizerKind
 
@@ -122,11 +127,13 @@ class MuP(Callback):
         self._readout_name: str | None = None
 
     @property
+    @override
     def state_key(self) -> str:
         return "MuP"  # one per Trainer; a fixed key lets a resume with other base shapes be detected and refused
 
     # -- hooks ------------------------------------------------------------------------------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit" or "configure_model" in vars(pl_module):  # already wrapped (by us or by hand): leave it
             return
         check_strategy(trainer, "MuP")
@@ -156,13 +163,15 @@ class MuP(Callback):
         pl_module.configure_model = types.MethodType(configure_model, pl_module)
         pl_module.configure_optimizers = types.MethodType(configure_optimizers, pl_module)
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero and self.width_mult is not None:
             for logger in trainer.loggers:
                 logger.log_hyperparams({"scaling/mup_base_width": self.base_width,
                                         "scaling/mup_width_mult": self.width_mult})
 
-    def teardown(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":  # give the module its own methods back
             for name in ("configure_model", "configure_optimizers"):
                 if isinstance(vars(pl_module).get(name), types.MethodType):
@@ -218,10 +227,12 @@ class MuP(Callback):
         self.rescaled = True
 
     # -- checkpointing ----------------------------------------------------------------------------------------
+    @override
     def state_dict(self) -> dict:
         return {"version": STATE_VERSION, "shapes": self.shapes, "width_mult": self.width_mult,
                 "base_width": self.base_width}
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         check_state_version("MuP", state_dict, STATE_VERSION)
         saved = state_dict["shapes"]

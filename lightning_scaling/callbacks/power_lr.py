@@ -14,6 +14,8 @@ other settings continues from the checkpoint's tokens with the new settings, and
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dataclasses
 import math
 from collections.abc import Callable
@@ -22,7 +24,10 @@ from ..errors import ConfigurationError
 from ..runs.schema import LR
 from ..schedules.lr import PowerSchedule, validate_power_args
 from ._clock import RunClock, clock_of, release_clock
-from ._compat import Callback, warn_rank_zero
+from ._compat import Callback, override, warn_rank_zero
+
+if TYPE_CHECKING:
+    from ._compat import LightningModule, Optimizer, Trainer
 from ._state import changed_settings, check_state_version
 from ._types import ClosedUnitInterval, DecayShape, NonNegativeFloat, PositiveFloat, PositiveInt, PowerExponent
 
@@ -89,6 +94,7 @@ class PowerLR(Callback):
         self._restored: dict | None = None
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key()  # identity only: a resume with changed settings still finds its state
 
@@ -98,11 +104,13 @@ class PowerLR(Callback):
                 "batch_size": self.batch_size}
 
     # -- hooks ------------------------------------------------------------------------------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             self.clock = clock_of(trainer, "PowerLR", self.tokens_fn, self.sequences_fn)
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    @override
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.lr_scheduler_configs:
             warn_rank_zero(
                 trainer,
@@ -118,7 +126,8 @@ class PowerLR(Callback):
             for logger in trainer.loggers:
                 logger.log_hyperparams(settings)
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # every strategy has restored the checkpoint by now (sharded ones restore after `on_fit_start`)
         restored, self._restored = self._restored, None
         if restored is not None:
@@ -131,10 +140,12 @@ class PowerLR(Callback):
             warn_rank_zero(trainer, f"PowerLR found no state of its own in the checkpoint {trainer.ckpt_path}: its "
                                     "schedule starts again from 0 tokens")
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx) -> None:
         self.clock.add_batch(trainer, batch, batch_idx)
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+    @override
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
         n = self.clock.close_step(trainer)
         total = self.total_tokens
         if total is None and self.decay_fraction > 0:
@@ -151,14 +162,16 @@ class PowerLR(Callback):
         if self.log_lr and (step == 1 or step % max(int(trainer.log_every_n_steps or 1), 1) == 0):
             self._log(trainer, step)
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.log_lr and trainer.global_step > 0:
             self._log(trainer, trainer.global_step)  # the last step's rate, unless it was just logged
         report = self.clock.budget_report()
         if report and self.total_tokens is None and self.decay_fraction > 0:
             warn_rank_zero(trainer, f"PowerLR: {report}")
 
-    def teardown(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             release_clock(trainer)
 
@@ -179,6 +192,7 @@ class PowerLR(Callback):
         )
 
     # -- checkpointing ----------------------------------------------------------------------------------------
+    @override
     def state_dict(self) -> dict:
         return {
             "version": STATE_VERSION,
@@ -188,6 +202,7 @@ class PowerLR(Callback):
             "settings": self.settings(),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         check_state_version("PowerLR", state_dict, STATE_VERSION)
         self.clock.load_state_dict(state_dict["clock"])

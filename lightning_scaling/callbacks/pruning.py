@@ -1,8 +1,8 @@
 """`GradualPruning`: sparse pre-training by gradual magnitude pruning (Jin et al. 2025; Zhu & Gupta 2017).
 
-Sparsity follows the cubic schedule of `lightning_scaling.schedules.sparsity.cubic_sparsity` over the fraction of training
-tokens done (the run's shared clock), from `start_fraction` (default 25%) to `end_fraction` (default 75%), reaching
-`final_sparsity`. Every `update_every` optimizer steps the masks are recomputed by magnitude
+Sparsity follows the cubic schedule of `lightning_scaling.schedules.sparsity.cubic_sparsity` over the fraction of
+training tokens done (the run's shared clock), from `start_fraction` (default 25%) to `end_fraction` (default 75%),
+reaching `final_sparsity`. Every `update_every` optimizer steps the masks are recomputed by magnitude
 (`lightning_scaling.nn.masks`); after every optimizer step with a mask in force the weights are multiplied by their
 masks in place (an optimizer step post-hook, so no other callback ever sees a pruned weight revived by the step),
 so pruned weights stay exactly zero. Masks and the schedule position are saved in the checkpoint and
@@ -15,6 +15,8 @@ model and restored the checkpoint. The run's token budget comes from `total_toke
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import weakref
 from collections.abc import Callable
@@ -34,7 +36,10 @@ from ..nn.masks import (
 )
 from ..schedules.sparsity import END_FRACTION, START_FRACTION, cubic_sparsity, validate_pruning_args
 from ._clock import RunClock, clock_of, release_clock
-from ._compat import Callback, check_strategy, warn_rank_zero
+from ._compat import Callback, check_strategy, override, warn_rank_zero
+
+if TYPE_CHECKING:
+    from ._compat import LightningModule, Optimizer, Trainer
 from ._state import changed_settings, check_state_version
 from ._types import ClosedUnitInterval, PositiveInt, PruningScope, Sparsity
 
@@ -105,6 +110,7 @@ class GradualPruning(Callback):
         self._hooks: list = []  # the optimizers' step post-hooks
 
     @property
+    @override
     def state_key(self) -> str:
         # identity only (which weights it prunes): a resume with another sparsity or schedule finds its state
         return self._generate_state_key(include=self.include, exclude=self.exclude)
@@ -120,12 +126,14 @@ class GradualPruning(Callback):
         return self.clock.tokens / self._run_tokens if self._run_tokens else 0.0
 
     # -- hooks ------------------------------------------------------------------------------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             check_strategy(trainer, "GradualPruning")
             self.clock = clock_of(trainer, "GradualPruning", self.tokens_fn)
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # after every strategy has wrapped the model and restored the checkpoint (sharded strategies restore after
         # `on_fit_start`), so the parameters are the ones trained and restored masks are applied to them
         self.params = prunable_parameters(pl_module, self.include, self.exclude)
@@ -162,10 +170,12 @@ class GradualPruning(Callback):
             for logger in trainer.loggers:
                 logger.log_hyperparams(settings)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx) -> None:
         self.clock.add_batch(trainer, batch, batch_idx)
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+    @override
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
         self.clock.close_step(trainer)
         self._run_tokens = self.clock.run_tokens(trainer, "GradualPruning", self.total_tokens)
         if self._run_tokens is None:
@@ -187,12 +197,14 @@ class GradualPruning(Callback):
         if self.sparsity > 0:  # a dense run multiplies nothing
             apply_masks(self.params, self.masks)
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         report = self.clock.budget_report()
         if report and self.total_tokens is None:
             warn_rank_zero(trainer, f"GradualPruning: {report}")
 
-    def teardown(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             release_clock(trainer)
             for hook in self._hooks:
@@ -213,6 +225,7 @@ class GradualPruning(Callback):
         return sparsity_of(self.masks)
 
     # -- checkpointing ----------------------------------------------------------------------------------------
+    @override
     def state_dict(self) -> dict:
         return {
             "version": STATE_VERSION,
@@ -222,6 +235,7 @@ class GradualPruning(Callback):
             "settings": self.settings(),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         check_state_version("GradualPruning", state_dict, STATE_VERSION)
         self.sparsity = state_dict["sparsity"]

@@ -22,6 +22,8 @@ are pruned (and at each log). The host reads and the collective happen only at t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import weakref
 from collections.abc import Callable
 
@@ -33,9 +35,20 @@ from ..schedules.flops import transformer_training_flops
 from ..integrations.loggers import log_schema, run_id_of, set_run_tags
 from ..runs import schema
 from ..runs.schema import RESUMED_FROM_TAG, SCHEMA_VERSION
-from ..nn.measure import PARAMS_BASES, StepFlops, basis_parameters, count_nonzero, count_params, default_input, is_sharded
+from ..nn.measure import (
+    PARAMS_BASES,
+    StepFlops,
+    basis_parameters,
+    count_nonzero,
+    count_params,
+    default_input,
+    is_sharded,
+)
 from ._clock import RunClock, clock_of, release_clock
-from ._compat import Callback, check_strategy, warn_rank_zero
+from ._compat import Callback, check_strategy, override, running_trainer, warn_rank_zero
+
+if TYPE_CHECKING:
+    from ._compat import LightningModule, Optimizer, Trainer
 from ._state import check_state_version
 from ._types import ParamsBasis, PositiveInt
 
@@ -104,6 +117,7 @@ class ScalingTracker(Callback):
         self._restored_run_id: str | None = None  # the run a resumed checkpoint was written by
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key()  # identity only: a changed `params_basis` is refused on resume
 
@@ -134,13 +148,15 @@ class ScalingTracker(Callback):
         }
 
     # -- hooks ------------------------------------------------------------------------------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             check_strategy(trainer, "ScalingTracker")
             self.clock = clock_of(trainer, "ScalingTracker", self.tokens_fn)
             self._trainer = weakref.ref(trainer)
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # after every strategy has wrapped the model and restored the checkpoint: full counts of what is trained
         counts = count_params(pl_module)
         self.param_counts = dict(counts)
@@ -163,11 +179,13 @@ class ScalingTracker(Callback):
                 if self._restored_run_id and run_id_of(logger) and self._restored_run_id != run_id_of(logger):
                     set_run_tags(logger, {RESUMED_FROM_TAG: self._restored_run_id})
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.global_step > 0:  # weights may have been pruned at the epoch's end (e.g. by ModelPruning)
             self._mask_version = None
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    @override
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx) -> None:
         self.clock.add_batch(trainer, batch, batch_idx)
         if self._mask_version != self.clock.mask_version:  # weights were pruned: recount, on the device
             self._mask_version = self.clock.mask_version
@@ -175,11 +193,13 @@ class ScalingTracker(Callback):
         if self.flops_fn is None and not self._flops_failed and self.step_flops.lookup(batch) is None:
             self._start_measuring(trainer, pl_module, batch)
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+    @override
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
         self.clock.close_step(trainer)
         self._stepped = True
 
-    def on_after_backward(self, trainer, pl_module) -> None:
+    @override
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._measuring is not None:
             batch, self._measuring = self._measuring, None
             try:
@@ -187,7 +207,8 @@ class ScalingTracker(Callback):
             except Exception as err:  # a counting helper never ends a run
                 self._give_up_measuring(trainer, err)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    @override
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx) -> None:
         if self._measuring is not None:  # the step had no backward pass: nothing measured
             self._measuring = None
             self.step_flops.abort()
@@ -203,16 +224,19 @@ class ScalingTracker(Callback):
             self._flush(trainer)
             self._log(trainer, step)
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._flush(trainer)
         self._log(trainer, trainer.global_step)  # the final values, unless this step was just logged
 
-    def on_exception(self, trainer, pl_module, exception) -> None:
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception) -> None:
         if self._measuring is not None:
             self._measuring = None
             self.step_flops.abort()
 
-    def teardown(self, trainer, pl_module, stage: str) -> None:
+    @override
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             release_clock(trainer)
             self._trainer = None
@@ -297,12 +321,12 @@ class ScalingTracker(Callback):
             self._unit_logged = self._unit_logged or bool(self.clock.unit)
 
     # -- checkpointing ----------------------------------------------------------------------------------------
+    @override
     def state_dict(self) -> dict:
         # Checkpoints are written on every rank's call, so the counters since the last flush can be reduced here;
         # the totals are integer sums, which do not depend on when they are flushed.
-        trainer = self._trainer() if self._trainer is not None else None
-        status = getattr(getattr(trainer, "state", None), "status", None)
-        if trainer is not None and getattr(status, "value", status) == "running":
+        trainer = running_trainer(self._trainer)
+        if trainer is not None:
             self._flush(trainer)
         return {
             "version": STATE_VERSION,
@@ -317,6 +341,7 @@ class ScalingTracker(Callback):
             "run_id": self.run_id,
         }
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         check_state_version("ScalingTracker", state_dict, STATE_VERSION)
         if state_dict["params_basis"] != self.params_basis:

@@ -30,7 +30,7 @@ def frontier_figure(rec: dict, path) -> str:
     used = rec["runs"]["used"]
     # The law's compute is C = 6ND (the frontier and the recommendation are on that axis), so the runs are placed
     # at 6ND too, not at their measured FLOPs: for small models attention and the embeddings make the measured count
-    # 1.3x or more larger, which would put every run to the right of the frontier it was fitted with.
+    # larger, which would put every run to the right of the frontier it was fitted with.
     C = np.array([r.get("compute_6nd", training_compute(r["params"], r["tokens"])) for r in used], float)
     L = np.array([r["loss"] for r in used], float)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))

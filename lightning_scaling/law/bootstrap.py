@@ -3,7 +3,7 @@
 As in the Epoch replication (Besiroglu et al. 2024, Sec. 3): resample the runs with replacement, refit, and report
 percentile intervals. A replicate is the same problem with integer weights on the runs (how often each run was
 drawn), so all replicates are optimised together by the batched Newton method of `search.py`, starting from the
-full-data optimum and from the runner-up basins, and each keeps its best. 1000 replicates take about a second.
+full-data optimum and from the runner-up basins, and each keeps its best (timings: `benchmarks/fit_speed.py`).
 
     >>> import numpy as np
     >>> from lightning_scaling import ChinchillaFit, ChinchillaLaw

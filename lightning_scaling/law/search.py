@@ -1,7 +1,7 @@
 """Global minimisation of the Huber objective (see `objective.py`): profile scan, then batched Newton.
 
 Hoffmann et al. 2022 minimise the objective with L-BFGS from a grid of 4500 starts, because the loss surface has
-many local minima. We find the same optimum about a thousand times faster with two observations:
+many local minima. We find the same optimum much faster (`benchmarks/fit_speed.py`) with two observations:
 
 1. Variable projection. For fixed exponents (alpha, beta) the law E + A x + B y, with x = N^-alpha and
    y = D^-beta, is linear in (E, A, B). A least-squares solve on relative errors (the first-order form of the

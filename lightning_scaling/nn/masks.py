@@ -75,7 +75,7 @@ def prunable_parameters(module: nn.Module, include: list[str] | None = None,
 def _keep_mask(magnitude: torch.Tensor, n_prune: int) -> torch.Tensor:
     """Keep all but the `n_prune` smallest entries; among entries equal to the threshold, prune the first ones.
 
-    A k-th value threshold instead of a full sort (3x faster); ties are ranked by a cumulative sum, so the mask has
+    A k-th value threshold instead of a full sort; ties are ranked by a cumulative sum, so the mask has
     exactly `n_prune` pruned entries and is the same on every rank, with no host sync.
     """
     flat = magnitude.reshape(-1)

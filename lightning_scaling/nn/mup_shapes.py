@@ -6,7 +6,7 @@ as `p.infshape`; muP's readout, optimizer and initialisation read it from there.
 
 This module builds base shapes from the LightningModule's own class and hyperparameters (base and delta models on
 the meta device: no memory, no initialisation cost), serialises them (the `.bsh` format of `mup.save_base_shapes`),
-and works around the package's traps (see RESEARCH notes):
+and works around the package's traps:
 
 - `copy.deepcopy` drops `p.infshape` (torch's `Parameter.__deepcopy__` copies only data): the shapes are also kept
   on the module, and a forward pre-hook on each `MuReadout` re-attaches them to a copy that lost them;
@@ -118,7 +118,9 @@ def find_readout(module: nn.Module, name: str | None = None) -> tuple[str, nn.Mo
     modules = dict(module.named_modules())
     if name is not None:
         if name not in modules:
-            raise ConfigurationError(f"`readout` names no submodule: {name!r}; submodules include {sorted(modules)[:12]}")
+            raise ConfigurationError(
+                f"`readout` names no submodule: {name!r}; submodules include {sorted(modules)[:12]}"
+            )
         return name, modules[name]
     found = readout_names(module)
     if not found:

@@ -97,7 +97,8 @@ def select_runs(records: list[RunRecord], current_run_id: str | None = None,
             continue
         bad = [(name, value) for name, value in required if not _finite_positive(value)]
         if bad:
-            excluded.append((r, "NaN, infinite or non-positive " + ", ".join(f"{name} ({value})" for name, value in bad)))
+            listing = ", ".join(f"{name} ({value})" for name, value in bad)
+            excluded.append((r, f"NaN, infinite or non-positive {listing}"))
             continue
         if r.best_loss is not None and math.isfinite(r.best_loss) and r.loss > divergence_ratio * r.best_loss:
             excluded.append((r, f"diverged: final {loss_key} {r.loss:.4g} is more than {divergence_ratio}x its best "
