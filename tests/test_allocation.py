@@ -78,7 +78,7 @@ def test_argument_errors(func, arg, match):
 
 
 def test_law_validation():
-    with pytest.raises(ConfigurationError, match=r"`alpha` must be > 0, got -0.1"):
+    with pytest.raises(ConfigurationError, match=r"`alpha` must be >= 0, got -0.1"):
         ChinchillaLaw(E=1.0, A=1.0, B=1.0, alpha=-0.1, beta=0.3)
     with pytest.raises(ConfigurationError, match=r"`A` must be > 0, got 0"):
         ChinchillaLaw(E=1.0, A=0, B=1.0, alpha=0.3, beta=0.3)

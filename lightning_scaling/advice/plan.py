@@ -6,7 +6,9 @@ largest compute logged so far, as C = 6ND), the initial dense size of a sparse n
 under the pruning schedule (Jin et al. 2025), the learning-rate and muP settings to reuse, a concrete architecture
 (from the `propose_architecture` plugin hook, passed in as a function), the runs used and left out, and one
 sentence saying what to run next. With too few runs it returns `status: "insufficient_runs"` and the runs to add
-instead.
+instead; with a degenerate fit (an exponent or E on its bound, or a term that carries no signal: `degenerate_` of the
+law form) `status: "degenerate"`, the fitted law and its figures, which axis lacks spread, and the runs to add, but
+no run size.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from ..runs.records import Selection
 from ..runs.schema import DATA_UNIT
 from ..schedules.flops import training_compute
 from ..schedules.sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
-from .recommendation import figure_data, format_count, recommend, recommendation_sentence
+from ..runs.suggest import suggest_runs
+from .recommendation import figure_data, format_count, recommend, recommendation_sentence, summarize_fit
 
 DEFAULT_GROWTH = 4.0  # each run 4x the compute of the largest so far: big enough to learn, small enough to be safe
 
@@ -100,6 +103,9 @@ def plan_next_run(
     except InsufficientRunsError as err:
         return {**base, "status": "insufficient_runs", "message": str(err), "suggestions": err.suggestions,
                 "sentence": "Not enough runs to fit the law yet: " + _suggestion_sentence(err.suggestions, unit)}
+    degenerate = list(getattr(fit, "degenerate_", None) or [])
+    if degenerate:
+        return _refused(base, fit, degenerate, N, D, C, budget, unit)
     boot = fit.bootstrap(n_bootstrap, seed=seed, confidence=confidence) if n_bootstrap else None
     out = {**base, **recommend(fit, budget, boot, C), "status": "ok"}
     out["figures"] = figure_data(fit, C, budget)
@@ -149,6 +155,18 @@ def _sparse_next(params_avg: float, pruning: dict | None) -> dict:
     initial = initial_params_for_average(params_avg, p["final_sparsity"], p["start_fraction"], p["end_fraction"],
                                          p["prunable_fraction"])
     return {"initial_params": initial, "params_avg": params_avg, **p}
+
+
+def _refused(base: dict, fit, degenerate: list[dict], N, D, C, budget: float, unit: str) -> dict:
+    """The answer for a degenerate fit: the law as fitted, what is wrong, the runs to add; no allocation."""
+    axes = sorted({d["axis"] for d in degenerate}, key=["N", "D", "compute"].index)
+    which = ", ".join(f"{d['parameter']} " + ("on its bound" if d["kind"] == "bound" else "vanishing") for d in degenerate)
+    suggestions = suggest_runs(N, D, 3, at_flops=4.0 * float(C.max()) if axes == ["compute"] else None)
+    return {**base, **summarize_fit(fit, None, C), "status": "degenerate", "degenerate": degenerate,
+            "message": " ".join(d["message"] + "." for d in degenerate), "suggestions": suggestions,
+            "figures": figure_data(fit, C, budget),
+            "sentence": (f"No run size is recommended: the fitted law is degenerate ({which}), so the runs do not "
+                         f"pin it along {' and '.join(axes)}; {_suggestion_sentence(suggestions, unit)}")}
 
 
 def _suggestion_sentence(suggestions: list[dict], unit: str = "tokens") -> str:

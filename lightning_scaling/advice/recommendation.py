@@ -24,8 +24,13 @@ ALLOCATION_KEYS = ("params", "tokens", "flops", "loss")
 
 
 def optimal_params_exponent(fit, flops: float) -> float:
-    """a in N_opt ~ C^a at `flops`, from the law form's own compute-optimal sizes at C and 2C."""
-    return math.log(fit.compute_optimal(2.0 * flops).params / fit.compute_optimal(flops).params) / math.log(2.0)
+    """a in N_opt ~ C^a at `flops`, from the law form's own compute-optimal sizes at C and 2C (NaN when the law
+    gives no finite positive size, as a degenerate fit may)."""
+    with np.errstate(all="ignore"):
+        low, high = fit.compute_optimal(flops).params, fit.compute_optimal(2.0 * flops).params
+    if not (0 < low < math.inf and 0 < high < math.inf):
+        return math.nan
+    return math.log(high / low) / math.log(2.0)
 
 
 def summarize_fit(fit, bootstrap: Intervals | None = None, flops=None) -> dict:
@@ -77,13 +82,15 @@ def figure_data(fit, run_flops, budget: float, points: int = 100) -> dict:
     with the group's optimum."""
     C = np.asarray(run_flops, float)
     grid = np.geomspace(C.min() / 2, max(budget, C.max()) * 3, points)
-    frontier = [fit.compute_optimal(c) for c in grid]
+    with np.errstate(all="ignore"):  # a degenerate fit's allocation can be 0 or infinite: drawn where finite
+        frontier = [fit.compute_optimal(c) for c in grid]
     groups = []
     N = np.asarray(fit.N_, float)
     for idx in group_by_flops(C):
         c = float(np.exp(np.log(C[idx]).mean()))
         n = np.geomspace(N[idx].min() / 3, N[idx].max() * 3, points // 2)
-        opt = fit.compute_optimal(c)
+        with np.errstate(all="ignore"):
+            opt = fit.compute_optimal(c)
         law = np.asarray(fit.predict(n, c / (FLOPS_PER_PARAM_TOKEN * n)))
         groups.append({"flops": c, "members": [int(i) for i in idx], "params": n.tolist(), "loss": law.tolist(),
                        "params_opt": opt.params, "loss_opt": opt.loss})
@@ -156,6 +163,12 @@ def format_text(summary: dict) -> str:
 
 def recommendation_markdown(rec: dict) -> str:
     """The run description shown in the MLflow UI: a short table and one sentence saying what to run next."""
+    if rec.get("status") == "degenerate":
+        lines = ["### Scaling law: no recommendation (the fit is degenerate)", "", f"**{rec['sentence']}**", "",
+                 f"Fitted on {rec['n_runs']} runs: {rec.get('fitted', rec.get('law', ''))}.", ""]
+        lines += [f"- {d['message']}." for d in rec.get("degenerate", [])] + [""]
+        lines.append(_runs_line(rec))
+        return "\n".join(lines)
     if rec.get("status") != "ok":
         lines = ["### Scaling law: not enough runs yet", "", rec.get("sentence", ""), ""]
         if rec.get("message"):

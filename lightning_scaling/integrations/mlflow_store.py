@@ -171,7 +171,7 @@ class MLflowRunStore:
         self.mark_training_experiment()
         with tempfile.TemporaryDirectory() as tmp:
             figures = {}
-            if rec.get("status") == "ok":
+            if rec.get("figures"):  # a fitted law (recommended, or refused as degenerate): draw it
                 figures = {"frontier": frontier_figure(rec, Path(tmp) / "frontier.png"),
                            "isoflop": isoflop_figure(rec, Path(tmp) / "isoflop.png")}
             for run_id in (*run_ids, self.summary_run_id()):

@@ -42,15 +42,17 @@ def frontier_figure(rec: dict, path) -> str:
     ax.plot(frontier["flops"], frontier["loss"], color="#2ca02c", lw=1.6, label="fitted compute-optimal frontier")
     if "E" in rec:
         ax.axhline(rec["E"], color="#7f7f7f", lw=0.8, ls=":", label=f"E = {rec['E']:.3g} (irreducible)")
-    yerr = None
-    if "loss_low" in rec:
-        yerr = [[rec["loss"] - rec["loss_low"]], [rec["loss_high"] - rec["loss"]]]
-    ax.errorbar([rec["flops"]], [rec["loss"]], yerr=yerr, fmt="*", ms=13, color="#d62728", capsize=4,
-                label="recommended next run", zorder=4)
+    if rec.get("status") == "ok":
+        yerr = None
+        if "loss_low" in rec:
+            yerr = [[rec["loss"] - rec["loss_low"]], [rec["loss_high"] - rec["loss"]]]
+        ax.errorbar([rec["flops"]], [rec["loss"]], yerr=yerr, fmt="*", ms=13, color="#d62728", capsize=4,
+                    label="recommended next run", zorder=4)
     ax.set_xscale("log")
     ax.set_xlabel("compute C = 6ND (FLOPs)")
     ax.set_ylabel("loss")
-    ax.set_title("Scaling law: loss against compute")
+    ax.set_title("Scaling law: loss against compute" if rec.get("status") == "ok"
+                 else "Scaling law as fitted (degenerate: no recommendation)")
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -70,9 +72,11 @@ def isoflop_figure(rec: dict, path) -> str:
         members = group["members"]  # indices into the runs used
         ax.scatter(N[members], L[members], color=color, s=22, zorder=3)
         ax.plot(group["params"], group["loss"], color=color, lw=1.2, label=f"C = {group['flops']:.2g}")
-        ax.plot([group["params_opt"]], [group["loss_opt"]], marker="v", color=color, ms=7)
-    ax.plot([rec["params"]], [rec["loss"]], marker="*", ms=13, color="#d62728", ls="none",
-            label=f"next: C = {rec['flops']:.2g}")
+        if np.isfinite(group["params_opt"]) and group["params_opt"] > 0:
+            ax.plot([group["params_opt"]], [group["loss_opt"]], marker="v", color=color, ms=7)
+    if rec.get("status") == "ok":
+        ax.plot([rec["params"]], [rec["loss"]], marker="*", ms=13, color="#d62728", ls="none",
+                label=f"next: C = {rec['flops']:.2g}")
     ax.set_xscale("log")
     ax.set_xlabel("parameters N" + (" (N_avg)" if rec.get("params_column") == "params_avg" else ""))
     ax.set_ylabel("loss")

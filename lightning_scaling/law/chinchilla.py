@@ -54,9 +54,9 @@ class ChinchillaLaw:
                 raise ConfigurationError(f"`{name}` must be > 0, got {getattr(self, name)!r}")
         if self.E < 0:
             raise ConfigurationError(f"`E` must be >= 0, got {self.E!r}")
-        for name in ("alpha", "beta"):
-            if getattr(self, name) <= 0:
-                raise ConfigurationError(f"`{name}` must be > 0, got {getattr(self, name)!r}")
+        for name in ("alpha", "beta"):  # 0 (a constant term, as a fit on its bound may give) is a valid law
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"`{name}` must be >= 0, got {getattr(self, name)!r}")
 
     # -- evaluation -------------------------------------------------------------------------------------------
     def loss(self, N, D):

@@ -27,9 +27,10 @@ from .chinchilla import PARAM_NAMES, ChinchillaLaw
 from .form import DEFAULT_CONFIDENCE
 from .objective import HUBER_DELTA, huber_objective
 from ..runs.validation import check_enough_runs, validate_runs
-from .search import basin_starts, newton, profile_scan
+from .search import basin_starts, box_polish, newton, profile_scan
 
 PARAMS_COLUMNS = ("params", "params_avg")
+VANISHING_TERM = 1e-3  # a term that moves the loss by less than 0.1% over all the runs carries no information
 
 
 class FitWarning(UserWarning):
@@ -126,6 +127,7 @@ class ChinchillaFit:
         values, coefs = profile_scan(cN, cD, logL, grid, grid, delta=self.delta)
         starts = basin_starts(values, coefs, grid, grid, self.n_starts)
         thetas, f = newton(starts, cN, cD, logL, delta=self.delta, exponent_max=self.exponent_max)
+        thetas, f = box_polish(thetas, f, cN, cD, logL, delta=self.delta, exponent_max=self.exponent_max)
         best = int(np.argmin(f))
         self.n_basins_ = len(starts)
         self.centre_ = (float(mN), float(mD))
@@ -146,26 +148,37 @@ class ChinchillaFit:
             warnings.warn(message, FitWarning, stacklevel=3)
 
     def _boundary_messages(self) -> list[str]:
-        """Which parameters sit on the search box, and what runs would move them off it."""
-        out = []
+        """Which parameters sit on the search box or carry no signal, and what runs would move them off it.
+
+        Also sets ``degenerate_``: one ``{"parameter", "kind", "axis", "message"}`` per problem, ``kind`` "bound"
+        (an exponent at 0 or `exponent_max`, E at 0) or "vanishing" (a term whose variation over the runs is
+        below `VANISHING_TERM` of the loss: the loss does not depend on that axis there), ``axis`` the one that
+        lacks spread ("N", "D", or "compute" for E). A degenerate fit still predicts, but no allocation from it
+        is trustworthy: the recommendation refuses it.
+        """
+        out: list[dict] = []
         bound_tol = 1e-3
-        if self.alpha_ <= bound_tol or self.alpha_ >= self.exponent_max - bound_tol:
-            out.append(
-                f"alpha = {self.alpha_:.4g} is on its search bound [0, {self.exponent_max}]: loss does not "
-                "follow a power law in N over these runs; add runs spanning at least a 10x range of N at a fixed "
-                "token count"
-            )
-        if self.beta_ <= bound_tol or self.beta_ >= self.exponent_max - bound_tol:
-            out.append(
-                f"beta = {self.beta_:.4g} is on its search bound [0, {self.exponent_max}]: loss does not follow "
-                "a power law in D over these runs; add runs spanning at least a 10x range of D at a fixed size"
-            )
+        terms = {"alpha": ("N", self.A_ * self.N_ ** -self.alpha_), "beta": ("D", self.B_ * self.D_ ** -self.beta_)}
+        for name, (axis, term) in terms.items():
+            value = getattr(self, f"{name}_")
+            if value <= bound_tol or value >= self.exponent_max - bound_tol:
+                out.append({"parameter": name, "kind": "bound", "axis": axis, "message": (
+                    f"{name} = {value:.4g} is on its search bound [0, {self.exponent_max}]: loss does not follow a "
+                    f"power law in {axis} over these runs; add runs spanning at least a 10x range of {axis} at a "
+                    f"fixed {'token count' if axis == 'N' else 'size'}")})
+            elif float(np.ptp(term)) < VANISHING_TERM * float(self.loss_.mean()):
+                coefficient = "A" if name == "alpha" else "B"
+                out.append({"parameter": coefficient, "kind": "vanishing", "axis": axis, "message": (
+                    f"the {coefficient}/{axis}^{name} term varies by {float(np.ptp(term)):.2g} over these runs, "
+                    f"less than {VANISHING_TERM:g} of the loss: the loss does not depend on {axis} here, so "
+                    f"{coefficient} = {getattr(self, coefficient + '_'):.3g} and {name} = {value:.3g} are not "
+                    f"measured; add runs spanning at least a 10x range of {axis}")})
         if self.E_ <= 1e-6 * float(self.loss_.min()):
-            out.append(
+            out.append({"parameter": "E", "kind": "bound", "axis": "compute", "message": (
                 f"E = {self.E_:.3g} is at its lower bound 0: the irreducible loss is not constrained; add runs "
-                "at larger compute (both N and D larger) so the curve's flattening is visible"
-            )
-        return out
+                "at larger compute (both N and D larger) so the curve's flattening is visible")})
+        self.degenerate_ = out
+        return [d["message"] for d in out]
 
     # -- prediction -------------------------------------------------------------------------------------------
     def _require_fitted(self):
@@ -219,6 +232,7 @@ class ChinchillaFit:
             "n_runs": self.n_runs_,
             "params_column": self.params_column_,
             "boundary": list(self.boundary_),
+            "degenerate": [dict(d) for d in self.degenerate_],
         }
 
     def __repr__(self) -> str:

@@ -13,8 +13,12 @@ many local minima. We find the same optimum much faster (`benchmarks/fit_speed.p
    Huber threshold settles. All starts (or all bootstrap replicates, whose resampling counts are just weights on
    the runs) are optimised together in one numpy pass per iteration.
 
+3. The box. Exponents are kept in [0, exponent_max]. Newton's clipped steps can stall on a face of that box short
+   of the box's own optimum, so the best few end points are polished by L-BFGS-B with the exponents bounded
+   (`box_polish`): at a bound the search returns the box optimum, which the caller reports as a boundary fit.
+
 Work happens in centred logs (log N - mean log N), which changes a and b but not the objective; the caller maps
-back. Exponents are kept in [0, exponent_max]; a solution on that box is reported as a boundary fit.
+back.
 """
 
 from __future__ import annotations
@@ -162,4 +166,24 @@ def newton(theta, logN, logD, logL, w=None, delta=HUBER_DELTA, exponent_max=3.0,
         # iterations in a row that improved by less than 1e-15 relative.
         active[idx[~accepted]] = False
         active[idx[stalls[idx] >= 2]] = False
+    return theta, f
+
+
+def box_polish(theta, f, logN, logD, logL, delta=HUBER_DELTA, exponent_max=3.0, n_polish=3):
+    """Polish the best `n_polish` of the minimisers `theta` (K, 5) with L-BFGS-B, exponents bounded to
+    [0, exponent_max], keeping each result only where it lowers the objective. Returns the updated (theta, f)."""
+    from scipy.optimize import minimize
+
+    theta, f = np.array(theta, float), np.array(f, float)
+
+    def fun(x):
+        value, grad, _ = objective_grad_hess(x[None, :], logN, logD, logL, delta=delta, hessian=False)
+        return float(value[0]), grad[0]
+
+    bounds = [(None, None)] * 3 + [(0.0, exponent_max)] * 2
+    for k in np.argsort(f)[:n_polish]:
+        res = minimize(fun, theta[k], jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})
+        if np.isfinite(res.fun) and res.fun < f[k]:
+            theta[k], f[k] = res.x, float(res.fun)
     return theta, f

@@ -11,7 +11,8 @@ from ..schedules.flops import FLOPS_PER_PARAM_TOKEN, training_compute
 TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022, Table 3: ~20 tokens per parameter is compute-optimal
 
 
-def suggest_runs(N, D, n_more: int = 3, tokens_per_param: float = TOKENS_PER_PARAM) -> list[dict]:
+def suggest_runs(N, D, n_more: int = 3, tokens_per_param: float = TOKENS_PER_PARAM,
+                 at_flops: float | None = None) -> list[dict]:
     """Runs that would best constrain a fit of the law, given the runs so far.
 
     The design is an isoFLOP group (Hoffmann et al. 2022, Approach 2) at the largest compute so far: three model
@@ -23,6 +24,7 @@ def suggest_runs(N, D, n_more: int = 3, tokens_per_param: float = TOKENS_PER_PAR
         N, D: the runs so far (possibly empty).
         n_more: how many runs to propose.
         tokens_per_param: the D/N ratio assumed optimal before any fit exists.
+        at_flops: the compute of the first group (default: the largest so far).
 
     Returns:
         A list of ``{"params": N, "tokens": D, "flops": 6 N D}`` dicts.
@@ -30,6 +32,7 @@ def suggest_runs(N, D, n_more: int = 3, tokens_per_param: float = TOKENS_PER_PAR
     N = np.asarray(N, float)
     D = np.asarray(D, float)
     C = float(training_compute(N, D).max()) if len(N) else FLOPS_PER_PARAM_TOKEN * tokens_per_param * 1e12
+    C = float(at_flops) if at_flops is not None else C
     have = {(round(math.log(n), 2), round(math.log(d), 2)) for n, d in zip(N, D)}
     out: list[dict] = []
     while len(out) < n_more:
