@@ -31,8 +31,19 @@ def hoffmann_grid_starts() -> np.ndarray:
     return np.stack([m.ravel() for m in mesh], axis=1)
 
 
-def hoffmann_grid_fit(N, D, loss, delta: float = HUBER_DELTA, starts=None, ftol=1e-15, gtol=1e-12, maxiter=10_000):
+def random_box_starts(n: int, exponent_max: float = 3.0, seed: int = 1) -> np.ndarray:
+    """`n` random starts (a, b, e, alpha, beta) over the grid's ranges, the exponents over [0, exponent_max]."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.uniform(0, 25, n), rng.uniform(0, 25, n), rng.uniform(-1, 1.5, n),
+                     rng.uniform(0, exponent_max, n), rng.uniform(0, exponent_max, n)], axis=1)
+
+
+def hoffmann_grid_fit(N, D, loss, delta: float = HUBER_DELTA, starts=None, ftol=1e-15, gtol=1e-12, maxiter=10_000,
+                      exponent_max: float | None = None):
     """The reference method: scipy L-BFGS-B from every start of the 4500-point grid, keep the best.
+
+    With `exponent_max`, the exponents are bounded to [0, exponent_max] (the box `ChinchillaFit` searches), so the
+    best objective is the box optimum.
 
     Returns:
         (theta, objective): the best (a, b, e, alpha, beta) over all starts, in the data's units.
@@ -48,7 +59,9 @@ def hoffmann_grid_fit(N, D, loss, delta: float = HUBER_DELTA, starts=None, ftol=
 
     best_theta, best_f = None, math.inf
     for x0 in hoffmann_grid_starts() if starts is None else starts:
-        res = minimize(fun, x0, jac=True, method="L-BFGS-B", options={"ftol": ftol, "gtol": gtol, "maxiter": maxiter})
+        bounds = None if exponent_max is None else [(None, None)] * 3 + [(0.0, exponent_max)] * 2
+        res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"ftol": ftol, "gtol": gtol, "maxiter": maxiter})
         if np.isfinite(res.fun) and res.fun < best_f:
             best_theta, best_f = res.x, float(res.fun)
     return best_theta, best_f

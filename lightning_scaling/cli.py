@@ -4,6 +4,8 @@
     lightning-scaling recommend RUNS.csv --flops C [--format json|text] [--bootstrap K] [--seed S]
     lightning-scaling recommend --tracking-uri URI --experiment NAME [--flops C | --growth G] [--publish]
     lightning-scaling runs --tracking-uri URI --experiment NAME [--format json|text]
+    lightning-scaling backtest RUNS.csv | --tracking-uri URI --experiment NAME [--law auto|NAME] [--confidence P]
+    lightning-scaling predict RUNS.csv --at POINTS.csv [--law auto|NAME] [--confidence P] [--format json|text]
     lightning-scaling demo [--format json|text]
     lightning-scaling coord-check --config CONFIG.yaml [--out DIR] [--format json|text]
     lightning-scaling train --config CONFIG.yaml [LightningCLI options]   (LightningCLI's `fit`)
@@ -23,7 +25,8 @@ import numpy as np
 from .errors import ConfigurationError, LightningScalingError
 from .options import check_confidence, check_positive, check_resamples
 
-EPILOG = "CSV columns: params, tokens, loss; optional flops, params_avg (used as N when present), run_id."
+EPILOG = ("CSV columns: params, tokens, loss; optional flops, params_avg (used as N when present), run_id, "
+          "unique_tokens (lets the data-constrained law form compete).")
 
 
 def _argument(check):
@@ -83,6 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
                           "reasons")
     tracking(runs)
     runs.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    def law_option(p):
+        p.add_argument("--law", default="auto", metavar="auto|NAME",
+                       help="law form: 'auto' (default) chooses by forward-chaining error among the registered forms "
+                       "(chinchilla, exponent_interaction, data_constrained with unique_tokens, plugins' forms)")
+
+    bt = sub.add_parser("backtest", help="forward-chaining backtest: per fold, the MAPE of the runs above the compute "
+                        "fitted, interval coverage, and N_opt against the isoFLOP parabola", epilog=EPILOG)
+    bt.add_argument("runs", metavar="RUNS.csv", nargs="?", help="runs to backtest (or --tracking-uri/--experiment)")
+    tracking(bt)
+    law_option(bt)
+    bt.add_argument("--confidence", type=_confidence, default=0.8, help="central probability of the intervals")
+    bt.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    pr = sub.add_parser("predict", help="the loss with its prediction interval at each (params, tokens) of POINTS.csv",
+                        epilog=EPILOG)
+    pr.add_argument("runs", metavar="RUNS.csv", help="runs to fit. " + EPILOG)
+    pr.add_argument("--at", required=True, metavar="POINTS.csv", help="CSV with columns params, tokens")
+    law_option(pr)
+    pr.add_argument("--confidence", type=_confidence, default=0.8, help="central probability of the intervals")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the fallback bootstrap (default 0)")
+    pr.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     demo = sub.add_parser("demo", help="fit runs generated from the published Chinchilla law and recommend")
     common(demo, csv=None)
     demo.set_defaults(bootstrap=1000)
@@ -129,6 +152,47 @@ def _runs_text(out: dict) -> str:
     return "\n".join(lines)
 
 
+def _law_runs(args) -> tuple:
+    """(N, D, loss, extra, params_column) from RUNS.csv or from the MLflow experiment (as the closing hook reads it)."""
+    if args.runs is not None:
+        from .runs.table import read_runs_csv
+
+        table = read_runs_csv(args.runs)
+        return table.N, table.D, table.loss, table.extra, table.params_column
+    from .advice.plan import law_inputs
+
+    N, D, L, column = law_inputs(_store(args).select().used)
+    return N, D, L, None, column
+
+
+def run_backtest(args) -> dict:
+    from . import plugins
+    from .advice.predict import backtest_runs
+
+    N, D, L, extra, _ = _law_runs(args)
+    return backtest_runs(N, D, L, forms=plugins.law_forms(), law=args.law, confidence=args.confidence, extra=extra)
+
+
+def run_predict(args) -> list:
+    from . import plugins
+    from .advice.predict import predict_points
+    from .runs.table import read_points_csv
+
+    N, D, L, extra, column = _law_runs(args)
+    points = read_points_csv(args.at)
+    return predict_points(N, D, L, *points, forms=plugins.law_forms(), law=args.law, confidence=args.confidence,
+                          extra=extra, params_column=column, seed=args.seed)
+
+
+def _predict_text(rows: list) -> str:
+    pct = int(round(100 * rows[0]["confidence"]))
+    lines = [f"law: {rows[0]['law']}; {pct}% prediction intervals ({rows[0]['interval']})",
+             f"  {'params':>12} {'tokens':>12} {'loss':>8}   {pct}% interval"]
+    lines += [f"  {r['params']:>12.4g} {r['tokens']:>12.4g} {r['loss']:>8.4f}   [{r['loss_low']:.4f}, {r['loss_high']:.4f}]"
+              for r in rows]
+    return "\n".join(lines)
+
+
 def run_recommend_mlflow(args) -> dict:
     from . import plugins
     from .advice.plan import DEFAULT_GROWTH, plan_next_run
@@ -136,7 +200,7 @@ def run_recommend_mlflow(args) -> dict:
     store = _store(args)
     rec = plan_next_run(store.select(), next_flops=args.flops, growth=args.growth or DEFAULT_GROWTH,
                         n_bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
-                        propose_architecture=plugins.propose_architecture)
+                        propose_architecture=plugins.propose_architecture, law_forms=plugins.law_forms())
     if args.publish:
         store.publish_everywhere(rec)
     return rec
@@ -253,7 +317,8 @@ def main(argv=None) -> int:
 
         return run_cli(argv[1:])
     args = build_parser().parse_args(argv)
-    runners = {"demo": run_demo, "coord-check": run_coord_check, "runs": run_runs}
+    runners = {"demo": run_demo, "coord-check": run_coord_check, "runs": run_runs, "backtest": run_backtest,
+               "predict": run_predict}
     try:
         out = runners.get(args.command, run_fit)(args)
     except (LightningScalingError, OSError) as err:
@@ -267,6 +332,12 @@ def main(argv=None) -> int:
         print(_coord_check_text(out))
     elif args.command == "runs":
         print(_runs_text(out))
+    elif args.command == "backtest":
+        from .advice.predict import backtest_text
+
+        print(backtest_text(out))
+    elif args.command == "predict":
+        print(_predict_text(out))
     elif args.command == "recommend" and args.runs is None:
         from .advice.recommendation import recommendation_markdown
 

@@ -140,6 +140,7 @@ def check_scenario(uri, tmp_path, artifacts=None):
         run = client.get_run(run_id)
         note = run.data.tags["mlflow.note.content"]
         assert "### Next run:" in note and "| predicted loss |" in note and rec["sentence"] in note
+        assert f"Backtest: {rec['backtest']['sentence']}." in note and "Intervals: loss_low..loss_high" in note
         assert float(run.data.tags["lightning_scaling.next_params"]) == pytest.approx(rec["params"], rel=1e-3)
         assert float(run.data.tags["lightning_scaling.next_tokens"]) == pytest.approx(rec["tokens"], rel=1e-3)
         assert float(run.data.tags["lightning_scaling.next_flops"]) == pytest.approx(rec["flops"], rel=1e-3)
@@ -173,6 +174,12 @@ def test_closing_hook_on_sqlite(tmp_path, capsys):
     offline = json.loads(capsys.readouterr().out)
     assert offline["params"] == pytest.approx(rec["params"], rel=1e-9)
     assert offline["loss_low"] == pytest.approx(rec["loss_low"], rel=1e-9)
+    # the backtest reads the same runs; its last fold is the line in the note
+    assert main(["backtest", "--tracking-uri", uri, "--experiment", EXPERIMENT, "--law", rec["law"],
+                 "--format", "json"]) == 0
+    backtest = json.loads(capsys.readouterr().out)
+    assert backtest["sentence"] == rec["backtest"]["sentence"]
+    assert backtest["held_out"] == sum(f["test_runs"] for f in backtest["folds"]) > 0
 
 
 def test_too_few_runs_says_which_to_add(tmp_path):

@@ -143,3 +143,65 @@ def test_recommend_on_the_chinchilla_data(capsys):
     code, out, _ = run(capsys, "recommend", path, "--flops", "5.76e23", "--format", "json")
     data = json.loads(out)
     assert data["n_runs"] == 240 and 3e10 < data["params"] < 1e11
+
+
+# -- backtest and predict ---------------------------------------------------------------------------------------
+@pytest.fixture
+def isoflop_csv(tmp_path):
+    from conftest import TRUE_LAW
+    from lightning_scaling.law.synthetic import synthetic_runs
+
+    N, D, L = synthetic_runs(TRUE_LAW, [1e17, 3e17, 1e18, 3e18, 1e19, 3e19], sizes_per_budget=5, noise=0.005, seed=1)
+    path = tmp_path / "iso.csv"
+    path.write_text("params,tokens,loss\n" + "".join(f"{n},{d},{l}\n" for n, d, l in zip(N, D, L)))
+    return path
+
+
+def test_backtest_json_and_text(capsys, isoflop_csv):
+    code, out, _ = run(capsys, "backtest", isoflop_csv, "--format", "json", "--law", "chinchilla")
+    assert code == 0
+    data = json.loads(out)
+    assert data["form"] == "chinchilla" and data["design"] == "isoflop" and len(data["folds"]) == 3
+    for fold in data["folds"]:
+        assert {"train_runs", "test_runs", "mape", "covered", "coverage", "isoflop"} <= set(fold)
+    assert data["held_out"] == sum(f["test_runs"] for f in data["folds"])
+    code, out, _ = run(capsys, "backtest", isoflop_csv)
+    assert code == 0
+    assert "law form: " in out and "N_opt law / isoFLOP" in out and "the law fitted on budgets below 3e+19" in out
+
+
+def test_predict_json_is_a_list_with_the_interval(capsys, isoflop_csv, tmp_path):
+    points = tmp_path / "points.csv"
+    points.write_text("params,tokens\n1e8,2e9\n1e9,2e10\n")
+    code, out, _ = run(capsys, "predict", isoflop_csv, "--at", points, "--format", "json", "--confidence", "0.9")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["params"], r["tokens"]) for r in rows] == [(1e8, 2e9), (1e9, 2e10)]
+    assert all(r["loss_low"] < r["loss"] < r["loss_high"] and r["confidence"] == 0.9 for r in rows)
+    code, out, _ = run(capsys, "predict", isoflop_csv, "--at", points)
+    assert code == 0 and "90%" not in out and "80% prediction intervals" in out
+
+
+@pytest.mark.parametrize("content, match", [
+    ("params\n1e8\n", r"missing column\(s\) \['tokens'\]"),
+    ("params,tokens\n1e8,-5\n", r"line 2: `tokens` must be a finite number > 0, got '-5'"),
+    ("params,tokens\nabc,1e9\n", r"line 2: `params` is not a number: 'abc'"),
+    ("params,tokens\n", "no points"),
+])
+def test_predict_bad_points_name_the_line_and_column(capsys, isoflop_csv, tmp_path, content, match):
+    import re
+
+    points = tmp_path / "points.csv"
+    points.write_text(content)
+    code, _, err = run(capsys, "predict", isoflop_csv, "--at", points)
+    assert code == 2 and re.search(match, err), err
+
+
+def test_backtest_with_an_unknown_law_names_the_choices(capsys, isoflop_csv):
+    code, _, err = run(capsys, "backtest", isoflop_csv, "--law", "kaplan")
+    assert code == 2 and "`law` must be 'auto' or one of ['chinchilla', 'data_constrained', 'exponent_interaction']" in err
+
+
+def test_backtest_needs_runs(capsys):
+    code, _, err = run(capsys, "backtest")
+    assert code == 2 and "--tracking-uri and --experiment" in err

@@ -92,8 +92,9 @@ def _png_width(data: bytes) -> int:
 
 
 def _recommendation_sentence(note: str) -> str:
-    """The sentence the UI must show: the bold 'Train next a model of ...', else the 'Not enough runs' line."""
-    bold = re.search(r"\*\*(Train next a model of.+?)\*\*", note, re.S)
+    """The sentence the UI must show: the bold 'Train next a model of ...' (or, for a degenerate fit, the bold
+    'No run size is recommended ...'), else the 'Not enough runs' line."""
+    bold = re.search(r"\*\*((?:Train next a model of|No run size is recommended).+?)\*\*", note, re.S)
     if bold:
         return " ".join(bold.group(1).split())
     for line in note.splitlines():
@@ -186,7 +187,8 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
     record_property("demo_seconds", round(demo_s, 1))
     (tmp / "demo.log").write_text(demo.stdout + "\n--- stderr ---\n" + demo.stderr)
     assert demo.returncode == 0, f"demo exited {demo.returncode}:\n{demo.stdout[-4000:]}\n{demo.stderr[-4000:]}"
-    assert "Train next a model of" in demo.stdout or "Not enough runs" in demo.stdout, demo.stdout[-4000:]
+    assert any(s in demo.stdout for s in ("Train next a model of", "Not enough runs", "No run size is recommended")), \
+        demo.stdout[-4000:]
     assert f"mlflow ui --backend-store-uri {uri}" in demo.stdout, demo.stdout[-4000:]
 
     client = mlflow.MlflowClient(uri)

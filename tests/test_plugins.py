@@ -428,7 +428,7 @@ def test_law_form_from_a_plugin(register):
             register("kaplan", dict)
 
     register(Extra(), "extra")
-    assert set(law_forms()) == {"chinchilla", "kaplan"}
+    assert set(law_forms()) == {"chinchilla", "exponent_interaction", "data_constrained", "kaplan"}
 
 
 @pytest.mark.parametrize(

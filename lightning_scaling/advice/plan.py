@@ -6,8 +6,8 @@ largest compute logged so far, as C = 6ND), the initial dense size of a sparse n
 under the pruning schedule (Jin et al. 2025), the learning-rate and muP settings to reuse, a concrete architecture
 (from the `propose_architecture` plugin hook, passed in as a function), the runs used and left out, and one
 sentence saying what to run next. With too few runs it returns `status: "insufficient_runs"` and the runs to add
-instead; with a degenerate fit (an exponent or E on its bound, or a term that carries no signal: `degenerate_` of the
-law form) `status: "degenerate"`, the fitted law and its figures, which axis lacks spread, and the runs to add, but
+instead; with a degenerate fit (an exponent on its bound, or a term that carries no signal: the ``refuses`` entries of the
+law form's `degenerate_`; E at 0 is flagged in ``boundary`` but does not refuse) `status: "degenerate"`, the fitted law and its figures, which axis lacks spread, and the runs to add, but
 no run size.
 """
 
@@ -16,11 +16,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
 
-from ..errors import ConfigurationError, InsufficientRunsError, ScalingDataError
+from ..errors import ConfigurationError, InsufficientRunsError, LightningScalingError, ScalingDataError
+from ..law.backtest import applicable_forms, backtest, choose_form
 from ..law.fit import ChinchillaFit
+from ..law.intervals import MAD_SCALE, MIN_HELD_OUT, calibrate
 from ..options import check_positive
 from ..law.form import DEFAULT_CONFIDENCE, LawForm, check_law_form
 from ..runs.records import Selection
@@ -31,6 +34,15 @@ from ..runs.suggest import suggest_runs
 from .recommendation import figure_data, format_count, recommend, recommendation_sentence, summarize_fit
 
 DEFAULT_GROWTH = 4.0  # each run 4x the compute of the largest so far: big enough to learn, small enough to be safe
+
+
+def law_inputs(used) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(N, D, loss, params_column) of run records: N is N_avg for all when any run is sparse, else the dense count."""
+    sparse = any(r.sparse for r in used)
+    N = np.array([(r.params if sparse else (r.params_dense or r.params)) for r in used], float)
+    D = np.array([r.tokens for r in used], float)
+    L = np.array([r.loss for r in used], float)
+    return N, D, L, "params_avg" if sparse else "params"
 
 
 def validate_budget(next_flops, growth) -> None:
@@ -52,6 +64,7 @@ def plan_next_run(
     hparams: dict | None = None,
     propose_architecture: Callable[[float, dict], dict | None] | None = None,
     law_factory: Callable[[], LawForm] = ChinchillaFit,
+    law_forms: dict[str, Callable[[], LawForm]] | None = None,
 ) -> dict:
     """The recommendation for the next run (see the module docstring).
 
@@ -67,14 +80,16 @@ def plan_next_run(
         hparams: the hyperparameters of the run just finished (for the architecture proposal).
         propose_architecture: `f(params, hparams) -> dict | None`.
         law_factory: builds the estimator: any law form (`lightning_scaling.law.form`), e.g. a registered one.
+        law_forms: several forms to choose from by forward-chaining error (`law.backtest.choose_form`; the first,
+            or "chinchilla" when present, is the baseline); forms that need per-run extras the runs do not carry
+            (unique tokens) are left out. Overrides `law_factory`; the choice, its reason and every form's
+            prediction are in ``law_selection``.
     """
     validate_budget(next_flops, growth)
     used = selection.used
     unit = data_unit_of(used)
-    sparse = any(r.sparse for r in used)
-    N = np.array([(r.params if sparse else (r.params_dense or r.params)) for r in used], float)
-    D = np.array([r.tokens for r in used], float)
-    L = np.array([r.loss for r in used], float)
+    N, D, L, params_column = law_inputs(used)
+    sparse = params_column == "params_avg"
     runs = {
         "used": [{"run_id": r.run_id, "run_name": r.run_name, "params": r.params, "tokens": r.tokens,
                   "flops": r.flops, "compute_6nd": float(training_compute(n, r.tokens)), "loss": r.loss,
@@ -93,7 +108,14 @@ def plan_next_run(
             "budget_rule": (f"explicit next_flops = {next_flops:.3g}" if next_flops is not None
                             else f"{growth:g}x the largest compute logged ({largest:.3g} FLOPs as 6ND)" if largest
                             else None)}
-    estimator = law_factory()
+    choice, factory = None, law_factory
+    candidates = applicable_forms(law_forms) if law_forms else {}  # run records carry no extras
+    if len(candidates) == 1:
+        factory = next(iter(candidates.values()))
+    elif len(candidates) > 1:
+        choice = choose_form(candidates, N, D, L)
+        factory = candidates[choice["chosen"]]
+    estimator = factory()
     check_law_form(estimator)
     try:
         with warnings.catch_warnings():
@@ -104,10 +126,16 @@ def plan_next_run(
         return {**base, "status": "insufficient_runs", "message": str(err), "suggestions": err.suggestions,
                 "sentence": "Not enough runs to fit the law yet: " + _suggestion_sentence(err.suggestions, unit)}
     degenerate = list(getattr(fit, "degenerate_", None) or [])
-    if degenerate:
-        return _refused(base, fit, degenerate, N, D, C, budget, unit)
+    if any(d.get("refuses", True) for d in degenerate):
+        return _refused(base, fit, [d for d in degenerate if d.get("refuses", True)], N, D, C, budget, unit)
     boot = fit.bootstrap(n_bootstrap, seed=seed, confidence=confidence) if n_bootstrap else None
     out = {**base, **recommend(fit, budget, boot, C), "status": "ok"}
+    column = {"params_column": "params_avg" if sparse else "params"}
+    out["intervals"] = prediction_intervals(out, fit, factory, N, D, L, confidence, budget, column)
+    out["backtest"] = backtest(factory, N, D, L, confidence=confidence, name=out.get("law"))
+    if choice is not None:
+        out["law_selection"] = {**choice, "predictions": _form_predictions(candidates, choice["chosen"], fit, out,
+                                                                           N, D, L, column)}
     out["figures"] = figure_data(fit, C, budget)
     out["sentence"] = recommendation_sentence(out)  # in the runs' own unit of D
     out["boundary"] = list(out.get("boundary", [])) + _extrapolation(out["params"], N)
@@ -117,6 +145,70 @@ def plan_next_run(
     out["architecture"] = propose_architecture(target_dense, dict(hparams or {})) if propose_architecture else None
     out["sentence"] = _sentence(out)
     return out
+
+
+INTERVAL_MEANING = {
+    "calibrated": ("loss_low..loss_high: where a run trained at this N and D is expected to land, with probability "
+                   "{pct}%. Calibrated on these runs by forward chaining over compute: fits on the smaller runs "
+                   "predicted the larger ones, and the interval is scaled to cover {pct}% of those held-out errors, "
+                   "growing with the distance extrapolated and with how far the law still moves. N and D: "
+                   "bootstrap percentiles of the compute-optimal size, widened to where the last fits put it."),
+    "scatter": ("loss_low..loss_high: the bootstrap interval of the mean law widened by the runs' scatter about it "
+                "({pct}%, normal); NOT calibrated for extrapolation: too few runs above the smallest compute to "
+                "measure the extrapolation error (fewer than {held} held out). Treat it as a lower bound on the "
+                "uncertainty. N and D: bootstrap percentiles."),
+}
+
+
+def prediction_intervals(out: dict, fit, factory, N, D, L, confidence: float, budget: float, fit_kwargs: dict) -> dict:
+    """Set ``loss_low``/``loss_high`` (and widen ``params``/``tokens`` intervals) in `out` from the calibrated
+    prediction intervals (`law.intervals`), or, with too few runs to calibrate, from the bootstrap widened by the
+    runs' scatter; returns what was done, with the words saying what the interval means."""
+    pct = int(round(100 * confidence))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cal = calibrate(factory, N, D, L, confidence, fit_kwargs=fit_kwargs)
+    except LightningScalingError:
+        cal = None
+    if cal is not None and cal.calibrated:
+        low, high = cal.interval(out["params"], out["tokens"])
+        out["loss_low"], out["loss_high"] = float(low), float(high)
+        with np.errstate(all="ignore"):
+            spread = cal.allocation_spread(budget)
+        for key in ("params", "tokens"):
+            lo, hi = spread[key]
+            out[f"{key}_low"] = min(out.get(f"{key}_low", lo), lo)
+            out[f"{key}_high"] = max(out.get(f"{key}_high", hi), hi)
+        out.setdefault("confidence", confidence)
+        return {**cal.to_dict(), "loss": "calibrated", "meaning": INTERVAL_MEANING["calibrated"].format(pct=pct)}
+    residuals = np.log(L) - np.log(np.asarray(fit.predict(N, D), float))
+    sigma = MAD_SCALE * float(np.median(np.abs(residuals - np.median(residuals))))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    low, high = out.get("loss_low", out["loss"]), out.get("loss_high", out["loss"])
+    out["loss_low"], out["loss_high"] = low * math.exp(-z * sigma), high * math.exp(z * sigma)
+    out.setdefault("confidence", confidence)
+    return {"method": "bootstrap of the mean law and the runs' scatter", "calibrated": False, "confidence": confidence,
+            "sigma": sigma, "held_out": 0 if cal is None else cal.n_held_out, "loss": "bootstrap+scatter",
+            "meaning": INTERVAL_MEANING["scatter"].format(pct=pct, held=MIN_HELD_OUT)}
+
+
+def _form_predictions(forms: dict, chosen: str, chosen_fit, out: dict, N, D, L, fit_kwargs: dict) -> dict:
+    """Each form's own compute-optimal run at the budget, and its loss at the recommended run."""
+    predictions = {}
+    for name, factory in forms.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fit = chosen_fit if name == chosen else factory().fit(N, D, L, **fit_kwargs)
+                allocation = fit.compute_optimal(out["flops"])
+        except LightningScalingError as err:
+            predictions[name] = {"error": str(err)}
+            continue
+        predictions[name] = {"fitted": fit.to_dict().get("fitted"), "params": allocation.params,
+                             "tokens": allocation.tokens, "loss": allocation.loss,
+                             "loss_at_recommended": float(fit.predict(out["params"], out["tokens"]))}
+    return predictions
 
 
 def data_unit_of(records) -> str:

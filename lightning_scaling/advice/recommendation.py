@@ -115,11 +115,11 @@ def recommendation_sentence(rec: dict) -> str:
         f"predicted loss {rec['loss']:.4f}"
     )
     if "loss_low" in rec:
-        pct = int(round(100 * rec["confidence"]))
-        s += (
-            f" ({pct}% interval {rec['loss_low']:.4f} to {rec['loss_high']:.4f}; "
-            f"N in {format_count(rec['params_low'])}..{format_count(rec['params_high'])})"
-        )
+        pct = int(round(100 * rec.get("confidence", DEFAULT_CONFIDENCE)))
+        s += f" ({pct}% interval {rec['loss_low']:.4f} to {rec['loss_high']:.4f}"
+        if "params_low" in rec:
+            s += f"; N in {format_count(rec['params_low'])}..{format_count(rec['params_high'])}"
+        s += ")"
     return s + "."
 
 
@@ -203,6 +203,12 @@ def recommendation_markdown(rec: dict) -> str:
     ]
     for message in rec.get("boundary", []):
         lines.append(f"Warning: {message}.")
+    if rec.get("intervals", {}).get("meaning"):
+        lines.append(f"Intervals: {rec['intervals']['meaning']}")
+    if rec.get("law_selection"):
+        lines.append(f"Law form: {rec['law_selection']['reason']}.")
+    if rec.get("backtest", {}).get("sentence"):
+        lines.append(f"Backtest: {rec['backtest']['sentence']}.")
     settings = rec.get("settings") or {}
     if settings:
         lines.append("Reuse: " + "; ".join(f"{k} {v}" for k, v in settings.items()) + ".")

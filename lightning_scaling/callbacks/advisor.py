@@ -44,7 +44,9 @@ class ScalingLawAdvisor(Callback):
         bootstrap: bootstrap replicates for the intervals (default 1000; 0 for none).
         seed: seed of the bootstrap.
         confidence: central probability of the intervals (default 0.8).
-        law: name of the law form (built-in: "chinchilla"; plugins may register others).
+        law: "auto" (default): choose among the registered law forms by forward-chaining error, Chinchilla's
+            unless another predicts the held-out runs clearly better (`law.backtest.choose_form`); or the name of
+            one form (built-in: "chinchilla", "exponent_interaction"; plugins may register others).
 
     Raises:
         ConfigurationError: an argument outside its range (the message names it).
@@ -57,7 +59,7 @@ class ScalingLawAdvisor(Callback):
 
     def __init__(self, next_flops: PositiveFloat | None = None, growth: PositiveFloat = DEFAULT_GROWTH,
                  loss_key: str = "val_loss", bootstrap: NonNegativeInt = 1000, seed: int = 0,
-                 confidence: OpenUnitInterval = 0.8, law: str = "chinchilla"):
+                 confidence: OpenUnitInterval = 0.8, law: str = "auto"):
         validate_budget(next_flops, growth)
         check_resamples(bootstrap, "bootstrap")
         check_confidence(confidence, "confidence")
@@ -100,15 +102,16 @@ class ScalingLawAdvisor(Callback):
     def advise(self, store, run_id: str, trainer=None, pl_module=None) -> dict:
         """Fetch, fit, recommend and publish; returns the recommendation dict."""
         forms = plugins.law_forms()
-        if self.law not in forms:
-            raise ConfigurationError(f"`law` must be one of {sorted(forms)}, got {self.law!r}")
+        if self.law != "auto" and self.law not in forms:
+            raise ConfigurationError(f"`law` must be 'auto' or one of {sorted(forms)}, got {self.law!r}")
         selection = store.select(current_run_id=run_id)
         settings, pruning = _settings(trainer)
         hparams = dict(getattr(pl_module, "hparams", {}) or {}) if pl_module is not None else {}
         rec = plan_next_run(
             selection, next_flops=self.next_flops, growth=self.growth, n_bootstrap=self.bootstrap, seed=self.seed,
             confidence=self.confidence, pruning=pruning, settings=settings, hparams=hparams,
-            propose_architecture=plugins.propose_architecture, law_factory=forms[self.law],
+            propose_architecture=plugins.propose_architecture,
+            law_forms=forms if self.law == "auto" else {self.law: forms[self.law]},
         )
         rec["run_id"] = run_id
         rec["loss_key"] = self.loss_key

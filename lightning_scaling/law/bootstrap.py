@@ -33,6 +33,20 @@ from .search import newton
 
 
 
+def percentile_interval(values, confidence: float) -> tuple[float, float]:
+    """The central `confidence` percentile interval of replicate values, NaN counted as +inf (a replicate whose
+    exponent sits on its bound can send an allocation to infinity: it counts as the extreme it is).
+
+    >>> percentile_interval(np.arange(1, 1001), 0.8)
+    (100.0, 900.0)
+    """
+    q = 100.0 * (1.0 - confidence) / 2.0
+    values = np.asarray(values, float)
+    values = np.where(np.isnan(values), np.inf, values)
+    lo, hi = np.percentile(values, [q, 100.0 - q], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
 @dataclass
 class BootstrapResult:
     """Parameter samples from bootstrap replicates, and percentile intervals derived from them.
@@ -53,13 +67,7 @@ class BootstrapResult:
         return len(self.samples["E"])
 
     def _percentiles(self, values) -> tuple[float, float]:
-        """Percentile bounds over the replicates where the quantity is finite (a replicate whose exponent sits on
-        its bound can send an allocation to infinity; it counts as the extreme it is, not as NaN)."""
-        q = 100.0 * (1.0 - self.confidence) / 2.0
-        values = np.asarray(values, float)
-        values = np.where(np.isnan(values), np.inf, values)
-        lo, hi = np.percentile(values, [q, 100.0 - q], method="inverted_cdf")
-        return float(lo), float(hi)
+        return percentile_interval(values, self.confidence)
 
     def interval(self, name: str) -> tuple[float, float]:
         """Percentile interval of a law parameter (E, A, B, alpha, beta)."""

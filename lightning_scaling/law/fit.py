@@ -150,11 +150,14 @@ class ChinchillaFit:
     def _boundary_messages(self) -> list[str]:
         """Which parameters sit on the search box or carry no signal, and what runs would move them off it.
 
-        Also sets ``degenerate_``: one ``{"parameter", "kind", "axis", "message"}`` per problem, ``kind`` "bound"
-        (an exponent at 0 or `exponent_max`, E at 0) or "vanishing" (a term whose variation over the runs is
-        below `VANISHING_TERM` of the loss: the loss does not depend on that axis there), ``axis`` the one that
-        lacks spread ("N", "D", or "compute" for E). A degenerate fit still predicts, but no allocation from it
-        is trustworthy: the recommendation refuses it.
+        Also sets ``degenerate_``: one ``{"parameter", "kind", "axis", "message", "refuses"}`` per problem, ``kind``
+        "bound" (an exponent at 0 or `exponent_max`, E at 0) or "vanishing" (a term whose variation over the runs
+        is below `VANISHING_TERM` of the loss: the loss does not depend on that axis there), ``axis`` the one that
+        lacks spread ("N", "D", or "compute" for E). A degenerate fit still predicts. An exponent on its bound or a
+        vanishing term ``refuses`` the recommendation: the allocation N_opt = G (C/6)^(beta/(alpha+beta)) is then
+        not measured. E at 0 is flagged but does not refuse: the allocation does not involve E, and the predicted
+        loss carries the calibrated extrapolation interval (`law.intervals`), which sees such a bias in the
+        forward-chaining residuals.
         """
         out: list[dict] = []
         bound_tol = 1e-3
@@ -165,18 +168,18 @@ class ChinchillaFit:
                 out.append({"parameter": name, "kind": "bound", "axis": axis, "message": (
                     f"{name} = {value:.4g} is on its search bound [0, {self.exponent_max}]: loss does not follow a "
                     f"power law in {axis} over these runs; add runs spanning at least a 10x range of {axis} at a "
-                    f"fixed {'token count' if axis == 'N' else 'size'}")})
+                    f"fixed {'token count' if axis == 'N' else 'size'}"), "refuses": True})
             elif float(np.ptp(term)) < VANISHING_TERM * float(self.loss_.mean()):
                 coefficient = "A" if name == "alpha" else "B"
                 out.append({"parameter": coefficient, "kind": "vanishing", "axis": axis, "message": (
                     f"the {coefficient}/{axis}^{name} term varies by {float(np.ptp(term)):.2g} over these runs, "
                     f"less than {VANISHING_TERM:g} of the loss: the loss does not depend on {axis} here, so "
                     f"{coefficient} = {getattr(self, coefficient + '_'):.3g} and {name} = {value:.3g} are not "
-                    f"measured; add runs spanning at least a 10x range of {axis}")})
+                    f"measured; add runs spanning at least a 10x range of {axis}"), "refuses": True})
         if self.E_ <= 1e-6 * float(self.loss_.min()):
             out.append({"parameter": "E", "kind": "bound", "axis": "compute", "message": (
                 f"E = {self.E_:.3g} is at its lower bound 0: the irreducible loss is not constrained; add runs "
-                "at larger compute (both N and D larger) so the curve's flattening is visible")})
+                "at larger compute (both N and D larger) so the curve's flattening is visible"), "refuses": False})
         self.degenerate_ = out
         return [d["message"] for d in out]
 

@@ -17,6 +17,10 @@ is asked of the fitted estimator through these methods, never computed from one 
     allocation_intervals(flops) -> {"params": (low, high), "tokens": ..., "loss": ...}
     loss_interval(N, D) -> (low, high)
 
+A form that needs per-run data beyond N and D (the unique tokens of a data-constrained law) names it in a class
+attribute ``extra_fields`` and takes it as keyword arrays in `fit` and `predict` (absent in `predict`: a fresh run);
+`fit_runs` and `predict_runs` pass each form exactly the extras it declares.
+
 A plugin registers a form through the `register_law_forms` hook with a factory (a class with default arguments);
 `check_law_form` says what an estimator lacks.
 """
@@ -24,6 +28,8 @@ A plugin registers a form through the `register_law_forms` hook with a factory (
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from ..errors import ConfigurationError
 
@@ -64,3 +70,25 @@ def check_law_form(estimator, name: str = "the law form") -> None:
             f"{name} ({type(estimator).__name__}) does not implement {missing}: a law form needs "
             f"{', '.join(METHODS)} (see lightning_scaling.law.form)"
         )
+
+
+def extras_for(form, extra: dict | None, idx=None) -> dict:
+    """The per-run extras `form` declares in ``extra_fields``, taken from `extra` (at `idx` when given)."""
+    fields = getattr(form, "extra_fields", ())
+    return {k: (np.asarray(extra[k], float) if idx is None else np.asarray(extra[k], float)[idx])
+            for k in fields if extra and k in extra}
+
+
+def fit_runs(factory, N, D, L, idx=None, extra: dict | None = None, **fit_kwargs):
+    """A new estimator from `factory` fitted on the runs at `idx` (all when None), with the extras it declares."""
+    estimator = factory()
+    if idx is None:
+        return estimator.fit(N, D, L, **fit_kwargs, **extras_for(estimator, extra))
+    return estimator.fit(N[idx], D[idx], L[idx], **fit_kwargs, **extras_for(estimator, extra, idx))
+
+
+def predict_runs(fit, N, D, idx=None, extra: dict | None = None) -> np.ndarray:
+    """The fitted form's prediction at the runs at `idx` (all when None), with the extras it declares."""
+    if idx is None:
+        return np.asarray(fit.predict(N, D, **extras_for(fit, extra)), float)
+    return np.asarray(fit.predict(N[idx], D[idx], **extras_for(fit, extra, idx)), float)

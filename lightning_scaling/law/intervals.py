@@ -43,7 +43,7 @@ import numpy as np
 from ..errors import LightningScalingError
 from ..options import check_confidence
 from ..schedules.flops import training_compute
-from .form import DEFAULT_CONFIDENCE
+from .form import DEFAULT_CONFIDENCE, fit_runs, predict_runs
 
 PREFIXES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # nested prefixes of the runs ordered by compute
 DRIFT_FITS = 2  # the drift compares a fit with this many previous prefix fits
@@ -96,19 +96,20 @@ class ExtrapolationIntervals:
     def calibrated(self) -> bool:
         return self.n_held_out >= MIN_HELD_OUT and math.isfinite(self.q_x) and math.isfinite(self.q_d)
 
-    def half_width(self, N, D):
+    def half_width(self, N, D, extra=None):
         """h at each run (log loss): the larger of the two calibrated half-widths."""
         N, D = np.asarray(N, float), np.asarray(D, float)
         x = np.maximum(np.log(training_compute(N, D)) - self.log_c_max, 0.0)
-        d = _drift(self.fits, len(self.fits) - 1, N, D)
+        d = _drift(self.fits, len(self.fits) - 1, N, D, extra=extra)
         s_x = np.sqrt(self.sigma**2 + self.kappa**2 * x * x)
         s_d = np.sqrt(self.sigma**2 + d * d + self.kappa_d**2 * x * x)
         return np.maximum(self.q_x * s_x, self.q_d * s_d)
 
-    def interval(self, N, D):
-        """(low, high) of the loss of runs at (N, D): arrays broadcast like N and D."""
-        center = np.asarray(self.fits[-1].predict(N, D), float)
-        h = self.half_width(N, D)
+    def interval(self, N, D, extra=None):
+        """(low, high) of the loss of runs at (N, D): arrays broadcast like N and D; `extra` as for `calibrate`
+        (absent: fresh runs)."""
+        center = predict_runs(self.fits[-1], N, D, extra=extra)
+        h = self.half_width(N, D, extra)
         return center * np.exp(-h), center * np.exp(h)
 
     def allocation_spread(self, flops: float) -> dict[str, tuple[float, float]]:
@@ -124,16 +125,17 @@ class ExtrapolationIntervals:
                 "prefix_fits": len(self.fits)}
 
 
-def _drift(fits, k, N, D):
+def _drift(fits, k, N, D, idx=None, extra=None):
     """max |log L_hat_k - log L_hat_j| over the DRIFT_FITS fits before k (0 when k has none)."""
-    here = np.log(np.asarray(fits[k].predict(N, D), float))
+    here = np.log(predict_runs(fits[k], N, D, idx, extra))
     earlier = fits[max(0, k - DRIFT_FITS):k]
     if not earlier:
         return np.zeros_like(here)
-    return np.max([np.abs(here - np.log(np.asarray(f.predict(N, D), float))) for f in earlier], axis=0)
+    return np.max([np.abs(here - np.log(predict_runs(f, N, D, idx, extra))) for f in earlier], axis=0)
 
 
-def nested_fits(factory: Callable, N, D, L, prefixes=PREFIXES, fit_kwargs=None) -> tuple[np.ndarray, list, list]:
+def nested_fits(factory: Callable, N, D, L, prefixes=PREFIXES, fit_kwargs=None, extra=None
+                ) -> tuple[np.ndarray, list, list]:
     """The law form fitted on nested prefixes of the runs ordered by compute.
 
     Returns:
@@ -151,7 +153,7 @@ def nested_fits(factory: Callable, N, D, L, prefixes=PREFIXES, fit_kwargs=None) 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fits.append(factory().fit(N[idx], D[idx], L[idx], **(fit_kwargs or {})))
+                fits.append(fit_runs(factory, N, D, L, idx, extra, **(fit_kwargs or {})))
             sizes.append(size)
         except LightningScalingError:  # too few runs in this prefix for the form: start from a larger one
             continue
@@ -159,24 +161,25 @@ def nested_fits(factory: Callable, N, D, L, prefixes=PREFIXES, fit_kwargs=None) 
 
 
 def calibrate(factory: Callable, N, D, L, confidence: float = DEFAULT_CONFIDENCE, fit_kwargs=None,
-              prefixes=PREFIXES) -> ExtrapolationIntervals:
-    """Calibrate prediction intervals for the law form built by `factory` on these runs (module docstring)."""
+              prefixes=PREFIXES, extra=None) -> ExtrapolationIntervals:
+    """Calibrate prediction intervals for the law form built by `factory` on these runs (module docstring);
+    `extra` holds the per-run data a form declares in ``extra_fields`` (unique tokens)."""
     check_confidence(confidence)
     N, D, L = (np.asarray(x, float) for x in (N, D, L))
-    order, fits, sizes = nested_fits(factory, N, D, L, prefixes, fit_kwargs)
+    order, fits, sizes = nested_fits(factory, N, D, L, prefixes, fit_kwargs, extra)
     if not fits or sizes[-1] != len(N):
         raise LightningScalingError("the law form could not be fitted to all the runs; no intervals")
     full = fits[-1]
-    residuals = np.log(L) - np.log(np.asarray(full.predict(N, D), float))
+    residuals = np.log(L) - np.log(predict_runs(full, N, D, extra=extra))
     # (floored, so that runs the law fits exactly still give finite normalised scores)
     sigma = max(MAD_SCALE * float(np.median(np.abs(residuals - np.median(residuals)))), SIGMA_FLOOR)
     logC = np.log(training_compute(N, D))
     r, x, d = [], [], []
     for k in range(1, len(fits) - 1):  # the first prefix fit has no earlier fit to drift from
         train, held = order[: sizes[k]], order[sizes[k]:]
-        r.append(np.log(L[held]) - np.log(np.asarray(fits[k].predict(N[held], D[held]), float)))
+        r.append(np.log(L[held]) - np.log(predict_runs(fits[k], N, D, held, extra)))
         x.append(np.maximum(logC[held] - logC[train].max(), 0.0))
-        d.append(_drift(fits, k, N[held], D[held]))
+        d.append(_drift(fits, k, N, D, held, extra))
     if r:
         r, x, d = (np.concatenate(v) for v in (r, x, d))
     else:

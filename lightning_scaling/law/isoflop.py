@@ -74,19 +74,10 @@ def group_by_flops(flops, rtol: float = 0.1) -> list[np.ndarray]:
     return [np.array(g) for g in groups]
 
 
-def isoflop_analysis(N, D, loss, flops=None, rtol: float = 0.1, min_group: int = 3) -> IsoFLOPResult | None:
-    """Fit parabolas per isoFLOP group and a power law through their minima.
-
-    Args:
-        N, D, loss: the runs (already validated).
-        flops: compute per run; defaults to 6 N D.
-        rtol: runs whose compute differs by less than this fraction share a group.
-        min_group: a group needs this many distinct N to fit a parabola.
-
-    Returns:
-        An `IsoFLOPResult`, or None when fewer than two groups have `min_group` distinct sizes (the runs do not
-        form isoFLOP groups).
-    """
+def isoflop_groups(N, D, loss, flops=None, rtol: float = 0.1, min_group: int = 3
+                   ) -> tuple[list[IsoFLOPGroup], list[str]]:
+    """The parabola of loss against log N fitted in each isoFLOP group with `min_group` distinct sizes, and notes
+    on the groups skipped (no minimum) or whose minimum lies outside the sizes run."""
     N, D, L = (np.asarray(x, float) for x in (N, D, loss))
     C = training_compute(N, D) if flops is None else np.asarray(flops, float)
     groups: list[IsoFLOPGroup] = []
@@ -117,6 +108,23 @@ def isoflop_analysis(N, D, loss, flops=None, rtol: float = 0.1, min_group: int =
                 interior=interior,
             )
         )
+    return groups, notes
+
+
+def isoflop_analysis(N, D, loss, flops=None, rtol: float = 0.1, min_group: int = 3) -> IsoFLOPResult | None:
+    """Fit parabolas per isoFLOP group and a power law through their minima.
+
+    Args:
+        N, D, loss: the runs (already validated).
+        flops: compute per run; defaults to 6 N D.
+        rtol: runs whose compute differs by less than this fraction share a group.
+        min_group: a group needs this many distinct N to fit a parabola.
+
+    Returns:
+        An `IsoFLOPResult`, or None when fewer than two groups have `min_group` distinct sizes (the runs do not
+        form isoFLOP groups).
+    """
+    groups, notes = isoflop_groups(N, D, loss, flops, rtol, min_group)
     if len(groups) < 2:
         return None
     logC = np.log([g.flops for g in groups])

@@ -165,5 +165,12 @@ def propose_architecture(params: float, hparams: dict) -> dict | None:
 
 @hookimpl
 def register_law_forms(register) -> None:
-    """``"chinchilla"``: `ChinchillaFit`, L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, Approach 3)."""
+    """``"chinchilla"``: `ChinchillaFit`, L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, Approach 3),
+    the baseline; ``"exponent_interaction"``: the data exponent moves with N (`ExponentInteractionFit`);
+    ``"data_constrained"``: repeated tokens worth less (Muennighoff et al. 2023, `DataConstrainedFit`, for runs
+    that give their unique tokens)."""
+    from ..law.general import DataConstrainedFit, ExponentInteractionFit
+
     register("chinchilla", ChinchillaFit)
+    register("exponent_interaction", ExponentInteractionFit)
+    register("data_constrained", DataConstrainedFit)

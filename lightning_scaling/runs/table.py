@@ -11,7 +11,8 @@ from .suggest import suggest_runs
 from .validation import validate_runs
 
 REQUIRED_COLUMNS = ("params", "tokens", "loss")
-OPTIONAL_COLUMNS = ("flops", "params_avg", "run_id")
+OPTIONAL_COLUMNS = ("flops", "params_avg", "run_id", "unique_tokens")
+POINT_COLUMNS = ("params", "tokens")
 
 
 @dataclass
@@ -32,13 +33,19 @@ class RunTable:
     labels: list[str] | None = None
     params_column: str = "params"
     dense_params: np.ndarray | None = None
+    unique_tokens: np.ndarray | None = None  # distinct tokens each run saw (repeated data), when the CSV gives them
+
+    @property
+    def extra(self) -> dict | None:
+        """Per-run data beyond N and D that some law forms use (`law.form.extras_for`)."""
+        return {"unique_tokens": self.unique_tokens} if self.unique_tokens is not None else None
 
     def __len__(self) -> int:
         return len(self.N)
 
 
 def read_runs_csv(path) -> RunTable:
-    """Read runs from a CSV with columns params, tokens, loss and optionally flops, params_avg, run_id.
+    """Read runs from a CSV with columns params, tokens, loss and optionally flops, params_avg, run_id, unique_tokens.
 
     Raises:
         ScalingDataError: unknown or missing columns (the message lists what was found and what is expected),
@@ -65,7 +72,8 @@ def read_runs_csv(path) -> RunTable:
     if not rows:
         raise InsufficientRunsError(f"{path}: no runs (the file has a header but no rows)", suggest_runs([], [], 5))
     labels, run_ids = [], []
-    columns: dict[str, list[float]] = {c: [] for c in ("params", "tokens", "loss", "flops", "params_avg")}
+    columns: dict[str, list[float]] = {c: [] for c in ("params", "tokens", "loss", "flops", "params_avg",
+                                                       "unique_tokens")}
     for line, row in enumerate(rows, start=2):
         run_id = row.get("run_id", "")
         run_ids.append(run_id)
@@ -90,7 +98,43 @@ def read_runs_csv(path) -> RunTable:
     if "params_avg" in found:
         N = validate_runs(columns["params_avg"], D, L, labels, names=("params_avg", "tokens", "loss"))[0]
         params_column = "params_avg"
+    unique = None
+    if "unique_tokens" in found:
+        unique = validate_runs(columns["unique_tokens"], D, L, labels, names=("unique_tokens", "tokens", "loss"))[0]
     return RunTable(
         N=N, D=D, loss=L, flops=flops, run_ids=run_ids if "run_id" in found else None, labels=labels,
-        params_column=params_column, dense_params=dense,
+        params_column=params_column, dense_params=dense, unique_tokens=unique,
     )
+
+
+def read_points_csv(path) -> tuple[np.ndarray, np.ndarray]:
+    """The (params, tokens) rows of a CSV of runs to predict (extra columns are ignored: a runs file works too).
+
+    Raises:
+        ScalingDataError: a missing column, no rows, or a value that is not a finite number > 0 (line and column
+            named).
+    """
+    import csv
+    import math
+
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        found = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in POINT_COLUMNS if c not in found]
+        if missing:
+            raise ScalingDataError(f"{path}: missing column(s) {missing}; found {found}, expected {list(POINT_COLUMNS)}")
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    if not rows:
+        raise ScalingDataError(f"{path}: no points (the file has a header but no rows)")
+    values = {c: [] for c in POINT_COLUMNS}
+    for line, row in enumerate(rows, start=2):
+        for column in POINT_COLUMNS:
+            text = row.get(column, "")
+            try:
+                value = float(text)
+            except ValueError:
+                raise ScalingDataError(f"{path}: line {line}: `{column}` is not a number: {text!r}") from None
+            if not (math.isfinite(value) and value > 0):
+                raise ScalingDataError(f"{path}: line {line}: `{column}` must be a finite number > 0, got {text!r}")
+            values[column].append(value)
+    return np.array(values["params"]), np.array(values["tokens"])
