@@ -14,7 +14,8 @@ demo-quick: $(VENV)/.installed
 	$(PY) -m examples.tiny_gpt.sweep --quick
 
 test: $(VENV)/.installed-dev
-	bash tools/ensure_browser.sh
+	sh tools/ensure_debian_package.sh chromium /usr/bin/chromium "the browser test"
+	sh tools/ensure_debian_package.sh postgresql "/usr/lib/postgresql/*/bin/initdb" "the PostgreSQL tests"
 	$(PY) -m pytest
 
 install: $(VENV)/.installed

@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import ConfigurationError, LightningScalingError
 from .options import check_confidence, check_positive, check_resamples
+from .runs.records import STALE_AFTER_S
 
 EPILOG = ("CSV columns: params, tokens, loss; optional flops, params_avg (used as N when present), run_id, "
           "unique_tokens (lets the data-constrained law form compete).")
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI, e.g. sqlite:///mlflow.db")
         p.add_argument("--experiment", metavar="NAME", help="MLflow experiment name")
         p.add_argument("--loss-key", default="val_loss", help="metric holding each run's final loss (default val_loss)")
+        p.add_argument("--stale-after", type=_positive_float, default=STALE_AFTER_S, metavar="S",
+                       help=f"a RUNNING run with no new metric for S seconds is left out as stale "
+                       f"(default {STALE_AFTER_S:g})")
 
     common(sub.add_parser("fit", help="fit the law to runs in a CSV", epilog=EPILOG))
     rec = sub.add_parser("recommend", help="compute-optimal next run: from a CSV, or from an MLflow experiment as "
@@ -135,7 +139,8 @@ def _store(args):
         raise ConfigurationError("give both --tracking-uri and --experiment (or, for `recommend`, a RUNS.csv)")
     from .integrations.mlflow_store import MLflowRunStore
 
-    return MLflowRunStore(args.tracking_uri, experiment_name=args.experiment, loss_key=args.loss_key)
+    return MLflowRunStore(args.tracking_uri, experiment_name=args.experiment, loss_key=args.loss_key,
+                          stale_after=args.stale_after)
 
 
 def run_runs(args) -> dict:
@@ -202,7 +207,7 @@ def run_recommend_mlflow(args) -> dict:
                         n_bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
                         propose_architecture=plugins.propose_architecture, law_forms=plugins.law_forms())
     if args.publish:
-        store.publish_everywhere(rec)
+        store.publish_everywhere(rec, force=True)
     return rec
 
 

@@ -9,7 +9,7 @@ full demo sweep (about 5 minutes) instead of the quick one; the README's picture
 
     LIGHTNING_SCALING_E2E_DEMO=full LIGHTNING_SCALING_SCREENSHOT_DIR=docs pytest -m slow tests/test_e2e_ui.py
 
-Needs Debian's Chromium at /usr/bin/chromium (`sh tools/ensure_browser.sh` installs it) and the `playwright`
+Needs Debian's Chromium at /usr/bin/chromium (`sh tools/ensure_debian_package.sh chromium /usr/bin/chromium "the browser test"` installs it) and the `playwright`
 Python package (the dev extra). Playwright only drives the system Chromium; `playwright install` is never needed.
 """
 
@@ -19,19 +19,15 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import struct
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import env, free_port, get, start_mlflow_server, stop_server, wait_healthy
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 DEMOS = {"quick": ("tiny-gpt-demo-quick", ["--quick"]), "full": ("tiny-gpt-demo", [])}
 FIGURE = "scaling_law/frontier.png"
@@ -54,36 +50,13 @@ PAGE_TIMEOUT_MS = 120_000  # the UI's JavaScript bundle is large and the machine
 
 def _require_browser():
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (sh tools/ensure_browser.sh)")
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (sh tools/ensure_debian_package.sh chromium /usr/bin/chromium "the browser test")")
     try:
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("the playwright Python package is not installed (pip install -e '.[dev]')")
     return sync_playwright, PlaywrightTimeout
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    env.setdefault("MPLBACKEND", "Agg")
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    env["DO_NOT_TRACK"] = "true"
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def _png_width(data: bytes) -> int:
@@ -101,59 +74,6 @@ def _recommendation_sentence(note: str) -> str:
         if "Not enough runs" in line:
             return " ".join(line.strip("*# ").split())
     raise AssertionError(f"the summary note has no recommendation sentence:\n{note}")
-
-
-def _start_server(tmp: Path, port: int) -> subprocess.Popen:
-    log = open(tmp / "mlflow-server.log", "wb")
-    env = _env()
-    # The server's background job runners (GenAI evaluation jobs) are not needed to browse runs; on a small
-    # machine they cost several busy processes.
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
-        # The demo's runs record absolute local artifact locations (mlruns/ under where it ran), which the server
-        # reads directly; the proxy destination only matters for runs created through the server.
-        "--serve-artifacts", "--artifacts-destination", str(tmp / "mlartifacts"),
-        "--workers", "1",
-    ]
-    return subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-    try:  # whatever is left of the group (uvicorn workers, job runners)
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _wait_healthy(proc: subprocess.Popen, base: str, log: Path, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            status, body = _get(f"{base}/health", timeout=5)
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(1.0)
-    raise AssertionError(f"mlflow server not healthy after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
 
 
 def _save(page, tmp: Path, name: str) -> None:
@@ -181,7 +101,7 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
     t0 = time.perf_counter()
     demo = subprocess.run(
         [sys.executable, "-m", "examples.tiny_gpt.sweep", *flags, "--tracking-uri", uri],
-        cwd=tmp, env=_env(), capture_output=True, text=True, timeout=DEMO_TIMEOUT_S,
+        cwd=tmp, env=env(), capture_output=True, text=True, timeout=DEMO_TIMEOUT_S,
     )
     demo_s = time.perf_counter() - t0
     record_property("demo_seconds", round(demo_s, 1))
@@ -203,16 +123,16 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
     figure_width = _png_width(figure_on_disk.read_bytes())
 
     # 2. The tracking server on the same store; it must serve the demo's local artifacts.
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = _start_server(tmp, port)
+    server = start_mlflow_server(tmp, port)
     t1 = time.perf_counter()
     try:
-        _wait_healthy(server, base, tmp / "mlflow-server.log")
-        status, body = _get(f"{base}/get-artifact?path={FIGURE}&run_uuid={summary.info.run_id}")
+        wait_healthy(server, base, tmp / "mlflow-server.log")
+        status, body = get(f"{base}/get-artifact?path={FIGURE}&run_uuid={summary.info.run_id}")
         assert status == 200, (status, body[:500])
         assert body == figure_on_disk.read_bytes(), "the server serves a different frontier.png"
-        status, body = _get(f"{base}/ajax-api/2.0/mlflow/artifacts/list?run_id={summary.info.run_id}&path=scaling_law")
+        status, body = get(f"{base}/ajax-api/2.0/mlflow/artifacts/list?run_id={summary.info.run_id}&path=scaling_law")
         assert status == 200, (status, body[:500])
         listed = {f["path"] for f in json.loads(body).get("files", [])}
         assert {FIGURE, "scaling_law/isoflop.png", "scaling_law/recommendation.json"} <= listed, listed
@@ -277,7 +197,7 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
         record_property("browser_seconds", round(browser_s, 1))
         print(f"demo {demo_s:.0f} s, server and browser {browser_s:.0f} s; screenshots in {tmp}")
     finally:
-        _stop_server(server)
+        stop_server(server)
 
 
 def _close_assistant(page) -> None:

@@ -26,8 +26,12 @@ from .. import plugins
 from ..errors import ConfigurationError
 from ..advice.plan import DEFAULT_GROWTH, plan_next_run, validate_budget
 from ..integrations.loggers import mlflow_logger
-from ..options import check_confidence, check_resamples
+from ..options import check_confidence, check_positive, check_resamples
+from ..runs.records import STALE_AFTER_S
 from ._types import NonNegativeInt, OpenUnitInterval, PositiveFloat
+
+
+REFITS = 3  # refits when more runs finished while this hook was fitting
 
 
 class ScalingLawAdvisorWarning(UserWarning):
@@ -47,6 +51,8 @@ class ScalingLawAdvisor(Callback):
         law: "auto" (default): choose among the registered law forms by forward-chaining error, Chinchilla's
             unless another predicts the held-out runs clearly better (`law.backtest.choose_form`); or the name of
             one form (built-in: "chinchilla", "exponent_interaction"; plugins may register others).
+        stale_after: seconds without a new metric after which a RUNNING run is taken for a killed process and left
+            out with that reason (it comes back when resumed under the same run id).
 
     Raises:
         ConfigurationError: an argument outside its range (the message names it).
@@ -59,7 +65,7 @@ class ScalingLawAdvisor(Callback):
 
     def __init__(self, next_flops: PositiveFloat | None = None, growth: PositiveFloat = DEFAULT_GROWTH,
                  loss_key: str = "val_loss", bootstrap: NonNegativeInt = 1000, seed: int = 0,
-                 confidence: OpenUnitInterval = 0.8, law: str = "auto"):
+                 confidence: OpenUnitInterval = 0.8, law: str = "auto", stale_after: PositiveFloat = STALE_AFTER_S):
         validate_budget(next_flops, growth)
         check_resamples(bootstrap, "bootstrap")
         check_confidence(confidence, "confidence")
@@ -71,7 +77,9 @@ class ScalingLawAdvisor(Callback):
         self.bootstrap = bootstrap
         self.seed = seed
         self.confidence = confidence
+        check_positive(stale_after, "stale_after")
         self.law = law
+        self.stale_after = stale_after
         self.recommendation: dict | None = None  # the last one made, for programmatic use
 
     @override
@@ -88,7 +96,7 @@ class ScalingLawAdvisor(Callback):
             from ..integrations.mlflow_store import MLflowRunStore
 
             store = MLflowRunStore(logger.experiment.tracking_uri, experiment_id=logger.experiment_id,
-                                   loss_key=self.loss_key)
+                                   loss_key=self.loss_key, stale_after=self.stale_after)
             self.recommendation = self.advise(store, logger.run_id, trainer, pl_module)
         except Exception as err:  # never let the closing hook harm the run
             message = f"ScalingLawAdvisor could not make a recommendation: {type(err).__name__}: {err}"
@@ -100,22 +108,32 @@ class ScalingLawAdvisor(Callback):
                     pass
 
     def advise(self, store, run_id: str, trainer=None, pl_module=None) -> dict:
-        """Fetch, fit, recommend and publish; returns the recommendation dict."""
+        """Fetch, fit, recommend and publish; returns the recommendation dict.
+
+        Runs that end together run their hooks together: when more runs have finished by the time this one has
+        published than it fitted, it fits and publishes again (at most `REFITS` times), so the last hook to finish
+        leaves the recommendation over all of them on the summary run.
+        """
         forms = plugins.law_forms()
         if self.law != "auto" and self.law not in forms:
             raise ConfigurationError(f"`law` must be 'auto' or one of {sorted(forms)}, got {self.law!r}")
-        selection = store.select(current_run_id=run_id)
         settings, pruning = _settings(trainer)
         hparams = dict(getattr(pl_module, "hparams", {}) or {}) if pl_module is not None else {}
-        rec = plan_next_run(
-            selection, next_flops=self.next_flops, growth=self.growth, n_bootstrap=self.bootstrap, seed=self.seed,
-            confidence=self.confidence, pruning=pruning, settings=settings, hparams=hparams,
-            propose_architecture=plugins.propose_architecture,
-            law_forms=forms if self.law == "auto" else {self.law: forms[self.law]},
-        )
-        rec["run_id"] = run_id
-        rec["loss_key"] = self.loss_key
-        store.publish_everywhere(rec, [run_id])
+        selection = store.select(current_run_id=run_id)
+        for _ in range(REFITS + 1):
+            rec = plan_next_run(
+                selection, next_flops=self.next_flops, growth=self.growth, n_bootstrap=self.bootstrap,
+                seed=self.seed, confidence=self.confidence, pruning=pruning, settings=settings, hparams=hparams,
+                propose_architecture=plugins.propose_architecture,
+                law_forms=forms if self.law == "auto" else {self.law: forms[self.law]},
+            )
+            rec["run_id"] = run_id
+            rec["loss_key"] = self.loss_key
+            store.publish_everywhere(rec, [run_id])
+            again = store.select(current_run_id=run_id)
+            if {r.run_id for r in again.used} <= {r.run_id for r in selection.used}:
+                break
+            selection = again
         plugins.notify_recommendation(rec)
         return rec
 

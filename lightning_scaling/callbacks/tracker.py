@@ -34,7 +34,7 @@ from ..errors import ConfigurationError
 from ..schedules.flops import transformer_training_flops
 from ..integrations.loggers import log_schema, run_id_of, set_run_tags
 from ..runs import schema
-from ..runs.schema import RESUMED_FROM_TAG, SCHEMA_VERSION
+from ..runs.schema import COMPLETE_TAG, RESUMED_FROM_TAG, SCHEMA_VERSION
 from ..nn.measure import (
     PARAMS_BASES,
     StepFlops,
@@ -228,6 +228,9 @@ class ScalingTracker(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._flush(trainer)
         self._log(trainer, trainer.global_step)  # the final values, unless this step was just logged
+        if trainer.is_global_zero:  # training ended normally: the run counts before MLflow marks it FINISHED
+            for logger in trainer.loggers:
+                set_run_tags(logger, {COMPLETE_TAG: "true"})
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..callbacks._compat import INSTALLED, cli_module, namespace_of
 from ..errors import ConfigurationError
-from .loggers import run_id_of
+from .loggers import open_mlflow_runs, run_id_of
 
 _SAVE_BASES = tuple(cli_module(name).SaveConfigCallback for name in INSTALLED)
 _SaveConfigBase = _SAVE_BASES[0] if len(_SAVE_BASES) == 1 else type("SaveConfigCallback", _SAVE_BASES, {})
@@ -61,8 +61,14 @@ def scaling_cli(namespace: str | None = None) -> type:
             kwargs.setdefault("save_config_callback", MLflowSaveConfigCallback)
             base.__init__(self, *args, **kwargs)
 
+        def before_fit(self):
+            # runs of a team started together on a new experiment: open each MLflow run with a retry, before
+            # Lightning opens it without one (see `open_mlflow_runs`)
+            if self.trainer.is_global_zero:
+                open_mlflow_runs(self.trainer)
+
         _CLI_CLASSES[namespace] = type("ScalingCLI", (base,), {
-            "__init__": __init__, "__module__": __name__,
+            "__init__": __init__, "before_fit": before_fit, "__module__": __name__,
             "__doc__": f"{namespace}'s LightningCLI with `MLflowSaveConfigCallback`; this package's callbacks are "
                        "configured under `trainer.callbacks` with `class_path: lightning_scaling.callbacks.<Name>`.",
         })

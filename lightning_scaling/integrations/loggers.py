@@ -26,6 +26,39 @@ def mlflow_logger(trainer):
     return None
 
 
+START_ATTEMPTS = 5  # tries to open an MLflow run while other processes create the same experiment
+
+
+def open_mlflow_runs(trainer) -> None:
+    """Open the run of each MLflow logger now, retrying when a concurrent process created the experiment first.
+
+    Lightning's MLflow logger looks the experiment up by name and creates it when missing; processes started
+    together all miss it, and all but one fail with the database's unique-name error. A second look then finds the
+    experiment the winner created. Loggers of other kinds are left alone (recognised by their module's name).
+
+    Lightning opens the run itself before any callback hook runs, so no callback can do this: `lightning-scaling
+    train` calls it before `fit`; with a plain Trainer, call it yourself between building the Trainer and
+    ``trainer.fit`` when several processes start on a new experiment at once::
+
+        trainer = Trainer(logger=MLFlowLogger(experiment_name="team", tracking_uri=URI), callbacks=[...])
+        open_mlflow_runs(trainer)
+        trainer.fit(model, datamodule)
+    """
+    import time
+
+    for logger in trainer.loggers:
+        if "mlflow" not in type(logger).__module__.lower():
+            continue
+        for attempt in range(START_ATTEMPTS):
+            try:
+                logger.experiment  # noqa: B018 - the property opens the run
+                break
+            except Exception:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+
 def set_run_tags(logger, tags: dict[str, str]) -> bool:
     """Set tags on the logger's run when it supports tags (MLflow); returns whether it did."""
     experiment = getattr(logger, "experiment", None)

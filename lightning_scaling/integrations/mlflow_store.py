@@ -28,7 +28,8 @@ from ..errors import ConfigurationError
 from ..advice.recommendation import recommendation_markdown
 from ..runs.records import RunRecord, Selection, select_runs
 from ..runs import schema
-from ..runs.schema import RESUMED_FROM_TAG, SCHEMA_TAG, SUMMARY_TAG
+from ..runs.records import STALE_AFTER_S
+from ..runs.schema import COMPLETE_TAG, N_RUNS_TAG, RESUMED_FROM_TAG, SCHEMA_TAG, SUMMARY_TAG
 
 SUMMARY_RUN_NAME = "scaling-law"
 NOTE_TAG = "mlflow.note.content"
@@ -59,12 +60,13 @@ class MLflowRunStore:
     """
 
     def __init__(self, tracking_uri: str, experiment_name: str | None = None, experiment_id: str | None = None,
-                 loss_key: str = "val_loss"):
+                 loss_key: str = "val_loss", stale_after: float = STALE_AFTER_S):
         if (experiment_name is None) == (experiment_id is None):
             raise ConfigurationError("give exactly one of `experiment_name` or `experiment_id`")
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         self.loss_key = loss_key
+        self.stale_after = stale_after
         if experiment_id is None:
             experiment = self.client.get_experiment_by_name(experiment_name)
             if experiment is None:
@@ -96,6 +98,11 @@ class MLflowRunStore:
             finite = [v for v in history if math.isfinite(v)]
             best = min(finite) if finite else None
         basis = params.get(schema.PARAMS_BASIS, "non_embedding")
+        last_activity = None
+        if run.info.status == "RUNNING":  # how long since it last logged: a killed process leaves a RUNNING run
+            stamps = [m.timestamp for key in (schema.TOKENS, self.loss_key)
+                      for m in self.client.get_metric_history(run.info.run_id, key)]
+            last_activity = max(stamps, default=run.info.start_time)
         return RunRecord(
             run_id=run.info.run_id,
             run_name=run.info.run_name,
@@ -112,22 +119,30 @@ class MLflowRunStore:
             resumed_from=tags.get(RESUMED_FROM_TAG),
             start_time=run.info.start_time,
             is_summary=tags.get(SUMMARY_TAG) == "true",
+            complete=tags.get(COMPLETE_TAG) == "true",
+            last_activity=last_activity,
         )
 
     def records(self) -> list[RunRecord]:
         return [self.record(run) for run in self.runs()]
 
     def select(self, current_run_id: str | None = None) -> Selection:
-        return select_runs(self.records(), current_run_id=current_run_id, loss_key=self.loss_key)
+        return select_runs(self.records(), current_run_id=current_run_id, loss_key=self.loss_key,
+                           stale_after=self.stale_after)
 
     # -- publishing -------------------------------------------------------------------------------------------
     def mark_training_experiment(self) -> None:
         self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
 
+    def summary_runs(self) -> list:
+        """Every summary run of the experiment, the one in use first (the earliest created; ties by run id)."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{SUMMARY_TAG}` = 'true'",
+                                        run_view_type=ViewType.ACTIVE_ONLY, max_results=PAGE_SIZE)
+        return sorted(found, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
     def summary_run(self):
         """The experiment's summary run (run name `scaling-law`), or None before the first recommendation."""
-        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{SUMMARY_TAG}` = 'true'",
-                                        run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
+        found = self.summary_runs()
         return found[0] if found else None
 
     def latest_recommendation(self) -> dict | None:
@@ -143,13 +158,22 @@ class MLflowRunStore:
             return json.loads(Path(path).read_text())
 
     def summary_run_id(self) -> str:
-        """The experiment's summary run (run name `scaling-law`), created on first use."""
+        """The experiment's summary run (run name `scaling-law`), created on first use.
+
+        Closing hooks of runs that end together may both find none and both create one: each then reads the
+        summary runs back, all agree on the earliest, and a hook whose own creation lost deletes it, so the
+        experiment keeps exactly one.
+        """
         found = self.summary_run()
         if found is not None:
             return found.info.run_id
-        run = self.client.create_run(self.experiment_id, run_name=SUMMARY_RUN_NAME, tags={SUMMARY_TAG: "true"})
-        self.client.set_terminated(run.info.run_id, "FINISHED")
-        return run.info.run_id
+        mine = self.client.create_run(self.experiment_id, run_name=SUMMARY_RUN_NAME, tags={SUMMARY_TAG: "true"})
+        self.client.set_terminated(mine.info.run_id, "FINISHED")
+        winner = self.summary_run()
+        if winner is not None and winner.info.run_id != mine.info.run_id:
+            self.client.delete_run(mine.info.run_id)
+            return winner.info.run_id
+        return mine.info.run_id
 
     def publish(self, run_id: str, rec: dict, figures: dict[str, str] | None = None) -> None:
         """Write the recommendation onto a run: note, number tags, JSON and figures under `scaling_law/`."""
@@ -164,18 +188,30 @@ class MLflowRunStore:
         for local in (figures or {}).values():
             self.client.log_artifact(run_id, local, "scaling_law")
 
-    def publish_everywhere(self, rec: dict, run_ids=()) -> None:
-        """Render the figures once and publish the recommendation on `run_ids` and on the summary run."""
+    def publish_everywhere(self, rec: dict, run_ids=(), force: bool = False) -> bool:
+        """Render the figures once and publish the recommendation on `run_ids` and on the summary run.
+
+        The summary run is updated only when `rec` was fitted on at least as many runs as the one it holds (its
+        `lightning_scaling.n_runs` tag), so that of two closing hooks racing, the one that saw fewer finished runs
+        does not overwrite the other (`force`: write it anyway, as `recommend --publish` does); returns whether the
+        summary was written.
+        """
         from .plots import frontier_figure, isoflop_figure
 
         self.mark_training_experiment()
+        summary_id = self.summary_run_id()
+        held = _float(self.client.get_run(summary_id).data.tags.get(N_RUNS_TAG))
+        write_summary = force or held is None or int(rec.get("n_runs", 0)) >= held
         with tempfile.TemporaryDirectory() as tmp:
             figures = {}
             if rec.get("figures"):  # a fitted law (recommended, or refused as degenerate): draw it
                 figures = {"frontier": frontier_figure(rec, Path(tmp) / "frontier.png"),
                            "isoflop": isoflop_figure(rec, Path(tmp) / "isoflop.png")}
-            for run_id in (*run_ids, self.summary_run_id()):
+            for run_id in (*run_ids, *([summary_id] if write_summary else [])):
                 self.publish(run_id, rec, figures)
+        if write_summary:
+            self.client.set_tag(summary_id, N_RUNS_TAG, str(int(rec.get("n_runs", 0))))
+        return write_summary
 
     def note(self, run_id: str, text: str) -> None:
         self.client.set_tag(run_id, NOTE_TAG, text)

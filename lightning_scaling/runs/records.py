@@ -16,6 +16,7 @@ from .schema import FLOPS, PARAMS_AVG, TOKENS
 
 DIVERGENCE_RATIO = 1.5  # a final loss above 1.5x the run's own best loss means training blew up at the end
 USABLE_STATUSES = ("FINISHED",)
+STALE_AFTER_S = 1800.0  # a RUNNING run with no new metric for 30 minutes is taken for a killed process
 
 
 @dataclass
@@ -37,6 +38,8 @@ class RunRecord:
     resumed_from: str | None = None
     start_time: int | None = None
     is_summary: bool = False
+    complete: bool = False  # training ended normally (the tracker's tag), though MLflow may still say RUNNING
+    last_activity: int | None = None  # ms since the epoch of the run's latest metric (read for RUNNING runs)
 
     @property
     def sparse(self) -> bool:
@@ -65,14 +68,23 @@ def _finite_positive(x) -> bool:
 
 
 def select_runs(records: list[RunRecord], current_run_id: str | None = None,
-                divergence_ratio: float = DIVERGENCE_RATIO, loss_key: str = "val_loss") -> Selection:
+                divergence_ratio: float = DIVERGENCE_RATIO, loss_key: str = "val_loss",
+                stale_after: float = STALE_AFTER_S, now: float | None = None) -> Selection:
     """Keep the runs a fit may use.
 
-    Left out, each with its reason: summary runs; FAILED, KILLED and other unfinished runs (except the current run,
-    which is still RUNNING inside the closing hook); runs without the schema tag; runs missing N, D, C or the loss;
-    NaN, infinite or non-positive values; diverged runs; and runs superseded by a run resumed from them (the resumed
-    run carries the whole history: its counters continue from the checkpoint).
+    Left out, each with its reason: summary runs; FAILED, KILLED and other unfinished runs (a RUNNING run counts
+    once its training ended normally, `complete`: the current run inside its closing hook, or another run whose
+    hook is running now; a RUNNING run with no new metric for `stale_after` seconds is called stale: a killed
+    process, which comes back when it is resumed under the same run id); runs without the schema tag; runs missing
+    N, D, C or the loss; NaN, infinite or non-positive values; diverged runs; and runs superseded by a run resumed
+    from them (the resumed run carries the whole history: its counters continue from the checkpoint).
+
+    Args:
+        now: the time in seconds since the epoch (default: the clock), for the staleness of RUNNING runs.
     """
+    import time
+
+    now = time.time() if now is None else now
     used: list[RunRecord] = []
     excluded: list[tuple[RunRecord, str]] = []
     superseded_by = {r.resumed_from: r.run_id for r in records if r.resumed_from}
@@ -81,7 +93,15 @@ def select_runs(records: list[RunRecord], current_run_id: str | None = None,
             excluded.append((r, "summary run written by ScalingLawAdvisor (not a training run)"))
             continue
         current = r.run_id == current_run_id
-        if r.status not in USABLE_STATUSES and not (current and r.status == "RUNNING"):
+        if r.status == "RUNNING" and not (current or r.complete):
+            idle = now - (r.last_activity or r.start_time or 0) / 1000.0
+            if idle > stale_after:
+                excluded.append((r, f"stale: RUNNING with no new metric for {idle:.0f} s (more than {stale_after:g} "
+                                    "s): a killed process? resume it under the same run id to bring it back"))
+            else:
+                excluded.append((r, "status RUNNING: still training"))
+            continue
+        if r.status not in USABLE_STATUSES and r.status != "RUNNING":
             excluded.append((r, f"status {r.status}: only finished runs are fitted"))
             continue
         if r.schema is None:

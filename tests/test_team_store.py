@@ -1,0 +1,98 @@
+"""A team's run store: training processes started together against one MLflow server on PostgreSQL, and on the
+sqlite default; every run and metric point arrives, every closing hook succeeds, one summary run over all runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+from mlflow.entities import ViewType
+from servers import REPO, env, mlflow_on, postgres, postgres_missing
+
+from lightning_scaling.cli import main
+from lightning_scaling.runs.schema import N_RUNS_TAG, SUMMARY_TAG, TOKENS
+
+SIZES = [(16, 12), (16, 36), (24, 24), (32, 12), (32, 36), (48, 24), (24, 12), (48, 36)]
+T, BATCH, LOG_EVERY = 32, 4, 5
+
+
+def launch(uri: str, experiment: str, runs, tmp, start_in: float = 30.0) -> list[dict]:
+    """Start one training process per (d_model, steps), all opening their runs at the same moment; their reports."""
+    start_at = time.time() + start_in
+    procs = []
+    for i, (d, steps) in enumerate(runs):
+        out = tmp / f"r{i}.json"
+        cmd = [sys.executable, str(REPO / "tests" / "team_script.py"), "--uri", uri, "--experiment", experiment,
+               "--d-model", str(d), "--steps", str(steps), "--name", f"r{i}-d{d}-s{steps}", "--out", str(out),
+               "--start-at", str(start_at)]
+        procs.append((subprocess.Popen(cmd, cwd=tmp, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True), out))
+    reports = []
+    for proc, out in procs:
+        log, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, log[-4000:]
+        reports.append(json.loads(out.read_text()))
+    return reports
+
+
+def check_team(uri: str, experiment: str, runs, reports) -> None:
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert [e.name for e in client.search_experiments(filter_string=f"name = '{experiment}'")] == [experiment]
+    everything = client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+    training = [r for r in everything if r.data.tags.get(SUMMARY_TAG) != "true"]
+    summaries = [r for r in everything if r.data.tags.get(SUMMARY_TAG) == "true"
+                 and r.info.lifecycle_stage == "active"]
+    # every run arrived, finished, with every metric point
+    assert sorted(r.info.run_id for r in training) == sorted(rep["run_id"] for rep in reports)
+    assert all(r.info.status == "FINISHED" for r in training)
+    by_name = {r.info.run_name: r for r in training}
+    for i, (d, steps) in enumerate(runs):
+        run = by_name[f"r{i}-d{d}-s{steps}"]
+        history = client.get_metric_history(run.info.run_id, TOKENS)
+        expected_steps = sorted({s for s in range(LOG_EVERY, steps + 1, LOG_EVERY)} | {steps})
+        assert [m.step for m in history] == expected_steps, (run.info.run_name, [m.step for m in history])
+        assert history[-1].value == steps * BATCH * T
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 1
+    # every closing hook succeeded (one that ran while fewer runs had finished may find too few to fit: that is
+    # an answer, not a failure)
+    assert all(rep["status"] in ("ok", "degenerate", "insufficient_runs") and not rep["warnings"]
+               for rep in reports), reports
+    # exactly one summary run, holding the recommendation over all of them
+    assert len(summaries) == 1, [(r.info.run_id, r.info.start_time) for r in summaries]
+    summary = summaries[0]
+    assert summary.data.tags[N_RUNS_TAG] == str(len(runs))
+    assert max(rep["n_runs"] for rep in reports) == len(runs)
+
+
+@pytest.mark.slow
+def test_eight_processes_on_one_postgresql_backed_server(tmp_path, capsys):
+    missing = postgres_missing()
+    if missing:
+        pytest.skip(missing)
+    with postgres() as database, mlflow_on(tmp_path, database, workers=2) as uri:
+        reports = launch(uri, "team", SIZES, tmp_path)
+        check_team(uri, "team", SIZES, reports)
+        # the commands read the same store
+        capsys.readouterr()
+        assert main(["runs", "--tracking-uri", uri, "--experiment", "team", "--format", "json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert len(listed["used"]) == len(SIZES)
+        assert main(["recommend", "--tracking-uri", uri, "--experiment", "team", "--bootstrap", "50",
+                     "--format", "json"]) == 0
+        assert json.loads(capsys.readouterr().out)["n_runs"] == len(SIZES)
+        assert main(["backtest", "--tracking-uri", uri, "--experiment", "team", "--format", "json"]) == 0
+        assert json.loads(capsys.readouterr().out)["held_out"] > 0
+
+
+@pytest.mark.slow
+def test_four_processes_on_the_sqlite_default(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(uri).search_experiments()  # create the schema once (MLflow's own migration is not concurrent)
+    runs = SIZES[:4]
+    reports = launch(uri, "solo", runs, tmp_path)
+    check_team(uri, "solo", runs, reports)
