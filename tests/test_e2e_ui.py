@@ -9,7 +9,7 @@ full demo sweep (about 5 minutes) instead of the quick one; the README's picture
 
     LIGHTNING_SCALING_E2E_DEMO=full LIGHTNING_SCALING_SCREENSHOT_DIR=docs pytest -m slow tests/test_e2e_ui.py
 
-Needs Debian's Chromium at /usr/bin/chromium (`sh tools/ensure_debian_package.sh chromium /usr/bin/chromium "the browser test"` installs it) and the `playwright`
+Needs Debian's Chromium at /usr/bin/chromium (`make test` installs it through `tools/ensure_debian_package.sh`) and the `playwright`
 Python package (the dev extra). Playwright only drives the system Chromium; `playwright install` is never needed.
 """
 
@@ -50,7 +50,7 @@ PAGE_TIMEOUT_MS = 120_000  # the UI's JavaScript bundle is large and the machine
 
 def _require_browser():
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (sh tools/ensure_debian_package.sh chromium /usr/bin/chromium "the browser test")")
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (make test installs it through tools/ensure_debian_package.sh)")
     try:
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import sync_playwright
