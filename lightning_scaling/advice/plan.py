@@ -13,17 +13,15 @@ no run size.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
-from statistics import NormalDist
 
 import numpy as np
 
 from ..errors import ConfigurationError, InsufficientRunsError, LightningScalingError, ScalingDataError
 from ..law.backtest import applicable_forms, backtest, choose_form
 from ..law.fit import ChinchillaFit
-from ..law.intervals import MAD_SCALE, MIN_HELD_OUT, calibrate
+from ..law.intervals import MIN_HELD_OUT, calibrate, scatter, widen_by_scatter
 from ..options import check_positive
 from ..law.form import DEFAULT_CONFIDENCE, LawForm, check_law_form
 from ..runs.records import Selection
@@ -168,7 +166,7 @@ def prediction_intervals(out: dict, fit, factory, N, D, L, confidence: float, bu
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cal = calibrate(factory, N, D, L, confidence, fit_kwargs=fit_kwargs)
+            cal = calibrate(factory, N, D, L, confidence, fit_kwargs=fit_kwargs, full_fit=fit)
     except LightningScalingError:
         cal = None
     if cal is not None and cal.calibrated:
@@ -182,11 +180,10 @@ def prediction_intervals(out: dict, fit, factory, N, D, L, confidence: float, bu
             out[f"{key}_high"] = max(out.get(f"{key}_high", hi), hi)
         out.setdefault("confidence", confidence)
         return {**cal.to_dict(), "loss": "calibrated", "meaning": INTERVAL_MEANING["calibrated"].format(pct=pct)}
-    residuals = np.log(L) - np.log(np.asarray(fit.predict(N, D), float))
-    sigma = MAD_SCALE * float(np.median(np.abs(residuals - np.median(residuals))))
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    low, high = out.get("loss_low", out["loss"]), out.get("loss_high", out["loss"])
-    out["loss_low"], out["loss_high"] = low * math.exp(-z * sigma), high * math.exp(z * sigma)
+    sigma = scatter(fit, N, D, L)
+    low, high = widen_by_scatter(out.get("loss_low", out["loss"]), out.get("loss_high", out["loss"]), sigma,
+                                 confidence)
+    out["loss_low"], out["loss_high"] = float(low), float(high)
     out.setdefault("confidence", confidence)
     return {"method": "bootstrap of the mean law and the runs' scatter", "calibrated": False, "confidence": confidence,
             "sigma": sigma, "held_out": 0 if cal is None else cal.n_held_out, "loss": "bootstrap+scatter",

@@ -10,17 +10,15 @@ said in each row's ``interval``. `backtest_runs` is `law.backtest.backtest` of t
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
-from statistics import NormalDist
 
 import numpy as np
 
 from ..errors import ConfigurationError, LightningScalingError, ScalingDataError
 from ..law.backtest import applicable_forms, backtest, choose_form
 from ..law.form import DEFAULT_CONFIDENCE, fit_runs
-from ..law.intervals import MAD_SCALE, calibrate
+from ..law.intervals import calibrate, scatter, widen_by_scatter
 
 AUTO = "auto"
 POINT_BOOTSTRAP = 200  # replicates of the fallback interval (10th-90th percentiles need no more)
@@ -81,14 +79,9 @@ def predict_points(N, D, L, points_N, points_D, *, forms: dict[str, Callable], l
 
 def _scatter_widened(fit, N, D, L, pN, pD, confidence, seed, extra):
     """Bootstrap percentiles of the mean law at each point, widened by the runs' scatter about the fit."""
-    from ..law.form import predict_runs
-
-    residuals = np.log(L) - np.log(predict_runs(fit, N, D, extra=extra))
-    sigma = MAD_SCALE * float(np.median(np.abs(residuals - np.median(residuals))))
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     boot = fit.bootstrap(POINT_BOOTSTRAP, seed=seed, confidence=confidence)
     bounds = np.array([boot.loss_interval(n, d) for n, d in zip(pN, pD)], float).reshape(-1, 2)
-    return bounds[:, 0] * math.exp(-z * sigma), bounds[:, 1] * math.exp(z * sigma)
+    return widen_by_scatter(bounds[:, 0], bounds[:, 1], scatter(fit, N, D, L, extra), confidence)
 
 
 def backtest_runs(N, D, L, *, forms: dict[str, Callable], law: str = AUTO, confidence: float = DEFAULT_CONFIDENCE,

@@ -74,21 +74,19 @@ def check_law_form(estimator, name: str = "the law form") -> None:
 
 def extras_for(form, extra: dict | None, idx=None) -> dict:
     """The per-run extras `form` declares in ``extra_fields``, taken from `extra` (at `idx` when given)."""
-    fields = getattr(form, "extra_fields", ())
-    return {k: (np.asarray(extra[k], float) if idx is None else np.asarray(extra[k], float)[idx])
-            for k in fields if extra and k in extra}
+    at = slice(None) if idx is None else idx
+    return {k: np.asarray(extra[k], float)[at] for k in getattr(form, "extra_fields", ()) if extra and k in extra}
 
 
 def fit_runs(factory, N, D, L, idx=None, extra: dict | None = None, **fit_kwargs):
     """A new estimator from `factory` fitted on the runs at `idx` (all when None), with the extras it declares."""
+    at = slice(None) if idx is None else idx
     estimator = factory()
-    if idx is None:
-        return estimator.fit(N, D, L, **fit_kwargs, **extras_for(estimator, extra))
-    return estimator.fit(N[idx], D[idx], L[idx], **fit_kwargs, **extras_for(estimator, extra, idx))
+    return estimator.fit(N[at], D[at], L[at], **fit_kwargs, **extras_for(estimator, extra, idx))
 
 
 def predict_runs(fit, N, D, idx=None, extra: dict | None = None) -> np.ndarray:
     """The fitted form's prediction at the runs at `idx` (all when None), with the extras it declares."""
-    if idx is None:
+    if idx is None:  # N and D may be scalars or broadcast against each other
         return np.asarray(fit.predict(N, D, **extras_for(fit, extra)), float)
     return np.asarray(fit.predict(N[idx], D[idx], **extras_for(fit, extra, idx)), float)

@@ -52,6 +52,22 @@ MAD_SCALE = 1.4826  # the median absolute deviation of a normal distribution, in
 SIGMA_FLOOR = 1e-12
 
 
+def scatter(fit, N, D, L, extra=None) -> float:
+    """The runs' scatter about a fitted law: 1.4826 x the median absolute deviation of the log residuals (a robust
+    standard deviation)."""
+    residuals = np.log(np.asarray(L, float)) - np.log(predict_runs(fit, N, D, extra=extra))
+    return MAD_SCALE * float(np.median(np.abs(residuals - np.median(residuals))))
+
+
+def widen_by_scatter(low, high, sigma: float, confidence: float):
+    """(low, high) of the mean law widened by a normal scatter of `sigma` (log loss) at `confidence`: the fallback
+    interval when the runs are too few to calibrate the extrapolation error."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    return np.asarray(low, float) * math.exp(-z * sigma), np.asarray(high, float) * math.exp(z * sigma)
+
+
 def conformal_quantile(scores, confidence: float) -> float:
     """The ceil((n + 1) p)-th smallest of n scores (split conformal); inf when n is too small for p.
 
@@ -134,7 +150,7 @@ def _drift(fits, k, N, D, idx=None, extra=None):
     return np.max([np.abs(here - np.log(predict_runs(f, N, D, idx, extra))) for f in earlier], axis=0)
 
 
-def nested_fits(factory: Callable, N, D, L, prefixes=PREFIXES, fit_kwargs=None, extra=None
+def nested_fits(factory: Callable, N, D, L, prefixes=PREFIXES, fit_kwargs=None, extra=None, full_fit=None
                 ) -> tuple[np.ndarray, list, list]:
     """The law form fitted on nested prefixes of the runs ordered by compute.
 
@@ -153,7 +169,8 @@ def nested_fits(factory: Callable, N, D, L, prefixes=PREFIXES, fit_kwargs=None, 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fits.append(fit_runs(factory, N, D, L, idx, extra, **(fit_kwargs or {})))
+                fits.append(full_fit if full_fit is not None and size == len(N)
+                            else fit_runs(factory, N, D, L, idx, extra, **(fit_kwargs or {})))
             sizes.append(size)
         except LightningScalingError:  # too few runs in this prefix for the form: start from a larger one
             continue
@@ -161,18 +178,17 @@ def nested_fits(factory: Callable, N, D, L, prefixes=PREFIXES, fit_kwargs=None, 
 
 
 def calibrate(factory: Callable, N, D, L, confidence: float = DEFAULT_CONFIDENCE, fit_kwargs=None,
-              prefixes=PREFIXES, extra=None) -> ExtrapolationIntervals:
+              prefixes=PREFIXES, extra=None, full_fit=None) -> ExtrapolationIntervals:
     """Calibrate prediction intervals for the law form built by `factory` on these runs (module docstring);
-    `extra` holds the per-run data a form declares in ``extra_fields`` (unique tokens)."""
+    `extra` holds the per-run data a form declares in ``extra_fields`` (unique tokens); `full_fit`, the form
+    already fitted on all these runs, is used as the last prefix fit instead of fitting it again."""
     check_confidence(confidence)
     N, D, L = (np.asarray(x, float) for x in (N, D, L))
-    order, fits, sizes = nested_fits(factory, N, D, L, prefixes, fit_kwargs, extra)
+    order, fits, sizes = nested_fits(factory, N, D, L, prefixes, fit_kwargs, extra, full_fit)
     if not fits or sizes[-1] != len(N):
         raise LightningScalingError("the law form could not be fitted to all the runs; no intervals")
-    full = fits[-1]
-    residuals = np.log(L) - np.log(predict_runs(full, N, D, extra=extra))
     # (floored, so that runs the law fits exactly still give finite normalised scores)
-    sigma = max(MAD_SCALE * float(np.median(np.abs(residuals - np.median(residuals)))), SIGMA_FLOOR)
+    sigma = max(scatter(fits[-1], N, D, L, extra), SIGMA_FLOOR)
     logC = np.log(training_compute(N, D))
     r, x, d = [], [], []
     for k in range(1, len(fits) - 1):  # the first prefix fit has no earlier fit to drift from
