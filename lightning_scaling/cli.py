@@ -25,6 +25,7 @@ import numpy as np
 from .errors import ConfigurationError, LightningScalingError
 from .options import check_confidence, check_positive, check_resamples
 from .runs.records import STALE_AFTER_S
+from .runs.secrets import redact
 
 EPILOG = ("CSV columns: params, tokens, loss; optional flops, params_avg (used as N when present), run_id, "
           "unique_tokens (lets the data-constrained law form compete).")
@@ -327,7 +328,7 @@ def main(argv=None) -> int:
     try:
         out = runners.get(args.command, run_fit)(args)
     except (LightningScalingError, OSError) as err:
-        print(f"lightning-scaling {args.command}: error: {err}", file=sys.stderr)
+        print(redact(f"lightning-scaling {args.command}: error: {err}"), file=sys.stderr)
         return 2
     if args.format == "json":
         print(json.dumps(out, indent=2, default=float))

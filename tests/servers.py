@@ -157,13 +157,36 @@ def postgres():
         shutil.rmtree(base, ignore_errors=True)
 
 
+class MlflowServer:
+    """An `mlflow server` over `backend` (default: sqlite in `tmp`) that can be stopped and started again on the
+    same port, as an outage would: `start()` returns once it is healthy."""
+
+    def __init__(self, tmp: Path, backend: str | None = None, workers: int = 1):
+        self.tmp, self.backend, self.workers = Path(tmp), backend, workers
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "MlflowServer":
+        self.proc = start_mlflow_server(self.tmp, self.port, self.backend, workers=self.workers)
+        try:
+            wait_healthy(self.proc, self.uri, self.tmp / "mlflow-server.log")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_server(self.proc)
+        self.proc = None
+
+
 @contextmanager
 def mlflow_on(tmp: Path, backend: str, workers: int = 2):
     """An `mlflow server` over `backend`, healthy; yields its http URI."""
-    port = free_port()
-    proc = start_mlflow_server(tmp, port, backend, workers=workers)
+    server = MlflowServer(tmp, backend, workers).start()
     try:
-        wait_healthy(proc, f"http://127.0.0.1:{port}", tmp / "mlflow-server.log")
-        yield f"http://127.0.0.1:{port}"
+        yield server.uri
     finally:
-        stop_server(proc)
+        server.stop()

@@ -23,7 +23,7 @@ from ..law.backtest import applicable_forms, backtest, choose_form
 from ..law.fit import ChinchillaFit
 from ..law.intervals import MIN_HELD_OUT, calibrate, scatter, widen_by_scatter
 from ..options import check_positive
-from ..law.form import DEFAULT_CONFIDENCE, LawForm, check_law_form
+from ..law.form import DEFAULT_CONFIDENCE, LawForm, check_law_form, shared_fits
 from ..runs.records import Selection
 from ..runs.schema import DATA_UNIT
 from ..schedules.flops import training_compute
@@ -84,6 +84,13 @@ def plan_next_run(
             prediction are in ``law_selection``.
     """
     validate_budget(next_flops, growth)
+    with shared_fits():  # the calibration, backtest and choice of form refit the same prefixes: fit each once
+        return _plan(selection, next_flops, growth, n_bootstrap, seed, confidence, pruning, settings, hparams,
+                     propose_architecture, law_factory, law_forms)
+
+
+def _plan(selection, next_flops, growth, n_bootstrap, seed, confidence, pruning, settings, hparams,
+          propose_architecture, law_factory, law_forms) -> dict:
     used = selection.used
     unit = data_unit_of(used)
     N, D, L, params_column = law_inputs(used)

@@ -76,17 +76,24 @@ def recommend(fit, flops: float, bootstrap: Intervals | None = None, run_flops=N
     return out
 
 
+FIGURE_GROUPS = 12  # isoFLOP curves drawn at most: beyond that many budgets, the runs are binned by compute
+
+
 def figure_data(fit, run_flops, budget: float, points: int = 100) -> dict:
     """The curves the figures draw, from the law form itself: the compute-optimal frontier L_opt(C) from half the
     smallest run's compute to three times past the budget, and the law along each isoFLOP group's curve C = 6ND
-    with the group's optimum."""
+    with the group's optimum (runs at more than `FIGURE_GROUPS` budgets are split into that many equal-count
+    compute bins, each drawn at its mean compute, so that the figure and recommendation.json stay small)."""
     C = np.asarray(run_flops, float)
     grid = np.geomspace(C.min() / 2, max(budget, C.max()) * 3, points)
     with np.errstate(all="ignore"):  # a degenerate fit's allocation can be 0 or infinite: drawn where finite
         frontier = [fit.compute_optimal(c) for c in grid]
     groups = []
     N = np.asarray(fit.N_, float)
-    for idx in group_by_flops(C):
+    budgets = group_by_flops(C)
+    if len(budgets) > FIGURE_GROUPS:  # runs at many budgets (a large store): curves for equal-count compute bins
+        budgets = [np.sort(b) for b in np.array_split(np.argsort(C, kind="stable"), FIGURE_GROUPS)]
+    for idx in budgets:
         c = float(np.exp(np.log(C[idx]).mean()))
         n = np.geomspace(N[idx].min() / 3, N[idx].max() * 3, points // 2)
         with np.errstate(all="ignore"):

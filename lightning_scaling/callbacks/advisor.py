@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import time
 import warnings
 
 from ._compat import Callback, override
@@ -28,6 +29,7 @@ from ..advice.plan import DEFAULT_GROWTH, plan_next_run, validate_budget
 from ..integrations.loggers import mlflow_logger
 from ..options import check_confidence, check_positive, check_resamples
 from ..runs.records import STALE_AFTER_S
+from ..runs.secrets import redact
 from ._types import NonNegativeInt, OpenUnitInterval, PositiveFloat
 
 
@@ -99,7 +101,7 @@ class ScalingLawAdvisor(Callback):
                                    loss_key=self.loss_key, stale_after=self.stale_after)
             self.recommendation = self.advise(store, logger.run_id, trainer, pl_module)
         except Exception as err:  # never let the closing hook harm the run
-            message = f"ScalingLawAdvisor could not make a recommendation: {type(err).__name__}: {err}"
+            message = redact(f"ScalingLawAdvisor could not make a recommendation: {type(err).__name__}: {err}")
             warnings.warn(message, ScalingLawAdvisorWarning, stacklevel=2)
             if store is not None:
                 try:
@@ -119,6 +121,7 @@ class ScalingLawAdvisor(Callback):
             raise ConfigurationError(f"`law` must be 'auto' or one of {sorted(forms)}, got {self.law!r}")
         settings, pruning = _settings(trainer)
         hparams = dict(getattr(pl_module, "hparams", {}) or {}) if pl_module is not None else {}
+        read_at = time.time() * 1000
         selection = store.select(current_run_id=run_id)
         for _ in range(REFITS + 1):
             rec = plan_next_run(
@@ -130,10 +133,10 @@ class ScalingLawAdvisor(Callback):
             rec["run_id"] = run_id
             rec["loss_key"] = self.loss_key
             store.publish_everywhere(rec, [run_id])
-            again = store.select(current_run_id=run_id)
-            if {r.run_id for r in again.used} <= {r.run_id for r in selection.used}:
+            if not store.more_usable_since(selection, read_at, current_run_id=run_id):
                 break
-            selection = again
+            read_at = time.time() * 1000
+            selection = store.select(current_run_id=run_id)
         plugins.notify_recommendation(rec)
         return rec
 

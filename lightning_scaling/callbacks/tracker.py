@@ -12,8 +12,10 @@ Metrics (step = global step), logged every `log_every_n_steps` optimizer steps a
 Parameters, logged once: `scaling/params_total`, `scaling/params_embedding`, `scaling/params_non_embedding`,
 `scaling/params_basis` (which of them N counts) and `scaling/data_unit` ("tokens", or "samples" for models whose
 inputs are not token ids); and the run tag `lightning_scaling.schema` = `1` (a hyperparameter for loggers without
-tags); a run resumed from another run's checkpoint is tagged `lightning_scaling.resumed_from` = that run's id. The
-closing hook reads exactly this.
+tags); a run resumed from another run's checkpoint is tagged `lightning_scaling.resumed_from` = that run's id. When
+training ends the run is tagged `lightning_scaling.complete` = `true`, and `lightning_scaling.best` holds the lowest
+value each loss metric (a logged metric whose name contains "loss") took at a validation, as JSON, so that the run
+store tells a diverged run without reading every run's metric history. The closing hook reads exactly this.
 
 Cost: the data comes from the run's shared clock (shapes, or an attention mask summed on the device); FLOPs are
 measured once per batch shape on the real step; the non-zero count is recomputed on the device only when weights
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import json
+import math
 import weakref
 from collections.abc import Callable
 
@@ -32,9 +36,9 @@ import torch
 from .. import plugins
 from ..errors import ConfigurationError
 from ..schedules.flops import transformer_training_flops
-from ..integrations.loggers import log_schema, run_id_of, set_run_tags
+from ..integrations.loggers import keep_credentials_out_of_output, log_schema, run_id_of, set_run_tags
 from ..runs import schema
-from ..runs.schema import COMPLETE_TAG, RESUMED_FROM_TAG, SCHEMA_VERSION
+from ..runs.schema import BEST_TAG, COMPLETE_TAG, RESUMED_FROM_TAG, SCHEMA_VERSION
 from ..nn.measure import (
     PARAMS_BASES,
     StepFlops,
@@ -53,6 +57,7 @@ from ._state import check_state_version
 from ._types import ParamsBasis, PositiveInt
 
 STATE_VERSION = 2
+MAX_BEST = 20  # loss metrics whose lowest value is kept
 
 
 class ScalingTracker(Callback):
@@ -114,6 +119,7 @@ class ScalingTracker(Callback):
         self._unit_logged = False
         self._trainer = None  # weak reference, for flushing at a checkpoint
         self.run_id: str | None = None  # the tracking run this tracker writes to (MLflow)
+        self.best: dict[str, float] = {}  # lowest value of each loss metric at a validation
         self._restored_run_id: str | None = None  # the run a resumed checkpoint was written by
 
     @property
@@ -152,6 +158,7 @@ class ScalingTracker(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             check_strategy(trainer, "ScalingTracker")
+            keep_credentials_out_of_output(trainer)
             self.clock = clock_of(trainer, "ScalingTracker", self.tokens_fn)
             self._trainer = weakref.ref(trainer)
 
@@ -225,12 +232,29 @@ class ScalingTracker(Callback):
             self._log(trainer, step)
 
     @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        for key, value in trainer.callback_metrics.items():  # read once per validation, not in training steps
+            if "loss" not in key or len(self.best) >= MAX_BEST and key not in self.best:
+                continue
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    continue
+                value = value.item()
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.best[key] = min(float(value), self.best.get(key, math.inf))
+
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._flush(trainer)
         self._log(trainer, trainer.global_step)  # the final values, unless this step was just logged
         if trainer.is_global_zero:  # training ended normally: the run counts before MLflow marks it FINISHED
+            tags = {COMPLETE_TAG: "true"}
+            if self.best:
+                tags[BEST_TAG] = json.dumps(self.best, sort_keys=True)
             for logger in trainer.loggers:
-                set_run_tags(logger, {COMPLETE_TAG: "true"})
+                set_run_tags(logger, tags)
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception) -> None:
@@ -342,6 +366,7 @@ class ScalingTracker(Callback):
             "params_nonzero": self.params_nonzero,
             "last_logged_step": self._last_logged_step,
             "run_id": self.run_id,
+            "best": dict(self.best),
         }
 
     @override
@@ -358,6 +383,7 @@ class ScalingTracker(Callback):
             setattr(self, key, state_dict[key])
         self._last_logged_step = state_dict["last_logged_step"]
         self._restored_run_id = state_dict.get("run_id")
+        self.best = dict(state_dict.get("best", {}))
 
 
 def _transformer_shape(module) -> tuple[int, int] | None:

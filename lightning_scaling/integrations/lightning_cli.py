@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..callbacks._compat import INSTALLED, cli_module, namespace_of
 from ..errors import ConfigurationError
-from .loggers import open_mlflow_runs, run_id_of
+from ..runs.secrets import redact
+from .loggers import keep_credentials_out_of_output, open_mlflow_runs, run_id_of
 
 _SAVE_BASES = tuple(cli_module(name).SaveConfigCallback for name in INSTALLED)
 _SaveConfigBase = _SAVE_BASES[0] if len(_SAVE_BASES) == 1 else type("SaveConfigCallback", _SAVE_BASES, {})
@@ -36,7 +37,8 @@ class MLflowSaveConfigCallback(_SaveConfigBase):
         super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        text = self.parser.dump(self.config, skip_none=False)
+        # a tracking URI with a password in it (`http://user:secret@host`) is saved without the password
+        text = redact(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             run_id = run_id_of(logger)
             experiment = getattr(logger, "experiment", None)
@@ -64,6 +66,7 @@ def scaling_cli(namespace: str | None = None) -> type:
         def before_fit(self):
             # runs of a team started together on a new experiment: open each MLflow run with a retry, before
             # Lightning opens it without one (see `open_mlflow_runs`)
+            keep_credentials_out_of_output(self.trainer)
             if self.trainer.is_global_zero:
                 open_mlflow_runs(self.trainer)
 
@@ -127,7 +130,7 @@ def run_cli(args: list[str] | None = None) -> int:
         cause = _configuration_error(err)
         if cause is None:
             raise
-        print(f"lightning-scaling train: error: {cause}", file=sys.stderr)
+        print(redact(f"lightning-scaling train: error: {cause}"), file=sys.stderr)
         return 2
     finally:
         sys.argv = saved_argv

@@ -7,6 +7,7 @@ Duck-typed so that this module imports neither MLflow nor any logger package: an
 from __future__ import annotations
 
 from ..runs.schema import SCHEMA_TAG
+from ..runs.secrets import keep_uri_out_of_output
 
 
 def run_id_of(logger) -> str | None:
@@ -57,6 +58,16 @@ def open_mlflow_runs(trainer) -> None:
                 if attempt == START_ATTEMPTS - 1:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+
+def keep_credentials_out_of_output(trainer) -> None:
+    """For each MLflow logger whose tracking URI carries a password: MLflow prints a link to the run when it ends,
+    built from that URI; `secrets.keep_uri_out_of_output` turns the printing off."""
+    for logger in trainer.loggers:
+        uri = getattr(logger, "_tracking_uri", None)
+        if uri is None and run_id_of(logger):
+            uri = getattr(getattr(logger, "experiment", None), "tracking_uri", None)
+        keep_uri_out_of_output(uri)
 
 
 def set_run_tags(logger, tags: dict[str, str]) -> bool:

@@ -25,11 +25,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ..errors import ConfigurationError
+from ..runs.secrets import keep_uri_out_of_output, redact
 from ..advice.recommendation import recommendation_markdown
 from ..runs.records import RunRecord, Selection, select_runs
 from ..runs import schema
 from ..runs.records import STALE_AFTER_S
-from ..runs.schema import COMPLETE_TAG, N_RUNS_TAG, RESUMED_FROM_TAG, SCHEMA_TAG, SUMMARY_TAG
+from ..runs.schema import BEST_TAG, COMPLETE_TAG, N_RUNS_TAG, RESUMED_FROM_TAG, SCHEMA_TAG, SUMMARY_TAG
 
 SUMMARY_RUN_NAME = "scaling-law"
 NOTE_TAG = "mlflow.note.content"
@@ -41,6 +42,7 @@ NUMBER_TAGS = {
     "lightning_scaling.predicted_loss": "loss",
 }
 PAGE_SIZE = 1000  # MLflow's maximum for search_runs
+CLOCK_SKEW_MS = 60_000  # end times are stamped by each client's clock
 
 
 def _float(x):
@@ -64,6 +66,7 @@ class MLflowRunStore:
         if (experiment_name is None) == (experiment_id is None):
             raise ConfigurationError("give exactly one of `experiment_name` or `experiment_id`")
         self.tracking_uri = tracking_uri
+        keep_uri_out_of_output(tracking_uri)  # MLflow prints run links built from the URI when a run ends
         self.client = MlflowClient(tracking_uri)
         self.loss_key = loss_key
         self.stale_after = stale_after
@@ -71,19 +74,20 @@ class MLflowRunStore:
             experiment = self.client.get_experiment_by_name(experiment_name)
             if experiment is None:
                 names = [e.name for e in self.client.search_experiments(max_results=50)]
-                raise ConfigurationError(
+                raise ConfigurationError(redact(
                     f"no MLflow experiment named {experiment_name!r} at {tracking_uri}; experiments there: {names}"
-                )
+                ))
             experiment_id = experiment.experiment_id
         self.experiment_id = experiment_id
 
     # -- reading ----------------------------------------------------------------------------------------------
-    def runs(self) -> list:
+    def runs(self, filter_string: str = "") -> list:
+        """Every active run of the experiment (matching `filter_string`), reading every page of `search_runs`."""
         out, token = [], None
         while True:
-            page = self.client.search_runs([self.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
-                                           max_results=PAGE_SIZE, order_by=["attributes.start_time ASC"],
-                                           page_token=token)
+            page = self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                           run_view_type=ViewType.ACTIVE_ONLY, max_results=PAGE_SIZE,
+                                           order_by=["attributes.start_time ASC"], page_token=token)
             out.extend(page)
             token = page.token
             if not token:
@@ -93,10 +97,13 @@ class MLflowRunStore:
         metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
         loss = metrics.get(self.loss_key)
         best = None
-        if loss is not None and math.isfinite(loss):
-            history = [m.value for m in self.client.get_metric_history(run.info.run_id, self.loss_key)]
-            finite = [v for v in history if math.isfinite(v)]
-            best = min(finite) if finite else None
+        if isinstance(loss, (int, float)) and math.isfinite(loss):
+            best = _best_from_tag(tags.get(BEST_TAG), self.loss_key)
+            if best is None:  # not written by this tracker version: the history says
+                history = [m.value for m in self.client.get_metric_history(run.info.run_id, self.loss_key)]
+                best = min((v for v in history if math.isfinite(v)), default=None)
+            else:
+                best = min(best, loss)
         basis = params.get(schema.PARAMS_BASIS, "non_embedding")
         last_activity = None
         if run.info.status == "RUNNING":  # how long since it last logged: a killed process leaves a RUNNING run
@@ -129,6 +136,17 @@ class MLflowRunStore:
     def select(self, current_run_id: str | None = None) -> Selection:
         return select_runs(self.records(), current_run_id=current_run_id, loss_key=self.loss_key,
                            stale_after=self.stale_after)
+
+    def more_usable_since(self, selection: Selection, since_ms: int, current_run_id: str | None = None) -> bool:
+        """Whether a run not in `selection.used` has become usable since `since_ms` (ms since the epoch): read only
+        the runs that ended since then (less `CLOCK_SKEW_MS`, for other machines' clocks) and those still RUNNING,
+        not the whole experiment."""
+        changed = self.runs(f"attributes.end_time >= {int(since_ms) - CLOCK_SKEW_MS}")
+        changed += self.runs("attributes.status = 'RUNNING'")
+        known = {r.run_id for r in selection.used}
+        fresh = select_runs([self.record(run) for run in changed], current_run_id=current_run_id,
+                            loss_key=self.loss_key, stale_after=self.stale_after)
+        return any(r.run_id not in known for r in fresh.used)
 
     # -- publishing -------------------------------------------------------------------------------------------
     def mark_training_experiment(self) -> None:
@@ -177,13 +195,13 @@ class MLflowRunStore:
 
     def publish(self, run_id: str, rec: dict, figures: dict[str, str] | None = None) -> None:
         """Write the recommendation onto a run: note, number tags, JSON and figures under `scaling_law/`."""
-        self.client.set_tag(run_id, NOTE_TAG, recommendation_markdown(rec))
+        self.client.set_tag(run_id, NOTE_TAG, redact(recommendation_markdown(rec)))
         if rec.get("status") == "ok":
             for tag, key in NUMBER_TAGS.items():
                 self.client.set_tag(run_id, tag, f"{float(rec[key]):.4g}")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "recommendation.json"
-            path.write_text(json.dumps(rec, indent=2, default=_json_default))
+            path.write_text(redact(json.dumps(rec, indent=2, default=_json_default)))
             self.client.log_artifact(run_id, str(path), "scaling_law")
         for local in (figures or {}).values():
             self.client.log_artifact(run_id, local, "scaling_law")
@@ -214,7 +232,20 @@ class MLflowRunStore:
         return write_summary
 
     def note(self, run_id: str, text: str) -> None:
-        self.client.set_tag(run_id, NOTE_TAG, text)
+        self.client.set_tag(run_id, NOTE_TAG, redact(text))
+
+
+def _best_from_tag(text, key: str) -> float | None:
+    """The lowest value of `key` recorded in a run's `lightning_scaling.best` tag, or None when the tag is absent or
+    does not hold a finite number for it (then the metric history is read instead)."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text).get(key)
+    except (ValueError, AttributeError):
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if number and math.isfinite(value) else None
 
 
 def _json_default(x):

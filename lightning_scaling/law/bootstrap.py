@@ -95,6 +95,45 @@ class BootstrapResult:
         return self._percentiles(L)
 
 
+CHUNK = 2**15  # problems x runs per Newton batch
+PILOT = 100  # replicates that try every start; the others try the runner-up basins only if one of these needed them
+
+
+def _optimise(starts, counts, cN, cD, logL, delta, exponent_max):
+    """Each replicate (row of `counts`) minimised from every start; the (R, S, 5) minimisers and (R, S) values."""
+    R, S = len(counts), len(starts)
+    chunk = max(1, CHUNK // (S * len(cN)))  # replicates per batch: (problems x runs) arrays that stay in cache
+    thetas, fs = [], []
+    for lo in range(0, R, chunk):
+        part = counts[lo:lo + chunk]
+        theta0 = np.repeat(starts[None, :, :], len(part), axis=0).reshape(-1, 5)
+        theta, f = newton(theta0, cN, cD, logL, np.repeat(part, S, axis=0), delta=delta, exponent_max=exponent_max)
+        thetas.append(theta.reshape(len(part), S, 5))
+        fs.append(f.reshape(len(part), S))
+    return np.concatenate(thetas), np.concatenate(fs)
+
+
+def _replicate_optima(starts, counts, cN, cD, logL, delta, exponent_max):
+    """The best minimiser of each replicate over the starts (the full-data optimum first, then runner-up basins).
+
+    A pilot of `PILOT` replicates starts from every basin. When none of them ends lower from a runner-up basin
+    than from the full-data optimum (the usual case once there are many runs: resampling does not move the optimum
+    to another basin), the other replicates start from the full-data optimum alone; otherwise every replicate
+    tries every basin. This bounds the bootstrap's cost by about one start per replicate on large stores.
+    """
+    R = len(counts)
+    pilot = min(R, PILOT)
+    theta, f = _optimise(starts, counts[:pilot], cN, cD, logL, delta, exponent_max)
+    best = theta[np.arange(pilot), np.argmin(f, axis=1)]
+    if pilot == R:
+        return best
+    gain = f[:, 0] - f.min(axis=1)
+    needs_all = bool(np.any(gain > 1e-9 * np.abs(f[:, 0]) + 1e-12))
+    theta_r, f_r = _optimise(starts if needs_all else starts[:1], counts[pilot:], cN, cD, logL, delta, exponent_max)
+    rest = theta_r[np.arange(R - pilot), np.argmin(f_r, axis=1)]
+    return np.concatenate([best, rest])
+
+
 def bootstrap(fit, n_resamples: int = 1000, seed: int = 0, confidence: float = DEFAULT_CONFIDENCE, n_starts: int = 3):
     """Refit `fit` (a fitted `ChinchillaFit`) on `n_resamples` resamples of its runs.
 
@@ -124,13 +163,7 @@ def bootstrap(fit, n_resamples: int = 1000, seed: int = 0, confidence: float = D
     cN, cD = logN - mN, logD - mD
     order = np.argsort(objective(fit.basins_, cN, cD, logL, delta=fit.delta))
     starts = fit.basins_[order[:n_starts]]
-    S = len(starts)
-    theta0 = np.repeat(starts[None, :, :], n_resamples, axis=0).reshape(-1, 5)
-    weights = np.repeat(counts, S, axis=0)
-    theta, f = newton(theta0, cN, cD, logL, weights, delta=fit.delta, exponent_max=fit.exponent_max)
-    theta = theta.reshape(n_resamples, S, 5)
-    f = f.reshape(n_resamples, S)
-    best = theta[np.arange(n_resamples), np.argmin(f, axis=1)]
+    best = _replicate_optima(starts, counts, cN, cD, logL, fit.delta, fit.exponent_max)
     ok = np.all(np.isfinite(best), axis=1)
     best = best[ok]
     a = best[:, 0] + best[:, 3] * mN

@@ -27,7 +27,7 @@ from .chinchilla import PARAM_NAMES, ChinchillaLaw
 from .form import DEFAULT_CONFIDENCE
 from .objective import HUBER_DELTA, huber_objective
 from ..runs.validation import check_enough_runs, validate_runs
-from .search import basin_starts, box_polish, newton, profile_scan
+from .search import SCAN_RUNS, basin_starts, box_polish, newton, profile_scan, scan_subset
 
 PARAMS_COLUMNS = ("params", "params_avg")
 VANISHING_TERM = 1e-3  # a term that moves the loss by less than 0.1% over all the runs carries no information
@@ -124,7 +124,8 @@ class ChinchillaFit:
         mN, mD = logN.mean(), logD.mean()
         cN, cD = logN - mN, logD - mD
         grid = self._grid()
-        values, coefs = profile_scan(cN, cD, logL, grid, grid, delta=self.delta)
+        scan = scan_subset(cN + cD, SCAN_RUNS)
+        values, coefs = profile_scan(cN[scan], cD[scan], logL[scan], grid, grid, delta=self.delta)
         starts = basin_starts(values, coefs, grid, grid, self.n_starts)
         thetas, f = newton(starts, cN, cD, logL, delta=self.delta, exponent_max=self.exponent_max)
         thetas, f = box_polish(thetas, f, cN, cD, logL, delta=self.delta, exponent_max=self.exponent_max)

@@ -27,6 +27,9 @@ A plugin registers a form through the `register_law_forms` hook with a factory (
 
 from __future__ import annotations
 
+import hashlib
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -78,11 +81,46 @@ def extras_for(form, extra: dict | None, idx=None) -> dict:
     return {k: np.asarray(extra[k], float)[at] for k in getattr(form, "extra_fields", ()) if extra and k in extra}
 
 
+_SHARED: ContextVar[dict | None] = ContextVar("lightning_scaling_shared_fits", default=None)
+
+
+@contextmanager
+def shared_fits():
+    """Inside the block, `fit_runs` fits a form on a given set of runs once: the calibration, the backtest and the
+    choice of form all refit the same forms on the same compute-ordered prefixes of the runs, and share the fits.
+
+    Fits are keyed by the factory, the runs' values (a digest of N, D, L and the extras at `idx`) and the fit's
+    keyword arguments, so different data never share one; a fit that raised is not kept.
+    """
+    token = _SHARED.set({}) if _SHARED.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _SHARED.reset(token)
+
+
 def fit_runs(factory, N, D, L, idx=None, extra: dict | None = None, **fit_kwargs):
-    """A new estimator from `factory` fitted on the runs at `idx` (all when None), with the extras it declares."""
+    """A new estimator from `factory` fitted on the runs at `idx` (all when None), with the extras it declares
+    (inside `shared_fits`, the same fit for the same runs)."""
     at = slice(None) if idx is None else idx
     estimator = factory()
-    return estimator.fit(N[at], D[at], L[at], **fit_kwargs, **extras_for(estimator, extra, idx))
+    extras = extras_for(estimator, extra, idx)
+    cache = _SHARED.get()
+    if cache is None:
+        return estimator.fit(N[at], D[at], L[at], **fit_kwargs, **extras)
+    digest = hashlib.blake2b(digest_size=16)
+    for values in (N[at], D[at], L[at], *(extras[k] for k in sorted(extras))):
+        digest.update(np.ascontiguousarray(values, dtype=float).tobytes())
+        digest.update(b"|")
+    key = (factory, digest.hexdigest(), tuple(sorted(extras)), tuple(sorted(fit_kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:  # unhashable fit arguments (labels): not shared
+        return estimator.fit(N[at], D[at], L[at], **fit_kwargs, **extras)
+    if key not in cache:
+        cache[key] = estimator.fit(N[at], D[at], L[at], **fit_kwargs, **extras)
+    return cache[key]
 
 
 def predict_runs(fit, N, D, idx=None, extra: dict | None = None) -> np.ndarray:

@@ -29,6 +29,7 @@ from ..options import check_confidence, check_resamples
 from ..runs.validation import check_enough_runs, validate_runs
 from ..schedules.flops import FLOPS_PER_PARAM_TOKEN
 from .allocation import Allocation
+from .search import scan_subset
 from .bootstrap import percentile_interval
 from .form import DEFAULT_CONFIDENCE
 from .objective import HUBER_DELTA, huber
@@ -78,7 +79,9 @@ class SeparableLawFit:
         self.N_, self.D_, self.loss_ = N, D, L
         self.n_runs_, self.params_column_ = len(N), params_column
         logL = np.log(L)
-        cells = self._scan(N, D, L, logL)
+        scan = scan_subset(np.log(N) + np.log(D))  # the basins from at most SCAN_RUNS runs; the polish uses all
+        extra_scan = {k: np.asarray(v)[scan] for k, v in self.extra_.items()}
+        cells = self._scan(N[scan], D[scan], L[scan], logL[scan], extra_scan)
         if not cells:
             raise ScalingDataError(f"{self.law_name}: no exponents in the search box fit these runs")
         cells.sort(key=lambda cell: cell[0])
@@ -92,7 +95,7 @@ class SeparableLawFit:
         axes = [np.linspace(lo, hi, GRID_POINTS) for lo, hi in self.theta_bounds]
         return np.stack([m.ravel() for m in np.meshgrid(*axes, indexing="ij")], axis=1)
 
-    def _scan(self, N, D, L, logL) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    def _scan(self, N, D, L, logL, extra: dict) -> list[tuple[float, np.ndarray, np.ndarray]]:
         """(objective, theta, coefficients) at every grid cell whose least-squares coefficients are all positive.
 
         For fixed theta the coefficients minimise the relative squared error (a least-squares solve on the design
@@ -101,7 +104,7 @@ class SeparableLawFit:
         grid = self._grid()
         columns = [grid[:, j:j + 1] for j in range(grid.shape[1])]
         with np.errstate(all="ignore"):
-            F = np.asarray(self.basis(N, D, columns, **self.extra_), float)  # (k, cells, n)
+            F = np.asarray(self.basis(N, D, columns, **extra), float)  # (k, cells, n)
             X = np.transpose(F / L, (1, 2, 0))  # (cells, n, k): the relative-error design
             finite = np.all(np.isfinite(X), axis=(1, 2))
             X = np.where(finite[:, None, None], X, 0.0)

@@ -35,13 +35,24 @@ def huber(r, delta: float = HUBER_DELTA):
 def _softmax_terms(theta, logN, logD):
     """LSE of the three terms and their softmax weights, each (K, n)."""
     a, b, e, alpha, beta = (theta[:, j : j + 1] for j in range(5))
-    z1 = a - alpha * logN
-    z2 = b - beta * logD
-    z3 = np.broadcast_to(e, z1.shape)
-    m = np.maximum(np.maximum(z1, z2), z3)
-    x1, x2, x3 = np.exp(z1 - m), np.exp(z2 - m), np.exp(z3 - m)
-    s = x1 + x2 + x3
-    return m + np.log(s), x1 / s, x2 / s, x3 / s
+    x1 = a - alpha * logN  # z1, then exp(z1 - m), in place (these arrays are K x n: allocations dominate)
+    x2 = b - beta * logD
+    m = np.maximum(x1, x2)
+    np.maximum(m, e, out=m)
+    x1 -= m
+    np.exp(x1, out=x1)
+    x2 -= m
+    np.exp(x2, out=x2)
+    x3 = np.exp(e - m)
+    s = x1 + x2
+    s += x3
+    lse = np.log(s)
+    lse += m
+    np.reciprocal(s, out=s)
+    x1 *= s
+    x2 *= s
+    x3 *= s
+    return lse, x1, x2, x3
 
 
 def residuals(theta, logN, logD, logL):

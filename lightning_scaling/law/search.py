@@ -33,6 +33,27 @@ _SUBSETS = ((0, 1, 2), (0, 1), (0, 2), (1, 2), (0,), (1,), (2,))
 _TINY = 1e-12  # stand-in for a vanished coefficient, relative to the smallest loss: log of it is finite
 
 
+SCAN_RUNS = 256  # the scan sees at most this many runs, spread evenly over compute; Newton then uses all of them
+
+
+def scan_subset(log_compute, size: int = SCAN_RUNS) -> np.ndarray:
+    """Indices of at most `size` runs spread evenly over compute (all of them when there are fewer).
+
+    The scan only has to find the basins of the objective, and a few hundred runs spread over the whole compute
+    range have the same basins as thousands; the Newton refinement that follows works on every run, so the optimum
+    is that of all of them. This keeps the scan's cost (a Huber sum per grid cell and run) bounded as the store
+    grows.
+
+    >>> scan_subset(np.arange(5.0), 3).tolist()
+    [0, 2, 4]
+    """
+    n = len(log_compute)
+    if n <= size:
+        return np.arange(n)
+    order = np.argsort(log_compute, kind="stable")
+    return np.sort(order[np.unique(np.round(np.linspace(0, n - 1, size)).astype(int))])
+
+
 def profile_scan(logN, logD, logL, alphas, betas, w=None, delta=HUBER_DELTA):
     """Best (E, A, B) and the Huber objective at every (alpha, beta) of a grid.
 
@@ -136,6 +157,15 @@ def newton(theta, logN, logD, logL, w=None, delta=HUBER_DELTA, exponent_max=3.0,
         lam = np.abs(lam)
         lam = np.maximum(lam, 1e-10 * lam.max(axis=1, keepdims=True) + 1e-300)
         d = -np.einsum("kij,kj->ki", V, np.einsum("kji,kj->ki", V, g[idx]) / lam)
+        # Converged: the decrease the quadratic model predicts (half the Newton decrement) is at rounding level, so
+        # no line search could find a better point.
+        done = 0.5 * -np.einsum("kj,kj->k", g[idx], d) <= 1e-14 * np.abs(f[idx]) + 1e-300
+        if done.any():
+            active[idx[done]] = False
+            idx, d = idx[~done], d[~done]
+            if len(idx) == 0:
+                break
+            wi = w[idx] if per_problem_w else w
         t = np.ones(len(idx))
         th0, f0, g0 = theta[idx], f[idx], g[idx]
         accepted = np.zeros(len(idx), bool)

@@ -12,10 +12,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from ..schedules.flops import FLOPS_PER_PARAM_TOKEN
 from .schema import FLOPS, PARAMS_AVG, TOKENS
+from .validation import implausible
 
 DIVERGENCE_RATIO = 1.5  # a final loss above 1.5x the run's own best loss means training blew up at the end
 USABLE_STATUSES = ("FINISHED",)
+# measured FLOPs over 6ND: forward-only counting gives 1/3, recomputation and attention more, a small model whose
+# embeddings and readout dominate (N counts non-embedding parameters) up to a few hundred, a pruned run (N_avg below
+# the dense count it computes with) 1/(1 - sparsity); outside this range N, D or C is not what it claims
+FLOPS_RATIO = (0.1, 1e4)
 STALE_AFTER_S = 1800.0  # a RUNNING run with no new metric for 30 minutes is taken for a killed process
 
 
@@ -76,7 +82,8 @@ def select_runs(records: list[RunRecord], current_run_id: str | None = None,
     once its training ended normally, `complete`: the current run inside its closing hook, or another run whose
     hook is running now; a RUNNING run with no new metric for `stale_after` seconds is called stale: a killed
     process, which comes back when it is resumed under the same run id); runs without the schema tag; runs missing
-    N, D, C or the loss; NaN, infinite or non-positive values; diverged runs; and runs superseded by a run resumed
+    N, D, C or the loss; NaN, infinite or non-positive values; implausible ones (a magnitude outside
+    `validation.PLAUSIBLE`, or measured FLOPs outside `FLOPS_RATIO` x 6ND); diverged runs; and runs superseded by a run resumed
     from them (the resumed run carries the whole history: its counters continue from the checkpoint).
 
     Args:
@@ -119,6 +126,16 @@ def select_runs(records: list[RunRecord], current_run_id: str | None = None,
         if bad:
             listing = ", ".join(f"{name} ({value})" for name, value in bad)
             excluded.append((r, f"NaN, infinite or non-positive {listing}"))
+            continue
+        absurd = [implausible(name, [value]) for name, value in (("params", r.params), ("tokens", r.tokens),
+                                                                   ("flops", r.flops))]
+        absurd = [problem[1] for problem in absurd if problem is not None]
+        ratio = r.flops / (FLOPS_PER_PARAM_TOKEN * r.params * r.tokens)
+        if not absurd and not (FLOPS_RATIO[0] <= ratio <= FLOPS_RATIO[1]):
+            absurd.append(f"measured {FLOPS} {r.flops:.3g} is {ratio:.3g}x 6ND (N {r.params:.3g}, D {r.tokens:.3g}); a "
+                          f"training run spends {FLOPS_RATIO[0]:g} to {FLOPS_RATIO[1]:g}x: N, D or C is wrong")
+        if absurd:
+            excluded.append((r, "implausible: " + "; ".join(absurd)))
             continue
         if r.best_loss is not None and math.isfinite(r.best_loss) and r.loss > divergence_ratio * r.best_loss:
             excluded.append((r, f"diverged: final {loss_key} {r.loss:.4g} is more than {divergence_ratio}x its best "

@@ -37,4 +37,5 @@ SCHEMA_TAG = "lightning_scaling.schema"  # SCHEMA_VERSION (a parameter for logge
 RESUMED_FROM_TAG = "lightning_scaling.resumed_from"  # the run whose checkpoint this run continued
 SUMMARY_TAG = "lightning_scaling.summary"  # "true" on the experiment's summary run (written by the closing hook)
 COMPLETE_TAG = "lightning_scaling.complete"  # "true" once training ended normally (before MLflow marks it FINISHED)
+BEST_TAG = "lightning_scaling.best"  # JSON {metric: lowest value seen at a validation} for the run's loss metrics
 N_RUNS_TAG = "lightning_scaling.n_runs"  # on the summary run: how many runs its recommendation was fitted on

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import InsufficientRunsError, ScalingDataError
 from .suggest import suggest_runs
-from .validation import validate_runs
+from .validation import check_plausible, validate_runs
 
 REQUIRED_COLUMNS = ("params", "tokens", "loss")
 OPTIONAL_COLUMNS = ("flops", "params_avg", "run_id", "unique_tokens")
@@ -46,6 +46,8 @@ class RunTable:
 
 def read_runs_csv(path) -> RunTable:
     """Read runs from a CSV with columns params, tokens, loss and optionally flops, params_avg, run_id, unique_tokens.
+
+    Parameters and tokens are counts (not millions): values outside `validation.PLAUSIBLE` are refused.
 
     Raises:
         ScalingDataError: unknown or missing columns (the message lists what was found and what is expected),
@@ -101,6 +103,9 @@ def read_runs_csv(path) -> RunTable:
     unique = None
     if "unique_tokens" in found:
         unique = validate_runs(columns["unique_tokens"], D, L, labels, names=("unique_tokens", "tokens", "loss"))[0]
+    counts = {"params": dense, "tokens": D, "params_avg": N if params_column == "params_avg" else None,
+              "flops": flops, "unique_tokens": unique}
+    check_plausible({k: v for k, v in counts.items() if v is not None}, labels)
     return RunTable(
         N=N, D=D, loss=L, flops=flops, run_ids=run_ids if "run_id" in found else None, labels=labels,
         params_column=params_column, dense_params=dense, unique_tokens=unique,

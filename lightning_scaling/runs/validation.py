@@ -16,6 +16,11 @@ import numpy as np
 from ..errors import InsufficientRunsError, ScalingDataError
 from .suggest import suggest_runs
 
+# Magnitudes no training run has, for runs given as counts (run records, run tables): a value outside its range is a
+# logging or unit error (1e30 parameters, 1 token), refused with the row named rather than fitted. Generous on both
+# sides: tiny test models have ~1e3 parameters. The fitter itself is unit-free (N in millions fits the same law).
+PLAUSIBLE = {"params": (10.0, 1e15), "params_avg": (10.0, 1e15), "tokens": (100.0, 1e17),
+             "unique_tokens": (100.0, 1e17), "flops": (1e3, 1e32)}
 MIN_RUNS = 5  # five parameters in the law: fewer runs cannot determine it
 MIN_DISTINCT = 3  # a power law plus offset along an axis needs at least three distinct values on it
 
@@ -61,6 +66,34 @@ def validate_runs(N, D, loss, labels: Sequence[str] | None = None, names=("param
                 f"{_label(i, labels)}: `{name}` is {kind} ({v!r}); every value must be a finite number > 0{more}"
             )
     return tuple(arrays)
+
+
+def check_plausible(columns: dict, labels: Sequence[str] | None = None) -> None:
+    """Raise `ScalingDataError` naming the row and the column of the first value outside its `PLAUSIBLE` range.
+
+    For runs given as counts (a run table, run records); the fitter itself takes N and D in any unit.
+    """
+    for name, values in columns.items():
+        problem = implausible(name, values)
+        if problem is not None:
+            i, message = problem
+            raise ScalingDataError(f"{_label(i, labels)}: {message}")
+
+
+def implausible(name: str, values) -> tuple[int, str] | None:
+    """The first value of `name` outside its `PLAUSIBLE` range, as (index, message), or None (also for names
+    without a range)."""
+    if name not in PLAUSIBLE:
+        return None
+    lo, hi = PLAUSIBLE[name]
+    a = np.asarray(values, float).reshape(-1)
+    bad = np.nonzero((a < lo) | (a > hi))[0]
+    if not len(bad):
+        return None
+    i = int(bad[0])
+    more = f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""
+    return i, (f"`{name}` is {float(a[i]):.4g}, outside the range a training run can have [{lo:g}, {hi:g}]: a "
+               f"logging or unit error?{more}")
 
 
 def distinct(values, rtol: float = 1e-3) -> np.ndarray:
