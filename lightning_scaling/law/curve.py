@@ -1,0 +1,219 @@
+"""Whole-curve laws: the loss along one run as a function of the learning rates it has seen.
+
+The learning-rate annealing law (Tissue et al. 2024, "Scaling Law with Learning Rate Annealing", Eq. 1):
+
+    L(s) = L0 + A * S1(s)^-alpha - C * S2(s)
+
+    S1(s) = sum_{i <= s} eta_i                           the forward area: how far the weights have travelled
+    S2(s) = sum_{i <= s} m_i,  m_i = lam * m_{i-1} + (eta_{i-1} - eta_i)   the annealing area, with momentum lam
+
+with eta_i the learning rate of optimizer step i and lam about 0.999 (their Sec. 3; 0.999 is their default and
+the value used here unless given). A constant learning rate has S2 = 0 and the law is a power law in the steps; a
+decay (cosine, WSD's cooldown, the Power schedule's exponential tail) adds S2 > 0 and lowers the loss by C S2.
+
+Warmup. While the learning rate rises, eta_{i-1} - eta_i < 0 would make S2 negative and "raise" the loss; Tissue
+et al. fit after warmup. Here the rises are left out of the momentum (the increments are clipped at 0), so warmup
+adds to the forward area S1 and nothing to S2, and a warmup phase needs no special handling by the caller.
+
+Steps between logged points. The law needs eta at every optimizer step; a curve logged every k steps gives it at
+those steps, and the learning rate in between is interpolated linearly (exact for linear warmup and decay, close
+for smooth schedules); before the first logged step the first interval's line is extended back to step 1, so a
+linear warmup's area is not overcounted (taking the first logged value there biased alpha by 10% on curves logged
+every 10 steps).
+
+Fitting (`CurveFit`). For fixed alpha the law is linear in (L0, A, C): a least-squares solve gives them for every
+alpha of a grid at once (variable projection, as `law.search` does for Chinchilla), the best cell is polished by
+bounded least squares over (L0, A, C, alpha) with A, C >= 0. The objective is the squared relative error of the
+loss, which weighs the points of a curve equally wherever the loss is.
+
+Identifiability. C is measured only where the learning rate has fallen: a curve seen during a constant (or WSD
+stable) phase has S2 = 0 there and says nothing about C, and a short prefix of a cosine little. Forecasting the
+rest of a run from its first part therefore needs C (and alpha) from other runs of the store; a forecast from the
+curve alone is not offered.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import ConfigurationError, NotFittedError, ScalingDataError
+
+MOMENTUM = 0.999  # Tissue et al. 2024, Sec. 3
+ALPHA_GRID = np.linspace(0.02, 2.0, 100)
+MIN_POINTS = 5  # four parameters: fewer observed points cannot determine the law
+
+
+@dataclass(frozen=True)
+class AnnealingLaw:
+    """L = L0 + A S1^-alpha - C S2 (Tissue et al. 2024)."""
+
+    L0: float
+    A: float
+    C: float
+    alpha: float
+    momentum: float = MOMENTUM
+
+    def loss(self, S1, S2):
+        S1, S2 = np.asarray(S1, float), np.asarray(S2, float)
+        return self.L0 + self.A * S1 ** -self.alpha - self.C * S2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def schedule_areas(steps, lr, momentum: float = MOMENTUM) -> tuple[np.ndarray, np.ndarray]:
+    """S1 and S2 (module docstring) at each of `steps`, from the learning rate `lr` at those steps.
+
+    Args:
+        steps: increasing optimizer steps (integers >= 1), shape (n,).
+        lr: the learning rate at each of them; in between it is interpolated linearly, and before the first logged
+            step the line through the first two is extended back (clipped at 0): exact for a linear warmup from 0
+            and for a constant rate.
+        momentum: lam of the annealing momentum, in [0, 1).
+
+    Returns:
+        (S1, S2), each of shape (n,).
+
+    >>> S1, S2 = schedule_areas([1, 2, 3, 4], [1.0, 1.0, 0.5, 0.5], momentum=0.0)
+    >>> S1.tolist(), S2.tolist()
+    ([1.0, 2.0, 2.5, 3.0], [0.0, 0.0, 0.5, 0.5])
+    """
+    steps = np.asarray(steps, float)
+    lr = np.asarray(lr, float)
+    if not (0.0 <= momentum < 1.0):
+        raise ConfigurationError(f"`momentum` must be in [0, 1), got {momentum!r}")
+    last = int(steps[-1])
+    every = np.arange(1, last + 1, dtype=float)
+    eta = np.interp(every, steps, lr)
+    if len(steps) > 1 and steps[0] > 1:  # before the first logged step: the first interval's line, extended back
+        slope = (lr[1] - lr[0]) / (steps[1] - steps[0])
+        head = every < steps[0]
+        eta[head] = np.maximum(lr[0] + slope * (every[head] - steps[0]), 0.0)
+    S1 = np.cumsum(eta)
+    drops = np.maximum(np.concatenate([[0.0], eta[:-1] - eta[1:]]), 0.0)  # rises (warmup) are left out
+    if momentum == 0.0:
+        m = drops
+    else:  # m_i = lam m_{i-1} + drop_i, as a discounted cumulative sum computed in chunks (no overflow of lam^-i)
+        m = np.empty_like(drops)
+        carry = 0.0
+        chunk = int(max(1, min(2048, 30.0 / -math.log(momentum)))) if momentum > 0 else 1  # lam^-chunk <= e^30
+        powers = momentum ** np.arange(chunk, dtype=float)
+        for lo in range(0, len(drops), chunk):
+            d = drops[lo:lo + chunk]
+            k = len(d)
+            p = powers[:k]
+            # m_{lo+j} = lam^(j+1) carry + sum_{t <= j} lam^(j - t) d_t
+            acc = np.cumsum(d / p) * p
+            m[lo:lo + k] = acc + carry * p * momentum
+            carry = m[lo + k - 1]
+    S2 = np.cumsum(m)
+    at = steps.astype(int) - 1
+    return S1[at], S2[at]
+
+
+def _design(S1, S2, alpha):
+    return np.stack([np.ones_like(S1), S1 ** -alpha, -S2], axis=-1)
+
+
+class CurveFit:
+    """Fit the annealing law to one run's loss curve (or several runs of one model size, stacked).
+
+    Args:
+        momentum: lam of the annealing area (default 0.999, Tissue et al. 2024).
+
+    Example::
+
+        fit = CurveFit().fit(steps, lr, loss)
+        fit.predict(other_steps, other_lr)  # the same model under another schedule
+    """
+
+    def __init__(self, momentum: float = MOMENTUM):
+        if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
+            raise ConfigurationError(f"`momentum` must be in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+
+    def fit(self, steps, lr, loss) -> "CurveFit":
+        steps, lr, loss = _check_curve(steps, lr, loss)
+        S1, S2 = schedule_areas(steps, lr, self.momentum)
+        self.steps_, self.lr_, self.loss_ = steps, lr, loss
+        self.S1_, self.S2_ = S1, S2
+        self.theta_ = _fit_areas(S1, S2, loss)
+        self.residuals_ = loss / self.law_.loss(S1, S2) - 1.0
+        return self
+
+    @property
+    def law_(self) -> AnnealingLaw:
+        if not hasattr(self, "theta_"):
+            raise NotFittedError("This CurveFit instance is not fitted yet: call `fit(steps, lr, loss)` first.")
+        L0, A, C, alpha = self.theta_
+        return AnnealingLaw(float(L0), float(A), float(C), float(alpha), self.momentum)
+
+    def predict(self, steps, lr):
+        """The law's loss at `steps` of a schedule given as `lr` at those steps (the observed part and the rest)."""
+        S1, S2 = schedule_areas(steps, lr, self.momentum)
+        return self.law_.loss(S1, S2)
+
+
+def _check_curve(steps, lr, loss):
+    try:
+        steps, lr, loss = (np.asarray(x, float).reshape(-1) for x in (steps, lr, loss))
+    except (TypeError, ValueError) as err:
+        raise ScalingDataError(f"a curve's steps, lr and loss must be numbers: {err}") from None
+    if not (len(steps) == len(lr) == len(loss)):
+        raise ScalingDataError(f"steps, lr and loss must have the same length, got {len(steps)}, {len(lr)}, "
+                               f"{len(loss)}")
+    for name, values, ok in (("step", steps, lambda v: np.isfinite(v) & (v >= 1) & (v == np.round(v))),
+                             ("lr", lr, lambda v: np.isfinite(v) & (v >= 0)),
+                             ("loss", loss, lambda v: np.isfinite(v) & (v > 0))):
+        bad = np.nonzero(~ok(values))[0]
+        if len(bad):
+            raise ScalingDataError(f"point {int(bad[0])}: `{name}` is {values[bad[0]]!r}; steps must be integers >= 1, "
+                                   "learning rates finite and >= 0, losses finite and > 0")
+    if np.any(np.diff(steps) <= 0):
+        i = int(np.nonzero(np.diff(steps) <= 0)[0][0]) + 1
+        raise ScalingDataError(f"point {i}: `step` {steps[i]:g} does not increase (previous {steps[i - 1]:g})")
+    if len(steps) < MIN_POINTS:
+        raise ScalingDataError(f"a curve law needs at least {MIN_POINTS} observed points, got {len(steps)}")
+    if not np.any(lr > 0):
+        raise ScalingDataError("every learning rate is 0: the forward area S1 is 0 and the law is undefined")
+    return steps, lr, loss
+
+
+def _fit_areas(S1, S2, loss) -> np.ndarray:
+    """(L0, A, C, alpha) minimising the squared relative error, A, C >= 0 (module docstring), from the best cell of
+    the alpha grid."""
+    from scipy.optimize import least_squares
+
+    keep = S1 > 0
+    S1, S2, loss = S1[keep], S2[keep], loss[keep]
+    u = 1.0 / loss
+    best = None
+    with np.errstate(all="ignore"):
+        for alpha in ALPHA_GRID:
+            X = _design(S1, S2, alpha) * u[:, None]
+            coef, *_ = np.linalg.lstsq(X, np.ones_like(loss), rcond=None)
+            if not np.all(np.isfinite(coef)):
+                continue
+            coef = np.maximum(coef, 0.0)
+            r = X @ coef - 1.0
+            value = float(r @ r)
+            if best is None or value < best[0]:
+                best = (value, np.array([*coef, alpha]))
+    if best is None:
+        raise ScalingDataError("no exponent alpha in (0, 2] fits this curve")
+    x0 = best[1].copy()
+
+    def residual(theta):
+        L0, A, C, alpha = theta
+        return (L0 + A * S1 ** -alpha - C * S2) * u - 1.0
+
+    lo = np.array([0.0, 0.0, 0.0, 1e-3])
+    hi = np.array([np.inf, np.inf, np.inf, float(ALPHA_GRID[-1])])
+    x0 = np.clip(x0, lo + 1e-12, hi - 1e-12)
+    x0[1:3] = np.maximum(x0[1:3], 1e-12)
+    result = least_squares(residual, x0, bounds=(lo, hi), x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12)
+    theta = result.x if np.all(np.isfinite(result.x)) and result.cost <= 0.5 * best[0] + 1e-15 else x0
+    return theta
