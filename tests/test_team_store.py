@@ -60,8 +60,9 @@ def check_team(uri: str, experiment: str, runs, reports) -> None:
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 1
     # every closing hook succeeded (one that ran while fewer runs had finished may find too few to fit: that is
     # an answer, not a failure)
-    assert all(rep["status"] in ("ok", "degenerate", "insufficient_runs") and not rep["warnings"]
-               for rep in reports), reports
+    problems = [(rep["run_id"], rep["status"], rep["warnings"]) for rep in reports
+                if rep["status"] not in ("ok", "degenerate", "insufficient_runs") or rep["warnings"]]
+    assert not problems, "\n".join(map(str, problems))
     # exactly one summary run, holding the recommendation over all of them
     assert len(summaries) == 1, [(r.info.run_id, r.info.start_time) for r in summaries]
     summary = summaries[0]

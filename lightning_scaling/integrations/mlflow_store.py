@@ -95,6 +95,10 @@ class MLflowRunStore:
 
     def record(self, run) -> RunRecord:
         metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+        if tags.get(SUMMARY_TAG) == "true":  # left out by the selection; read nothing more (another hook may be
+            # creating or deleting it right now)
+            return RunRecord(run_id=run.info.run_id, run_name=run.info.run_name, status=run.info.status,
+                             start_time=run.info.start_time, is_summary=True)
         loss = metrics.get(self.loss_key)
         best = None
         if isinstance(loss, (int, float)) and math.isfinite(loss):
@@ -130,8 +134,21 @@ class MLflowRunStore:
             last_activity=last_activity,
         )
 
-    def records(self) -> list[RunRecord]:
-        return [self.record(run) for run in self.runs()]
+    def records(self, runs=None) -> list[RunRecord]:
+        """The run records of `runs` (default: every run of the experiment); a run deleted while it was being read
+        (a summary run that lost the race to another hook) is skipped."""
+        out = []
+        for run in self.runs() if runs is None else runs:
+            try:
+                out.append(self.record(run))
+            except MlflowException:
+                try:
+                    gone = self.client.get_run(run.info.run_id).info.lifecycle_stage != "active"
+                except MlflowException:
+                    gone = True
+                if not gone:
+                    raise
+        return out
 
     def select(self, current_run_id: str | None = None) -> Selection:
         return select_runs(self.records(), current_run_id=current_run_id, loss_key=self.loss_key,
@@ -144,7 +161,7 @@ class MLflowRunStore:
         changed = self.runs(f"attributes.end_time >= {int(since_ms) - CLOCK_SKEW_MS}")
         changed += self.runs("attributes.status = 'RUNNING'")
         known = {r.run_id for r in selection.used}
-        fresh = select_runs([self.record(run) for run in changed], current_run_id=current_run_id,
+        fresh = select_runs(self.records(changed), current_run_id=current_run_id,
                             loss_key=self.loss_key, stale_after=self.stale_after)
         return any(r.run_id not in known for r in fresh.used)
 
