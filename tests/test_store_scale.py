@@ -174,36 +174,22 @@ def test_fits_are_shared_within_a_plan_and_only_for_the_same_runs():
         assert fit_runs(ChinchillaFit, N, D, L, idx[:-1]) is not first
 
 
-def test_a_plan_is_the_same_with_shared_fits():
+def test_a_plan_is_the_same_with_shared_fits(monkeypatch):
+    import contextlib
+
+    import lightning_scaling.advice.plan as plan_module
+
     N, D, L = grid_runs(noise=0.01, seed=2)
     used = [RunRecord(run_id=f"r{i}", schema="1", params=n, tokens=d, flops=6.5 * n * d, loss=l)
             for i, (n, d, l) in enumerate(zip(N, D, L))]
-    from lightning_scaling.law import form
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         shared = plan_next_run(Selection(used, []), n_bootstrap=50)
-        original = form.shared_fits
-        try:
-            form.shared_fits = _no_sharing  # the plan's own import is bound at import time: patch the module's
-            import lightning_scaling.advice.plan as plan_module
-
-            plan_module.shared_fits = _no_sharing
-            unshared = plan_next_run(Selection(used, []), n_bootstrap=50)
-        finally:
-            form.shared_fits = original
-            plan_module.shared_fits = original
+        monkeypatch.setattr(plan_module, "shared_fits", contextlib.nullcontext)
+        unshared = plan_next_run(Selection(used, []), n_bootstrap=50)
     for key in ("params", "tokens", "loss", "loss_low", "loss_high"):
         assert shared[key] == pytest.approx(unshared[key], rel=1e-9), key
     assert shared["backtest"]["mape"] == pytest.approx(unshared["backtest"]["mape"], rel=1e-9)
-
-
-class _no_sharing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_figures_of_a_large_store_bin_the_budgets():
