@@ -6,6 +6,7 @@
     lightning-scaling runs --tracking-uri URI --experiment NAME [--format json|text]
     lightning-scaling backtest RUNS.csv | --tracking-uri URI --experiment NAME [--law auto|NAME] [--confidence P]
     lightning-scaling predict RUNS.csv --at POINTS.csv [--law auto|NAME] [--confidence P] [--format json|text]
+    lightning-scaling forecast CURVE.csv [--confidence P] [--momentum LAM] [--format json|text]
     lightning-scaling demo [--format json|text]
     lightning-scaling coord-check --config CONFIG.yaml [--out DIR] [--format json|text]
     lightning-scaling train --config CONFIG.yaml [LightningCLI options]   (LightningCLI's `fit`)
@@ -46,6 +47,16 @@ def _argument(check):
 _positive_float = _argument(check_positive)
 _resamples = _argument(check_resamples)
 _confidence = _argument(check_confidence)
+
+
+def _momentum(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--confidence", type=_confidence, default=0.8, help="central probability of the intervals")
     pr.add_argument("--seed", type=int, default=0, help="seed of the fallback bootstrap (default 0)")
     pr.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    fc = sub.add_parser("forecast", help="forecast the rest of a run's loss curve (its rows with an empty loss) from "
+                        "its first part and the other runs in the file (learning-rate annealing law)",
+                        epilog="CSV columns: step, lr, loss; optional tokens, run, curve. Rows with an empty loss are "
+                        "the planned rest of the run; other runs' rows give the law's shape and calibrate the "
+                        "interval.")
+    fc.add_argument("curve", metavar="CURVE.csv", help="the run's curve so far and its planned steps")
+    fc.add_argument("--confidence", type=_confidence, default=0.8, help="central probability of the intervals")
+    fc.add_argument("--momentum", type=_momentum, default=None,
+                    help="annealing momentum lam in [0, 1) (default: fitted)")
+    fc.add_argument("--seed", type=int, default=0, help="seed of the bootstrap used without other runs (default 0)")
+    fc.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     demo = sub.add_parser("demo", help="fit runs generated from the published Chinchilla law and recommend")
     common(demo, csv=None)
     demo.set_defaults(bootstrap=1000)
@@ -316,6 +338,35 @@ def _coord_check_text(report: dict) -> str:
     return "\n".join(lines)
 
 
+def run_forecast(args) -> dict:
+    """Forecast the planned rows of CURVE.csv (`law.forecast`)."""
+    from .law.forecast import Curve, forecast
+    from .runs.curves import read_curves_csv
+
+    target, pool = read_curves_csv(args.curve)
+    result = forecast([Curve(**c) for c in target], [Curve(**c) for c in pool], confidence=args.confidence, momentum=args.momentum, seed=args.seed)
+    out = result.to_dict()
+    out["fit"] = {"alpha": result.fit.alpha, "momentum": result.fit.momentum, "runs": len(result.fit.coefficients),
+                  "points": result.fit.n_points}
+    return out
+
+
+def _forecast_text(out: dict) -> str:
+    law = out["law"]
+    lines = [f"run {out['run']}: annealing law L = {law['L0']:.4g} + {law['A']:.4g} S1^-{law['alpha']:.3f} "
+             f"- {law['C']:.4g} S2 (momentum {law['momentum']:g}), fitted with {out['fit']['runs']} run(s), "
+             f"{out['fit']['points']} points; observed to {out['progress']:.0%} of the run",
+             f"interval: {out['confidence']:.0%}, {out['method']}"]
+    lines += [f"note: {n}" for n in out["notes"]]
+    has_tokens = any("tokens" in r for r in out["forecast"])
+    lines.append(f"{'step':>10s} " + (f"{'tokens':>12s} " if has_tokens else "") + f"{'loss':>8s} {'low':>8s} "
+                 f"{'high':>8s}")
+    for r in out["forecast"]:
+        lines.append(f"{r['step']:>10d} " + (f"{r.get('tokens', float('nan')):>12.4g} " if has_tokens else "")
+                     + f"{r['loss']:>8.4f} {r['loss_low']:>8.4f} {r['loss_high']:>8.4f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
@@ -324,7 +375,7 @@ def main(argv=None) -> int:
         return run_cli(argv[1:])
     args = build_parser().parse_args(argv)
     runners = {"demo": run_demo, "coord-check": run_coord_check, "runs": run_runs, "backtest": run_backtest,
-               "predict": run_predict}
+               "predict": run_predict, "forecast": run_forecast}
     try:
         out = runners.get(args.command, run_fit)(args)
     except (LightningScalingError, OSError) as err:
@@ -344,6 +395,8 @@ def main(argv=None) -> int:
         print(backtest_text(out))
     elif args.command == "predict":
         print(_predict_text(out))
+    elif args.command == "forecast":
+        print(_forecast_text(out))
     elif args.command == "recommend" and args.runs is None:
         from .advice.recommendation import recommendation_markdown
 

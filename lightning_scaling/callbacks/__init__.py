@@ -4,13 +4,16 @@
 - `PowerLR`: the Power learning-rate schedule (Shen et al. 2024), per-group multipliers kept.
 - `GradualPruning`: gradual magnitude pruning during pre-training (Jin et al. 2025).
 - `ScalingLawAdvisor`: the closing hook: refit the law over every MLflow run and recommend the next run.
+- `LossForecast`: the final loss forecast at each validation (annealing law over the store's curves); stops a
+  hopeless run on request.
 - `MuP`: muP (Yang et al. 2022) on Microsoft's `mup` package: base shapes, MuReadout, muP optimizer groups.
 """
 
 from .advisor import ScalingLawAdvisor
+from .forecast import LossForecast
 from .mup import MuP
 from .power_lr import PowerLR
 from .pruning import GradualPruning
 from .tracker import ScalingTracker
 
-__all__ = ["GradualPruning", "MuP", "PowerLR", "ScalingLawAdvisor", "ScalingTracker"]
+__all__ = ["GradualPruning", "LossForecast", "MuP", "PowerLR", "ScalingLawAdvisor", "ScalingTracker"]

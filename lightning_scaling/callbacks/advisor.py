@@ -114,7 +114,9 @@ class ScalingLawAdvisor(Callback):
 
         Runs that end together run their hooks together: when more runs have finished by the time this one has
         published than it fitted, it fits and publishes again (at most `REFITS` times), so the last hook to finish
-        leaves the recommendation over all of them on the summary run.
+        leaves the recommendation over all of them on the summary run; unless the summary run already holds a
+        recommendation over as many runs as are usable now (another hook got there first: refitting the same runs
+        in every hook would only multiply the work of runs that end together).
         """
         forms = plugins.law_forms()
         if self.law != "auto" and self.law not in forms:
@@ -137,6 +139,9 @@ class ScalingLawAdvisor(Callback):
                 break
             read_at = time.time() * 1000
             selection = store.select(current_run_id=run_id)
+            held = store.summary_n_runs()
+            if held is not None and held >= len(selection.used):
+                break
         plugins.notify_recommendation(rec)
         return rec
 

@@ -18,19 +18,21 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from pathlib import Path
 
 from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, LightningScalingError
 from ..runs.secrets import keep_uri_out_of_output, redact
 from ..advice.recommendation import recommendation_markdown
 from ..runs.records import RunRecord, Selection, select_runs
 from ..runs import schema
 from ..runs.records import STALE_AFTER_S
-from ..runs.schema import BEST_TAG, COMPLETE_TAG, N_RUNS_TAG, RESUMED_FROM_TAG, SCHEMA_TAG, SUMMARY_TAG
+from ..runs.schema import (BEST_TAG, COMPLETE_TAG, N_RUNS_TAG, RESUMED_FROM_TAG, SCHEMA_TAG, STOPPED_EARLY_TAG,
+                           SUMMARY_TAG)
 
 SUMMARY_RUN_NAME = "scaling-law"
 NOTE_TAG = "mlflow.note.content"
@@ -43,6 +45,9 @@ NUMBER_TAGS = {
 }
 PAGE_SIZE = 1000  # MLflow's maximum for search_runs
 CLOCK_SKEW_MS = 60_000  # end times are stamped by each client's clock
+
+
+TAG_WRITE_ATTEMPTS = 5  # a tag written by two processes at once: MLflow's sqlite store inserts after a lookup
 
 
 def _float(x):
@@ -132,6 +137,7 @@ class MLflowRunStore:
             is_summary=tags.get(SUMMARY_TAG) == "true",
             complete=tags.get(COMPLETE_TAG) == "true",
             last_activity=last_activity,
+            stopped_early=tags.get(STOPPED_EARLY_TAG) or None,
         )
 
     def records(self, runs=None) -> list[RunRecord]:
@@ -165,9 +171,39 @@ class MLflowRunStore:
                             loss_key=self.loss_key, stale_after=self.stale_after)
         return any(r.run_id not in known for r in fresh.used)
 
+    def curves(self, selection: Selection, max_runs: int = 64) -> list:
+        """The loss curves (`law.forecast.Curve`) of the runs used by `selection` and of the runs stopped early:
+        the loss metric's history at each validation with `scaling/lr` interpolated there; the `max_runs` most
+        recent, two history requests each. Runs without both histories are skipped."""
+        import numpy as np
+
+        from ..law.forecast import Curve
+
+        stopped = [r for r, why in selection.excluded if why.startswith("stopped early")]
+        runs = sorted([*selection.used, *stopped], key=lambda r: -(r.start_time or 0))[:max_runs]
+        out = []
+        for r in runs:
+            try:
+                loss = self.client.get_metric_history(r.run_id, self.loss_key)
+                lr = self.client.get_metric_history(r.run_id, schema.LR)
+            except MlflowException:  # deleted while read
+                continue
+            loss = sorted({m.step: m.value for m in loss if m.step >= 1 and math.isfinite(m.value)}.items())
+            lr = sorted({m.step: m.value for m in lr if m.step >= 1 and math.isfinite(m.value)}.items())
+            if len(loss) < 2 or len(lr) < 2:
+                continue
+            steps = np.array([s for s, _ in loss], float)
+            lr_at = np.interp(steps, [s for s, _ in lr], [v for _, v in lr])
+            try:
+                out.append(Curve(r.run_id, steps, lr_at, np.array([v for _, v in loss])))
+            except LightningScalingError:
+                continue
+        return out
+
     # -- publishing -------------------------------------------------------------------------------------------
     def mark_training_experiment(self) -> None:
-        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+        _retry_unique(self.client.set_experiment_tag, self.experiment_id, EXPERIMENT_KIND_TAG,
+                      "custom_model_development")
 
     def summary_runs(self) -> list:
         """Every summary run of the experiment, the one in use first (the earliest created; ties by run id)."""
@@ -179,6 +215,13 @@ class MLflowRunStore:
         """The experiment's summary run (run name `scaling-law`), or None before the first recommendation."""
         found = self.summary_runs()
         return found[0] if found else None
+
+    def summary_n_runs(self) -> int | None:
+        """How many runs the summary run's recommendation was fitted on (its `lightning_scaling.n_runs` tag), or
+        None before the first."""
+        summary = self.summary_run()
+        held = None if summary is None else _float(summary.data.tags.get(N_RUNS_TAG))
+        return None if held is None else int(held)
 
     def latest_recommendation(self) -> dict | None:
         """The last recommendation published on the summary run (its `scaling_law/recommendation.json`), or None."""
@@ -210,12 +253,16 @@ class MLflowRunStore:
             return winner.info.run_id
         return mine.info.run_id
 
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        """`MlflowClient.set_tag`, tried again when another process wrote the same new tag at the same moment."""
+        _retry_unique(self.client.set_tag, run_id, key, value)
+
     def publish(self, run_id: str, rec: dict, figures: dict[str, str] | None = None) -> None:
         """Write the recommendation onto a run: note, number tags, JSON and figures under `scaling_law/`."""
-        self.client.set_tag(run_id, NOTE_TAG, redact(recommendation_markdown(rec)))
+        self.set_tag(run_id, NOTE_TAG, redact(recommendation_markdown(rec)))
         if rec.get("status") == "ok":
             for tag, key in NUMBER_TAGS.items():
-                self.client.set_tag(run_id, tag, f"{float(rec[key]):.4g}")
+                self.set_tag(run_id, tag, f"{float(rec[key]):.4g}")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "recommendation.json"
             path.write_text(redact(json.dumps(rec, indent=2, default=_json_default)))
@@ -245,11 +292,34 @@ class MLflowRunStore:
             for run_id in (*run_ids, *([summary_id] if write_summary else [])):
                 self.publish(run_id, rec, figures)
         if write_summary:
-            self.client.set_tag(summary_id, N_RUNS_TAG, str(int(rec.get("n_runs", 0))))
+            self.set_tag(summary_id, N_RUNS_TAG, str(int(rec.get("n_runs", 0))))
         return write_summary
 
     def note(self, run_id: str, text: str) -> None:
-        self.client.set_tag(run_id, NOTE_TAG, redact(text))
+        self.set_tag(run_id, NOTE_TAG, redact(text))
+
+
+def _retry_unique(write, *args) -> None:
+    """Call `write(*args)` (a tag write), again when another process wrote the same new tag at the same moment.
+
+    MLflow's database store looks a tag up and then inserts it; two closing hooks writing a new tag of the summary
+    run together make one insert fail on the (key, run) unique constraint, and the row then exists, so a second
+    attempt updates it.
+    """
+    for attempt in range(TAG_WRITE_ATTEMPTS):
+        try:
+            write(*args)
+            return
+        except MlflowException as err:
+            if attempt == TAG_WRITE_ATTEMPTS - 1 or not _is_unique_violation(err):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def _is_unique_violation(err: Exception) -> bool:
+    """Whether an MLflow error is a database's unique-constraint failure (sqlite, PostgreSQL, MySQL wording)."""
+    text = str(err).lower()
+    return any(word in text for word in ("unique constraint", "integrityerror", "duplicate key", "duplicate entry"))
 
 
 def _best_from_tag(text, key: str) -> float | None:

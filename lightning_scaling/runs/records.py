@@ -46,6 +46,7 @@ class RunRecord:
     is_summary: bool = False
     complete: bool = False  # training ended normally (the tracker's tag), though MLflow may still say RUNNING
     last_activity: int | None = None  # ms since the epoch of the run's latest metric (read for RUNNING runs)
+    stopped_early: str | None = None  # why `LossForecast` stopped it (its final loss is not a final point)
 
     @property
     def sparse(self) -> bool:
@@ -116,6 +117,10 @@ def select_runs(records: list[RunRecord], current_run_id: str | None = None,
             continue
         if r.run_id in superseded_by:
             excluded.append((r, f"superseded by run {superseded_by[r.run_id]}, resumed from its checkpoint"))
+            continue
+        if r.stopped_early:
+            excluded.append((r, f"stopped early: {r.stopped_early} (its last loss is not the loss of its budget; "
+                                "its curve still informs forecasts)"))
             continue
         required = ((PARAMS_AVG, r.params), (TOKENS, r.tokens), (FLOPS, r.flops), (loss_key, r.loss))
         missing = [name for name, value in required if value is None]

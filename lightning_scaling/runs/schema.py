@@ -38,4 +38,5 @@ RESUMED_FROM_TAG = "lightning_scaling.resumed_from"  # the run whose checkpoint 
 SUMMARY_TAG = "lightning_scaling.summary"  # "true" on the experiment's summary run (written by the closing hook)
 COMPLETE_TAG = "lightning_scaling.complete"  # "true" once training ended normally (before MLflow marks it FINISHED)
 BEST_TAG = "lightning_scaling.best"  # JSON {metric: lowest value seen at a validation} for the run's loss metrics
+STOPPED_EARLY_TAG = "lightning_scaling.stopped_early"  # why `LossForecast` stopped the run (hopeless)
 N_RUNS_TAG = "lightning_scaling.n_runs"  # on the summary run: how many runs its recommendation was fitted on
