@@ -119,6 +119,13 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
     summary = summaries[0]
     assert summary.info.run_name == "scaling-law"
     sentence = _recommendation_sentence(summary.data.tags.get("mlflow.note.content", ""))
+    # every training run logged its loss curve, and the later ones the forecast beside it (LossForecast)
+    training = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time ASC"])
+    training = [r for r in training if r.data.tags.get("lightning_scaling.summary") != "true"]
+    assert all(len(client.get_metric_history(r.info.run_id, "val_loss")) >= 2 for r in training)
+    forecasts = client.get_metric_history(training[-1].info.run_id, "scaling/forecast_final_loss")
+    assert forecasts and all(0 < m.value < 10 for m in forecasts), training[-1].info.run_name
     figure_on_disk = Path(client.download_artifacts(summary.info.run_id, FIGURE, str(tmp / "downloaded")))
     figure_width = _png_width(figure_on_disk.read_bytes())
 

@@ -216,3 +216,13 @@ def test_too_few_observed_points_and_bad_confidence_are_refused(tmp_path, capsys
 
 def test_momentum_grid_contains_the_papers_default():
     assert 0.999 in MOMENTUM_GRID and 0.0 in MOMENTUM_GRID
+
+
+def test_alone_a_forecast_needs_five_points_with_other_runs_two():
+    target, _ = run_curve("t", sized_law(5.0), schedule("cosine", 2000), seed=4, every=100)
+    early = target.until(400)  # 4 observed points
+    with pytest.raises(ScalingDataError, match="without other runs a forecast needs at least 5"):
+        forecast(early)
+    assert forecast(early, pool_of(4)).final[0] > 0
+    with pytest.raises(ScalingDataError, match="a forecast needs at least 2"):
+        forecast(target.until(100), pool_of(4))

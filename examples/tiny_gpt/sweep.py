@@ -39,15 +39,16 @@ class Run:
 # Non-embedding parameters (n_layer=2): d=16: 10.7k, 32: 33.7k, 48: 68.9k, 64: 116k, 96: 248k; d_head = 16.
 # Tokens per step: 8 x 64 (small batches: at this scale the larger models need the optimizer steps). Group 1
 # spends C = 6 N D = 1.2e11 FLOPs per run, group 2 three times that; the sizes are meant to bracket each group's
-# best loss (measured at 2.4e11 FLOPs: d16 / d32 / d48 reach 2.120 / 1.979 / 2.236).
+# best loss (measured at 2.4e11 FLOPs: d16 / d32 / d48 reach 2.120 / 1.979 / 2.236). Step counts with a divisor
+# near an eighth of them (3480, not 3482): the runs validate about 8 times, the last time at their last step.
 FULL = (
     Run("g1-d16", 16, 1, 3655),
     Run("g1-d32", 32, 2, 1160),
     Run("g1-d48", 48, 3, 567),
     Run("g2-d16", 16, 1, 10965),
-    Run("g2-d32", 32, 2, 3482),
+    Run("g2-d32", 32, 2, 3480),
     Run("g2-d48", 48, 3, 1700),
-    Run("g2-d64", 64, 4, 1006),
+    Run("g2-d64", 64, 4, 1008),
     Run("g1-d48-sparse", 48, 3, 752, sparse=True),  # N_avg ~ 52k at 50% final sparsity: about the same C
 )
 FULL_OVERRIDES = ["--data.init_args.batch_size=8"]
@@ -58,12 +59,28 @@ QUICK = (
     Run("q1-d48", 48, 3, 189),
     Run("q2-d16", 16, 1, 3655),
     Run("q2-d32", 32, 2, 1160),
-    Run("q2-d48", 48, 3, 566),
+    Run("q2-d48", 48, 3, 567),
 )
 QUICK_OVERRIDES = ["--data.init_args.seq_len=32", "--model.init_args.seq_len=32", "--data.init_args.batch_size=8",
                    "--data.init_args.val_windows=128", "--trainer.enable_progress_bar=false"]
 TOKENS_PER_STEP = {"full": 8 * 64, "quick": 8 * 32}  # batch x seq_len of the overrides above
 MAX_NEXT_STEPS = {"full": 4000, "quick": 0}  # the follow-up run the recommendation asks for, if this short
+
+
+VALIDATIONS = 8  # validations per run: the loss curve for LossForecast and the whole-curve law
+
+
+def validation_interval(steps: int, validations: int = VALIDATIONS) -> int:
+    """The divisor of `steps` whose number of validations is nearest `validations` (a divisor, so that the last
+    validation is at the last step: the run's final loss), at least one step.
+
+    >>> validation_interval(1160), validation_interval(189), validation_interval(566)
+    (145, 27, 283)
+    >>> [steps // validation_interval(steps) for steps in (3655, 10965, 3480, 1008, 567)]
+    [5, 5, 8, 8, 7]
+    """
+    divisors = [d for d in range(1, steps + 1) if steps % d == 0]
+    return min(divisors, key=lambda d: (abs(steps // d - validations), -d))
 
 
 def _args(run: Run, uri: str, experiment: str, quick: bool) -> list[str]:
@@ -72,7 +89,7 @@ def _args(run: Run, uri: str, experiment: str, quick: bool) -> list[str]:
         "fit", "--config", str(config),
         f"--model.init_args.d_model={run.d_model}", f"--model.init_args.n_head={run.n_head}",
         f"--model.init_args.n_layer={run.n_layer}",
-        f"--trainer.max_steps={run.steps}", f"--trainer.val_check_interval={run.steps}",
+        f"--trainer.max_steps={run.steps}", f"--trainer.val_check_interval={validation_interval(run.steps)}",
         f"--trainer.logger.init_args.run_name={run.name}",
         f"--trainer.logger.init_args.experiment_name={experiment}",
         f"--trainer.logger.init_args.tracking_uri={uri}",

@@ -151,8 +151,11 @@ class LossForecast(Callback):
         self._val_steps.append(step)
         self._val.append(loss)
         final = _final_step(trainer)
-        if final is None or step >= final or step < self.min_progress * final or len(self._val) < 2:
-            return
+        from ..law.forecast import MIN_ALONE, MIN_OBSERVED
+
+        needed = MIN_OBSERVED if self.forecaster.shape is not None else MIN_ALONE
+        if final is None or step >= final or step < self.min_progress * final or len(self._val) < needed:
+            return  # not yet (or past the end)
         t0 = time.perf_counter()
         try:
             fc = self.forecaster.forecast(self._curve(trainer, final))

@@ -46,6 +46,7 @@ from .curve import ALPHA_GRID, AnnealingLaw, schedule_areas
 MOMENTUM_GRID = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 C_MEASURED = 0.5  # C counts as measured when the observed S2 reaches half the S2 at the end of the plan
 MIN_OBSERVED = 2  # points of the run itself below which no forecast is made
+MIN_ALONE = 5  # ... and without other runs, whose curves give the shape
 BOOTSTRAP = 200
 
 
@@ -348,8 +349,17 @@ def forecast(target, pool=(), confidence: float = 0.8, momentum: float | None = 
     """
     target = _target(target)
     pool = [c for c in pool if c.run != target[0].run]
+    if not any(c.observed.any() for c in pool):
+        _check_alone(target)
     shape = fit_shared([*pool, *target], momentum=momentum)
     return Forecaster(pool, confidence=confidence, shape=shape).forecast(target, seed=seed)
+
+
+def _check_alone(target: list[Curve]) -> None:
+    seen = sum(int(c.observed.sum()) for c in target)
+    if seen < MIN_ALONE:
+        raise ScalingDataError(f"run {target[0].run!r} has {seen} observed point(s); without other runs a forecast "
+                               f"needs at least {MIN_ALONE} (the law has four parameters)")
 
 
 def _target(target) -> list[Curve]:
@@ -395,6 +405,8 @@ class Forecaster:
         if not planned.any():
             raise ScalingDataError(f"run {run!r} has no planned point (a row with an empty loss after the last "
                                    "observed one) to forecast")
+        if not any(c.observed.any() for c in self.pool):
+            _check_alone(target)
         shape = self.shape if self.shape is not None else fit_shared(target, momentum=self.momentum)
         others = [r for r in self.pool_runs if r != run and r in shape.coefficients]
         measured_C = [float(shape.coefficients[r][2]) for r in others if shape.c_measured.get(r)]
