@@ -6,7 +6,7 @@
     lightning-scaling runs --tracking-uri URI --experiment NAME [--format json|text]
     lightning-scaling backtest RUNS.csv | --tracking-uri URI --experiment NAME [--law auto|NAME] [--confidence P]
     lightning-scaling predict RUNS.csv --at POINTS.csv [--law auto|NAME] [--confidence P] [--format json|text]
-    lightning-scaling forecast CURVE.csv [--confidence P] [--momentum LAM] [--format json|text]
+    lightning-scaling forecast CURVE.csv [--tracking-uri URI --experiment NAME] [--confidence P] [--format json|text]
     lightning-scaling demo [--format json|text]
     lightning-scaling coord-check --config CONFIG.yaml [--out DIR] [--format json|text]
     lightning-scaling train --config CONFIG.yaml [LightningCLI options]   (LightningCLI's `fit`)
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the planned rest of the run; other runs' rows give the law's shape and calibrate the "
                         "interval.")
     fc.add_argument("curve", metavar="CURVE.csv", help="the run's curve so far and its planned steps")
+    tracking(fc)
     fc.add_argument("--confidence", type=_confidence, default=0.8, help="central probability of the intervals")
     fc.add_argument("--momentum", type=_momentum, default=None,
                     help="annealing momentum lam in [0, 1) (default: fitted)")
@@ -344,7 +345,11 @@ def run_forecast(args) -> dict:
     from .runs.curves import read_curves_csv
 
     target, pool = read_curves_csv(args.curve)
-    result = forecast([Curve(**c) for c in target], [Curve(**c) for c in pool], confidence=args.confidence, momentum=args.momentum, seed=args.seed)
+    pool = [Curve(**c) for c in pool]
+    if args.tracking_uri or args.experiment:  # the experiment's runs' curves join the file's other runs
+        store = _store(args)
+        pool += store.curves(store.select())
+    result = forecast([Curve(**c) for c in target], pool, confidence=args.confidence, momentum=args.momentum, seed=args.seed)
     out = result.to_dict()
     out["fit"] = {"alpha": result.fit.alpha, "momentum": result.fit.momentum, "runs": len(result.fit.coefficients),
                   "points": result.fit.n_points}

@@ -157,3 +157,42 @@ def test_the_law_across_runs_judges_inside_its_range_when_degenerate():
     degenerate = across.__class__(across.fit, across.N_range, across.D_range, across.scatter, True)
     assert degenerate.expected(5e8, 1e10) is None and degenerate.expected(3e7, 6e8) is not None
     assert _law_across(records[:4]) is None  # fewer than MIN_LAW_RUNS
+
+
+def test_forecast_command_reads_the_pool_from_the_store(tmp_path, capsys):
+    """Curves logged as the callbacks log them (the loss at each validation, `scaling/lr`) on finished runs of the
+    schema join the file's pool."""
+    from mlflow.entities import Metric
+
+    from benchmarks.forecast import synthetic_runs
+    from lightning_scaling.cli import main
+    from lightning_scaling.runs import schema
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("pool")
+    runs = list(synthetic_runs(4, n_runs=10).values())
+    for (curve,) in runs[1:]:
+        run = client.create_run(exp, tags={schema.SCHEMA_TAG: schema.SCHEMA_VERSION})
+        rid = run.info.run_id
+        metrics = [Metric(key, float(v), 0, int(s)) for s, lr, loss in zip(curve.steps, curve.lr, curve.loss)
+                   for key, v in ((LR, lr), ("val_loss", loss))]
+        metrics += [Metric(key, value, 0, int(curve.steps[-1]))
+                    for key, value in ((schema.PARAMS_AVG, 1e6), (schema.TOKENS, 1e8), (schema.FLOPS, 6e14))]
+        for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
+            client.log_batch(rid, metrics=metrics[i:i + 1000])
+        client.set_terminated(rid, "FINISHED")
+    (target,) = runs[0]
+    cut = 0.3 * target.final_step
+    lines = ["step,lr,loss"] + [f"{int(s)},{float(lr)!r},{'' if s > cut else repr(float(loss))}"
+                                for s, lr, loss in zip(target.steps, target.lr, target.loss)]
+    (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
+    assert main(["forecast", str(tmp_path / "c.csv"), "--tracking-uri", uri, "--experiment", "pool",
+                 "--format", "json"]) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["fit"]["runs"] == 10 and out["method"] == "conformal over 9 other runs"
+    assert abs(out["forecast"][-1]["loss"] / target.loss[-1] - 1) < 0.02
+    assert main(["forecast", str(tmp_path / "c.csv"), "--tracking-uri", uri]) == 2
+    assert "give both --tracking-uri and --experiment" in capsys.readouterr().err
