@@ -175,14 +175,12 @@ def _nnls_coefficients(S1, S2, L, alpha, C=None):
     return np.array([coef[0], coef[1], C]), rnorm * rnorm
 
 
-def _profile(groups, alpha, borrowed_C=None):
-    """Sum over runs of each run's best sum of squares at this alpha, and the runs' coefficients.
-
-    groups: run -> (S1, S2, L, C measured). borrowed_C: C for the runs whose C is not measured (None: solve it)."""
+def _profile(groups, alpha):
+    """Sum over runs of each run's best sum of squares at this alpha, and the runs' coefficients (groups: run ->
+    (S1, S2, L, C measured))."""
     total, coefs = 0.0, {}
-    for run, (S1, S2, L, measured) in groups.items():
-        C = None if (measured or borrowed_C is None) else borrowed_C
-        coef, ss = _nnls_coefficients(S1, S2, L, alpha, C)
+    for run, (S1, S2, L, _) in groups.items():
+        coef, ss = _nnls_coefficients(S1, S2, L, alpha)
         total += ss
         coefs[run] = coef
     return total, coefs
