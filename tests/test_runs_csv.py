@@ -76,3 +76,14 @@ def test_suggested_runs_form_an_isoflop_group_at_the_largest_compute():
     assert len(s) == 3
     assert all(math.isclose(x["flops"], C, rel_tol=0.01) for x in s)
     assert len({x["params"] for x in s}) == 3
+
+
+def test_repeats_of_one_size_and_budget_count_once_toward_the_five_points(tmp_path, capsys):
+    """Five runs at three (N, D) points cannot determine five parameters: refused, naming the points, instead of
+    a recommendation from an exactly interpolating fit (found by the hypothesis test of hostile CSV tables)."""
+    from lightning_scaling.cli import main
+
+    rows = ["params,tokens,loss"] + ["10000,1000000,28.01"] * 3 + ["100000,10000000,14.30", "1000000,100000000,7.76"]
+    (tmp_path / "r.csv").write_text("\n".join(rows) + "\n")
+    assert main(["recommend", str(tmp_path / "r.csv"), "--flops", "1e20", "--bootstrap", "0"]) == 2
+    assert "at least 5 distinct (params, tokens) points (got 3" in capsys.readouterr().err

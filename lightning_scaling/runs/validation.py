@@ -119,9 +119,13 @@ def check_enough_runs(N, D, min_runs: int = MIN_RUNS, min_distinct: int = MIN_DI
         missing.append(f"at least {min_distinct} distinct parameter counts (got {len(dN)}: {_fmt(dN)})")
     if len(dD) < min_distinct:
         missing.append(f"at least {min_distinct} distinct token counts (got {len(dD)}: {_fmt(dD)})")
+    points = len({(float(a), float(b)) for a, b in zip(np.asarray(N).ravel(), np.asarray(D).ravel())})
+    if n >= min_runs and points < min_runs:  # repeats of one (N, D) measure the noise, not the law's five parameters
+        missing.append(f"at least {min_runs} distinct (params, tokens) points (got {points}: repeated runs of one "
+                       "size and budget count once)")
     if not missing:
         return
-    n_more = max(min_runs - n, min_distinct - len(dN), min_distinct - len(dD), 1)
+    n_more = max(min_runs - n, min_distinct - len(dN), min_distinct - len(dD), min_runs - points, 1)
     n_more = max(n_more, 3 if (len(dN) < min_distinct or len(dD) < min_distinct) else n_more)
     suggestions = suggest_runs(N, D, n_more)
     add = "; ".join(f"N={s['params']:.3g} params, D={s['tokens']:.3g} tokens" for s in suggestions)
