@@ -95,12 +95,17 @@ class LossForecast(Callback):
         self._lr_steps, self._lr = array("d"), array("d")
         self._val_steps, self._val = array("d"), array("d")
         self._warned: set[str] = set()
+        self._power = None  # the trainer's PowerLR, when it has one (set in `setup`)
 
     # -- hooks ------------------------------------------------------------------------------------------------
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
+            from .power_lr import PowerLR
+
             self.clock = clock_of(trainer, "LossForecast")
+            # the callback that drives the learning rate, looked up once: its rate is read at every step
+            self._power = next((c for c in trainer.callbacks if isinstance(c, PowerLR)), None)
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -135,7 +140,7 @@ class LossForecast(Callback):
         step = trainer.global_step
         if step and (not self._lr_steps or self._lr_steps[-1] < step):
             self._lr_steps.append(step)
-            self._lr.append(_base_lr(trainer))
+            self._lr.append(self._base_lr(trainer))
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -168,8 +173,8 @@ class LossForecast(Callback):
         if not all(math.isfinite(v) for v in (point, low, high)):
             return
         metrics = {FORECAST: point, f"{FORECAST}_low": low, f"{FORECAST}_high": high}
-        if LR not in _logged_keys(trainer):
-            metrics[LR] = self._lr[-1] if self._lr else _base_lr(trainer)
+        if self._power is None or not self._power.log_lr:  # PowerLR logs `scaling/lr` itself
+            metrics[LR] = self._lr[-1] if self._lr else self._base_lr(trainer)
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=step)
         self._judge(trainer, pl_module, fc, step, final)
@@ -182,7 +187,7 @@ class LossForecast(Callback):
         from ..law.forecast import Curve
 
         lr_steps = np.frombuffer(self._lr_steps, dtype=float) if self._lr_steps else np.array([1.0])
-        lrs = np.frombuffer(self._lr, dtype=float) if self._lr else np.array([_base_lr(trainer)])
+        lrs = np.frombuffer(self._lr, dtype=float) if self._lr else np.array([self._base_lr(trainer)])
         if len(lr_steps) > HISTORY_POINTS:
             keep = np.unique(np.linspace(0, len(lr_steps) - 1, HISTORY_POINTS).astype(int))
             lr_steps, lrs = lr_steps[keep], lrs[keep]
@@ -201,9 +206,7 @@ class LossForecast(Callback):
         """The learning rate at the planned steps (module docstring)."""
         import numpy as np
 
-        from .power_lr import PowerLR
-
-        power = next((c for c in trainer.callbacks if isinstance(c, PowerLR)), None)
+        power = self._power
         if power is not None and power.schedule is not None and trainer.global_step > 0:
             per_step = power.clock.tokens / trainer.global_step
             return np.array([power.schedule.lr(s * per_step) for s in steps])
@@ -219,7 +222,7 @@ class LossForecast(Callback):
         self._warn(trainer, "schedule", "LossForecast does not know the learning rates to come (no PowerLR, no "
                                         "per-step LambdaLR): they are taken as constant, which leaves a planned "
                                         "decay's gain out of the forecast")
-        return np.full(len(steps), _base_lr(trainer))
+        return np.full(len(steps), self._base_lr(trainer))
 
     def _judge(self, trainer, pl_module, fc, step: int, final: int) -> None:
         """Warn (and stop, with `stop_if_hopeless`) when the whole interval lies above the law across runs."""
@@ -252,6 +255,14 @@ class LossForecast(Callback):
         self._warned.add(key)
         warnings.warn(redact(message), LossForecastWarning, stacklevel=2)
 
+    def _base_lr(self, trainer) -> float:
+        """The base learning rate: `PowerLR`'s when it drives the run (muP multipliers apart), else the first
+        group's."""
+        power = self._power
+        if power is not None and isinstance(power.lr, float) and math.isfinite(power.lr):
+            return float(power.lr)
+        return float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else math.nan
+
     # -- checkpointing ----------------------------------------------------------------------------------------
     @override
     def state_dict(self) -> dict:
@@ -263,22 +274,6 @@ class LossForecast(Callback):
         self._lr_steps, self._lr = array("d", state_dict["lr_steps"]), array("d", state_dict["lr"])
         self._val_steps, self._val = array("d", state_dict["val_steps"]), array("d", state_dict["val"])
         self.stopped = state_dict.get("stopped")
-
-
-def _base_lr(trainer) -> float:
-    """The base learning rate: `PowerLR`'s when it drives the run (muP multipliers apart), else the first group's."""
-    from .power_lr import PowerLR
-
-    power = next((c for c in trainer.callbacks if isinstance(c, PowerLR)), None)
-    if power is not None and isinstance(power.lr, float) and math.isfinite(power.lr):
-        return float(power.lr)
-    return float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else math.nan
-
-
-def _logged_keys(trainer) -> set:
-    from .power_lr import PowerLR
-
-    return {LR} if any(isinstance(c, PowerLR) and c.log_lr for c in trainer.callbacks) else set()
 
 
 def _final_step(trainer) -> int | None:

@@ -158,27 +158,41 @@ class CurveFit:
 
 
 def _check_curve(steps, lr, loss):
+    steps, lr, loss = check_points(steps, lr, loss)
+    if len(steps) < MIN_POINTS:
+        raise ScalingDataError(f"a curve law needs at least {MIN_POINTS} observed points, got {len(steps)}")
+    return steps, lr, loss
+
+
+def check_points(steps, lr, loss, where: str = "", planned_ok: bool = False):
+    """`steps`, `lr`, `loss` as float arrays of one non-zero length, or `ScalingDataError` naming the point (and
+    `where`, e.g. "run 'a'"): steps increasing integers >= 1, learning rates finite >= 0 and not all 0, losses
+    finite > 0 (or NaN, a planned step, with `planned_ok`)."""
     try:
         steps, lr, loss = (np.asarray(x, float).reshape(-1) for x in (steps, lr, loss))
     except (TypeError, ValueError) as err:
-        raise ScalingDataError(f"a curve's steps, lr and loss must be numbers: {err}") from None
-    if not (len(steps) == len(lr) == len(loss)):
-        raise ScalingDataError(f"steps, lr and loss must have the same length, got {len(steps)}, {len(lr)}, "
-                               f"{len(loss)}")
-    for name, values, ok in (("step", steps, lambda v: np.isfinite(v) & (v >= 1) & (v == np.round(v))),
-                             ("lr", lr, lambda v: np.isfinite(v) & (v >= 0)),
-                             ("loss", loss, lambda v: np.isfinite(v) & (v > 0))):
-        bad = np.nonzero(~ok(values))[0]
+        raise ScalingDataError(f"{where + ': ' if where else ''}a curve's steps, lr and loss must be numbers: "
+                               f"{err}") from None
+    at = f"{where}, point" if where else "point"
+    if not (len(steps) == len(lr) == len(loss)) or len(steps) == 0:
+        raise ScalingDataError(f"{where + ': ' if where else ''}steps, lr and loss must have the same, non-zero "
+                               f"length, got {len(steps)}, {len(lr)}, {len(loss)}")
+    finite_loss = np.isfinite(loss) & (loss > 0)
+    for name, ok in (("step", np.isfinite(steps) & (steps >= 1) & (steps == np.round(steps))),
+                     ("lr", np.isfinite(lr) & (lr >= 0)),
+                     ("loss", (np.isnan(loss) | finite_loss) if planned_ok else finite_loss)):
+        bad = np.nonzero(~ok)[0]
         if len(bad):
-            raise ScalingDataError(f"point {int(bad[0])}: `{name}` is {values[bad[0]]!r}; steps must be integers >= 1, "
-                                   "learning rates finite and >= 0, losses finite and > 0")
+            values = {"step": steps, "lr": lr, "loss": loss}[name]
+            losses = "losses > 0 or empty" if planned_ok else "losses finite and > 0"
+            raise ScalingDataError(f"{at} {int(bad[0])}: `{name}` is {values[bad[0]]!r}; steps must be integers "
+                                   f">= 1, learning rates finite and >= 0, {losses}")
     if np.any(np.diff(steps) <= 0):
         i = int(np.nonzero(np.diff(steps) <= 0)[0][0]) + 1
-        raise ScalingDataError(f"point {i}: `step` {steps[i]:g} does not increase (previous {steps[i - 1]:g})")
-    if len(steps) < MIN_POINTS:
-        raise ScalingDataError(f"a curve law needs at least {MIN_POINTS} observed points, got {len(steps)}")
+        raise ScalingDataError(f"{at} {i}: `step` {steps[i]:g} does not increase (previous {steps[i - 1]:g})")
     if not np.any(lr > 0):
-        raise ScalingDataError("every learning rate is 0: the forward area S1 is 0 and the law is undefined")
+        raise ScalingDataError(f"{where + ': ' if where else ''}every learning rate is 0: the forward area S1 is 0 "
+                               "and the law is undefined")
     return steps, lr, loss
 
 

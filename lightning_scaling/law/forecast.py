@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import ConfigurationError, ScalingDataError
-from .curve import ALPHA_GRID, AnnealingLaw, schedule_areas
+from .curve import ALPHA_GRID, AnnealingLaw, check_points, schedule_areas
 
 MOMENTUM_GRID = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 C_MEASURED = 0.5  # C counts as measured when the observed S2 reaches half the S2 at the end of the plan
@@ -64,24 +64,7 @@ class Curve:
     tokens: np.ndarray | None = None
 
     def __post_init__(self):
-        steps = np.asarray(self.steps, float).reshape(-1)
-        lr = np.asarray(self.lr, float).reshape(-1)
-        loss = np.asarray(self.loss, float).reshape(-1)
-        if not (len(steps) == len(lr) == len(loss)) or len(steps) == 0:
-            raise ScalingDataError(f"run {self.run!r}: steps, lr and loss must have the same, non-zero length, got "
-                                   f"{len(steps)}, {len(lr)}, {len(loss)}")
-        for name, values, ok in (("step", steps, np.isfinite(steps) & (steps >= 1) & (steps == np.round(steps))),
-                                 ("lr", lr, np.isfinite(lr) & (lr >= 0)),
-                                 ("loss", loss, np.isnan(loss) | (np.isfinite(loss) & (loss > 0)))):
-            bad = np.nonzero(~ok)[0]
-            if len(bad):
-                raise ScalingDataError(f"run {self.run!r}, point {int(bad[0])}: `{name}` is {values[bad[0]]!r}; steps "
-                                       "must be integers >= 1, learning rates finite and >= 0, losses > 0 or empty")
-        if np.any(np.diff(steps) <= 0):
-            i = int(np.nonzero(np.diff(steps) <= 0)[0][0]) + 1
-            raise ScalingDataError(f"run {self.run!r}, point {i}: `step` {steps[i]:g} does not increase")
-        if not np.any(lr > 0):
-            raise ScalingDataError(f"run {self.run!r}: every learning rate is 0")
+        steps, lr, loss = check_points(self.steps, self.lr, self.loss, where=f"run {self.run!r}", planned_ok=True)
         object.__setattr__(self, "steps", steps)
         object.__setattr__(self, "lr", lr)
         object.__setattr__(self, "loss", loss)
@@ -301,7 +284,7 @@ class Forecast:
 
 
 def _run_forecast(target: list[Curve], shape: SharedCurveFit, pool_C: float | None):
-    """Point forecast of the run's curves at fixed shape: (coefficients, C borrowed?)."""
+    """Point forecast of the run's curves at fixed shape: (coefficients, C borrowed?, C measured?)."""
     S1, S2, L, planned = _observations(target, shape.momentum)
     if len(L) < MIN_OBSERVED:
         raise ScalingDataError(f"run {target[0].run!r} has {len(L)} observed point(s); a forecast needs at least "
@@ -310,7 +293,7 @@ def _run_forecast(target: list[Curve], shape: SharedCurveFit, pool_C: float | No
     borrow = not measured and pool_C is not None
     C = None if measured else (pool_C if borrow else 0.0)  # unmeasured, nothing to borrow: the gain left out
     coef, _ = _nnls_coefficients(S1, S2, L, shape.alpha, C)
-    return coef, borrow
+    return coef, borrow, measured
 
 
 def _predict(curve: Curve, shape: SharedCurveFit, coef) -> np.ndarray:
@@ -409,7 +392,7 @@ class Forecaster:
         others = [r for r in self.pool_runs if r != run and r in shape.coefficients]
         measured_C = [float(shape.coefficients[r][2]) for r in others if shape.c_measured.get(r)]
         pool_C = float(np.median(measured_C)) if measured_C else None
-        coef, borrowed = _run_forecast(target, shape, pool_C)
+        coef, borrowed, measured = _run_forecast(target, shape, pool_C)
         point = _predict(main, shape, coef)[planned]
         last, final = _progress(target)
         progress = last / final
@@ -417,7 +400,7 @@ class Forecaster:
         if borrowed:
             notes.append(f"the learning rate has not fallen far enough yet to measure the decay's gain: C = "
                          f"{coef[2]:.4g} is the median over {len(measured_C)} other run(s)")
-        elif not _c_measured(*_observations(target, shape.momentum)[1::2]) and coef[2] == 0.0:
+        elif not measured and coef[2] == 0.0:
             notes.append("the learning rate has not fallen far enough yet to measure the decay's gain and no other "
                          "run measured it: the forecast leaves the planned decay's gain out (it is an upper bound)")
         errors = self._errors(others, shape, main, progress)
@@ -427,7 +410,7 @@ class Forecaster:
             lower = -conformal_quantile([-e for e in errors], level)
             method = f"conformal over {len(errors)} other runs"
         else:
-            lower, upper = _bootstrap_band(target, shape, pool_C, main, planned, point, self.confidence, seed)
+            lower, upper = _bootstrap_band(target, shape, coef, pool_C, main, planned, point, self.confidence, seed)
             if errors:
                 lower, upper = min(lower, min(errors)), max(upper, max(errors))
             method = "bootstrap of the run's own fit" + (f", widened to the errors of {len(errors)} other run(s)"
@@ -462,7 +445,7 @@ class Forecaster:
                 continue
             rest_C = [float(shape.coefficients[q][2]) for q in others if q != r and shape.c_measured.get(q)]
             try:
-                coef_r, _ = _run_forecast(hidden, shape, float(np.median(rest_C)) if rest_C else None)
+                coef_r, *_ = _run_forecast(hidden, shape, float(np.median(rest_C)) if rest_C else None)
             except ScalingDataError:
                 continue
             pred = float(_predict(end, shape, coef_r)[-1])
@@ -470,11 +453,10 @@ class Forecaster:
         return errors
 
 
-def _bootstrap_band(target, shape, pool_C, main, planned, point, confidence, seed):
-    """Relative band of the final forecast from resampled residuals of the run's own observed points (the run's
-    coefficients refitted at the fitted shape for each replicate)."""
+def _bootstrap_band(target, shape, coef, pool_C, main, planned, point, confidence, seed):
+    """Relative band of the final forecast from resampled residuals of the run's own observed points around its
+    fitted coefficients `coef` (refitted at the fitted shape for each replicate)."""
     S1, S2, L, _ = _observations(target, shape.momentum)
-    coef, _ = _run_forecast(target, shape, pool_C)
     fitted = coef[0] + coef[1] * S1 ** -shape.alpha - coef[2] * S2
     rel = L / fitted - 1.0
     rng = np.random.default_rng(seed)
