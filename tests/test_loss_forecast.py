@@ -111,6 +111,11 @@ def test_the_store_reads_curves_with_the_learning_rate_at_each_validation(tmp_pa
     assert curve.lr[:4] == pytest.approx([1e-3 * (1 - s / 200) for s in (20, 40, 60, 80)])
     assert curve.lr[4] == pytest.approx(1e-3 * (1 - 91 / 200))
     assert np.all(np.isfinite(curve.loss))
+    # for the checkpoints' correction: every logged learning rate too, the loss NaN where it was not measured
+    (dense,) = store.curves(Selection(used=[record], excluded=[]), dense_lr=True)
+    assert dense.steps.tolist() == sorted({*range(1, 101, 10), 20, 40, 60, 80, 100})
+    assert dense.lr[dense.steps.tolist().index(51)] == pytest.approx(1e-3 * (1 - 51 / 200))
+    assert np.isfinite(dense.loss).sum() == 5 and dense.loss[-1] == pytest.approx(3.0)
 
 
 @pytest.mark.parametrize("kwargs, field", [

@@ -25,7 +25,8 @@ from ..law.intervals import MIN_HELD_OUT, calibrate, scatter, widen_by_scatter
 from ..options import check_positive
 from ..law.form import DEFAULT_CONFIDENCE, LawForm, check_law_form, shared_fits
 from ..runs.records import Selection
-from ..runs.schema import DATA_UNIT
+from ..law.checkpoints import schedule_corrected
+from ..runs.schema import DATA_UNIT, POWER_DECAY_FRACTION
 from ..schedules.flops import training_compute
 from ..schedules.sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
 from ..runs.suggest import suggest_runs
@@ -63,6 +64,8 @@ def plan_next_run(
     propose_architecture: Callable[[float, dict], dict | None] | None = None,
     law_factory: Callable[[], LawForm] = ChinchillaFit,
     law_forms: dict[str, Callable[[], LawForm]] | None = None,
+    curves: list | None = None,
+    use_curves: str = "auto",
 ) -> dict:
     """The recommendation for the next run (see the module docstring).
 
@@ -82,15 +85,55 @@ def plan_next_run(
             or "chinchilla" when present, is the baseline); forms that need per-run extras the runs do not carry
             (unique tokens) are left out. Overrides `law_factory`; the choice, its reason and every form's
             prediction are in ``law_selection``.
+        curves: the runs' loss curves (`law.forecast.Curve`, `run` = the run id; the store's `curves(...,
+            dense_lr=True)`): their checkpoints, corrected for the schedule (`law.checkpoints`), join the fit.
+        use_curves: "auto" (default): fit on the final losses and the checkpoints when the forward-chaining
+            backtest predicts the held-out runs' final losses better that way than from final losses alone;
+            "always"; "never". ``data`` in the result says which data the fit used, and why.
     """
     validate_budget(next_flops, growth)
+    if use_curves not in USE_CURVES:
+        raise ConfigurationError(f"`use_curves` must be one of {USE_CURVES}, got {use_curves!r}")
     with shared_fits():  # the calibration, backtest and choice of form refit the same prefixes: fit each once
         return _plan(selection, next_flops, growth, n_bootstrap, seed, confidence, pruning, settings, hparams,
-                     propose_architecture, law_factory, law_forms)
+                     propose_architecture, law_factory, law_forms, curves, use_curves)
+
+
+USE_CURVES = ("auto", "always", "never")
+
+
+def _checkpoints(used, N, D, curves, use_curves: str):
+    """The schedule-corrected checkpoints of the dense runs' curves, or (None, why not); with sparse runs in the
+    fit N is N_avg, which for a dense run is its dense count all along."""
+    if use_curves == "never":
+        return None, "use_curves='never'"
+    if not curves:
+        return None, "no loss curves logged (validation at several steps of each run gives them)"
+    dense = {r.run_id for r in used if not r.sparse}  # a pruned run's N_avg moves along it: its final loss only
+    curves = [c for c in curves if c.run in dense]
+    if not curves:
+        return None, "only sparse runs have loss curves (N_avg changes along a pruned run)"
+    fractions = {}
+    for r in used:
+        f = _float_or_none(r.config.get(POWER_DECAY_FRACTION))
+        if f is not None:
+            fractions[r.run_id] = f
+    points = schedule_corrected(curves, [r.run_id for r in used], N, D, fractions)
+    if not len(points):
+        return None, "no run has a validation point between a quarter of the run and its end"
+    return points, None
+
+
+def _float_or_none(x):
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
 
 
 def _plan(selection, next_flops, growth, n_bootstrap, seed, confidence, pruning, settings, hparams,
-          propose_architecture, law_factory, law_forms) -> dict:
+          propose_architecture, law_factory, law_forms, curves=None, use_curves="auto") -> dict:
     used = selection.used
     unit = data_unit_of(used)
     N, D, L, params_column = law_inputs(used)
@@ -122,22 +165,57 @@ def _plan(selection, next_flops, growth, n_bootstrap, seed, confidence, pruning,
         factory = candidates[choice["chosen"]]
     estimator = factory()
     check_law_form(estimator)
+    labels = [f"run {r.run_name or r.run_id}" for r in used]
+    points, why_not = _checkpoints(used, N, D, curves, use_curves)
+    data = {"used": "final losses", "final_points": len(N), "checkpoint_points": 0}
+    final_bt = curve_bt = None
+    if points is not None:
+        final_bt = backtest(factory, N, D, L, confidence=confidence)
+        curve_bt = backtest(factory, N, D, L, confidence=confidence, checkpoints=points)
+        a, b = final_bt["mape"], curve_bt["mape"]
+        if use_curves == "always":
+            why_not = None
+        elif a is None or b is None:
+            why_not = "too few runs to compare final-only and whole-curve fits by forward chaining"
+        elif b >= a:
+            why_not = f"the whole-curve fit's backtest MAPE {b:.2f}% is not below the final-only fit's {a:.2f}%"
+        data.update(checkpoints=points.to_dict(), backtest_mape={"final_only": a, "whole_curve": b})
+    whole = points is not None and why_not is None
+    fit_N, fit_D, fit_L = N, D, L
+    if whole:
+        fit_N, fit_D, fit_L = (np.concatenate([x, y]) for x, y in ((N, points.N), (D, points.D), (L, points.loss)))
+        labels = labels + [f"checkpoint at {d:.3g} of {labels[i]}" for i, d in zip(points.run, points.D)]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = estimator.fit(N, D, L, params_column="params_avg" if sparse else "params",
-                                labels=[f"run {r.run_name or r.run_id}" for r in used])
+            fit = estimator.fit(fit_N, fit_D, fit_L, params_column="params_avg" if sparse else "params",
+                                labels=labels)
+        if whole:
+            fit.groups_ = np.concatenate([np.arange(len(N)), points.run])  # the bootstrap draws runs, not points
     except InsufficientRunsError as err:
         return {**base, "status": "insufficient_runs", "message": str(err), "suggestions": err.suggestions,
                 "sentence": "Not enough runs to fit the law yet: " + _suggestion_sentence(err.suggestions, unit)}
     degenerate = list(getattr(fit, "degenerate_", None) or [])
     if any(d.get("refuses", True) for d in degenerate):
-        return _refused(base, fit, [d for d in degenerate if d.get("refuses", True)], N, D, C, budget, unit)
+        refused = _refused(base, fit, [d for d in degenerate if d.get("refuses", True)], N, D, C, budget, unit)
+        refused["n_runs"] = len(used)
+        return refused
     boot = fit.bootstrap(n_bootstrap, seed=seed, confidence=confidence) if n_bootstrap else None
-    out = {**base, **recommend(fit, budget, boot, C), "status": "ok"}
+    out = {**base, **recommend(fit, budget, boot, C, points=(N, D, L)), "status": "ok"}
     column = {"params_column": "params_avg" if sparse else "params"}
     out["intervals"] = prediction_intervals(out, fit, factory, N, D, L, confidence, budget, column)
     out["backtest"] = backtest(factory, N, D, L, confidence=confidence, name=out.get("law"))
+    if curve_bt is not None:
+        out["backtest_curves"] = curve_bt
+        data["params_interval"] = _params_intervals(out, whole, boot, factory, N, D, L, fit_N, fit_D, fit_L,
+                                                    points, n_bootstrap, seed, confidence, budget, column)
+    data["used"] = "final losses and schedule-corrected checkpoints" if whole else "final losses"
+    data["checkpoint_points"] = len(points) if whole else 0
+    data["reason"] = why_not or ("use_curves='always'" if use_curves == "always" else
+                                 "the whole-curve fit's backtest MAPE is below the final-only fit's")
+    data["sentence"] = _data_sentence(data)
+    out["data"] = data
+    out["n_points"], out["n_runs"] = out.get("n_runs"), len(used)  # a run's checkpoints do not make it several runs
     if choice is not None:
         out["law_selection"] = {**choice, "predictions": _form_predictions(candidates, choice["chosen"], fit, out,
                                                                            N, D, L, column)}
@@ -150,6 +228,51 @@ def _plan(selection, next_flops, growth, n_bootstrap, seed, confidence, pruning,
     out["architecture"] = propose_architecture(target_dense, dict(hparams or {})) if propose_architecture else None
     out["sentence"] = _sentence(out)
     return out
+
+
+def _params_intervals(out, whole, boot, factory, N, D, L, fit_N, fit_D, fit_L, points, n_bootstrap, seed,
+                      confidence, budget, column) -> dict:
+    """The bootstrap interval on N_opt at the budget of the fit made and of the other one (final-only or
+    whole-curve), to show what the checkpoints buy."""
+    if not n_bootstrap:
+        return {}
+    other = factory()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if whole:
+                other.fit(N, D, L, **column)
+            else:
+                other.fit(fit_N if len(fit_N) > len(N) else np.concatenate([N, points.N]),
+                          np.concatenate([D, points.D]), np.concatenate([L, points.loss]), **column)
+                other.groups_ = np.concatenate([np.arange(len(N)), points.run])
+            other_boot = other.bootstrap(n_bootstrap, seed=seed, confidence=confidence)
+            theirs = [float(v) for v in other_boot.allocation_intervals(budget)["params"]]
+            ours = [float(v) for v in boot.allocation_intervals(budget)["params"]]
+    except LightningScalingError:
+        return {}
+    final, curve = (theirs, ours) if whole else (ours, theirs)
+    ratio = lambda iv: iv[1] / iv[0] if iv[0] > 0 else float("inf")  # noqa: E731
+    return {"final_only": final, "whole_curve": curve, "final_only_ratio": ratio(final),
+            "whole_curve_ratio": ratio(curve), "confidence": confidence, "flops": budget}
+
+
+def _data_sentence(data: dict) -> str:
+    s = f"fitted on {data['used']} ({data['final_points']} runs"
+    if data["checkpoint_points"]:
+        s += f", {data['checkpoint_points']} checkpoints"
+    s += ")"
+    mape = data.get("backtest_mape")
+    if mape and mape["final_only"] is not None and mape["whole_curve"] is not None:
+        s += (f"; backtest MAPE {mape['whole_curve']:.2f}% with checkpoints, {mape['final_only']:.2f}% from final "
+              "losses alone")
+    iv = data.get("params_interval") or {}
+    if iv:
+        s += (f"; N_opt interval spans {iv['whole_curve_ratio']:.2f}x with checkpoints, "
+              f"{iv['final_only_ratio']:.2f}x without")
+    if data["used"] == "final losses":
+        s += f"; checkpoints not used: {data['reason']}"
+    return s
 
 
 INTERVAL_MEANING = {

@@ -33,12 +33,13 @@ def optimal_params_exponent(fit, flops: float) -> float:
     return math.log(high / low) / math.log(2.0)
 
 
-def summarize_fit(fit, bootstrap: Intervals | None = None, flops=None) -> dict:
+def summarize_fit(fit, bootstrap: Intervals | None = None, flops=None, points=None) -> dict:
     """The fitted law as a dict: the form's own `to_dict` (law, parameters, objective, n_runs, params_column,
     boundary) and the isoFLOP cross-check (Approach 2) with the exponent the law implies.
 
     With `bootstrap`, each parameter gets ``<name>_low`` / ``<name>_high`` (percentile bounds) and the dict has
-    ``confidence`` and ``bootstrap`` (the number of replicates).
+    ``confidence`` and ``bootstrap`` (the number of replicates). `points` (N, D, loss) are the runs the isoFLOP
+    cross-check groups (default the fit's own points; a whole-curve fit passes the final losses).
     """
     out = fit.to_dict()
     if bootstrap is not None:
@@ -47,7 +48,7 @@ def summarize_fit(fit, bootstrap: Intervals | None = None, flops=None) -> dict:
         out["confidence"] = bootstrap.confidence
         out["bootstrap"] = bootstrap.n_resamples
         out["seed"] = bootstrap.seed
-    iso = isoflop_analysis(fit.N_, fit.D_, fit.loss_, flops)
+    iso = isoflop_analysis(*(points if points is not None else (fit.N_, fit.D_, fit.loss_)), flops)
     if iso is not None:
         reference = float(np.exp(np.mean(np.log([g.flops for g in iso.groups]))))
         out["isoflop"] = {**iso.to_dict(), "law_exponent": optimal_params_exponent(fit, reference)}
@@ -56,7 +57,7 @@ def summarize_fit(fit, bootstrap: Intervals | None = None, flops=None) -> dict:
     return out
 
 
-def recommend(fit, flops: float, bootstrap: Intervals | None = None, run_flops=None) -> dict:
+def recommend(fit, flops: float, bootstrap: Intervals | None = None, run_flops=None, points=None) -> dict:
     """The compute-optimal next run for a budget of `flops` FLOPs (C = 6 N D), with the law it came from.
 
     Returns:
@@ -64,7 +65,7 @@ def recommend(fit, flops: float, bootstrap: Intervals | None = None, run_flops=N
         `bootstrap`, ``<key>_low`` / ``<key>_high`` for each of params, tokens, flops and loss (the budget is
         given, so its bounds equal it), and a one-line ``sentence`` saying what to run next.
     """
-    out = summarize_fit(fit, bootstrap, run_flops)
+    out = summarize_fit(fit, bootstrap, run_flops, points)
     allocation = fit.compute_optimal(flops)
     out.update(allocation.to_dict())
     if bootstrap is not None:
@@ -216,6 +217,8 @@ def recommendation_markdown(rec: dict) -> str:
         lines.append(f"Law form: {rec['law_selection']['reason']}.")
     if rec.get("backtest", {}).get("sentence"):
         lines.append(f"Backtest: {rec['backtest']['sentence']}.")
+    if rec.get("data", {}).get("sentence"):
+        lines.append(f"Data: {rec['data']['sentence']}.")
     settings = rec.get("settings") or {}
     if settings:
         lines.append("Reuse: " + "; ".join(f"{k} {v}" for k, v in settings.items()) + ".")

@@ -25,12 +25,12 @@ if TYPE_CHECKING:
 
 from .. import plugins
 from ..errors import ConfigurationError
-from ..advice.plan import DEFAULT_GROWTH, plan_next_run, validate_budget
+from ..advice.plan import DEFAULT_GROWTH, USE_CURVES, plan_next_run, validate_budget
 from ..integrations.loggers import mlflow_logger
 from ..options import check_confidence, check_positive, check_resamples
 from ..runs.records import STALE_AFTER_S
 from ..runs.secrets import redact
-from ._types import NonNegativeInt, OpenUnitInterval, PositiveFloat
+from ._types import NonNegativeInt, OpenUnitInterval, PositiveFloat, UseCurves
 
 
 REFITS = 3  # refits when more runs finished while this hook was fitting
@@ -55,6 +55,9 @@ class ScalingLawAdvisor(Callback):
             one form (built-in: "chinchilla", "exponent_interaction"; plugins may register others).
         stale_after: seconds without a new metric after which a RUNNING run is taken for a killed process and left
             out with that reason (it comes back when resumed under the same run id).
+        use_curves: "auto" (default): the runs' validation checkpoints, corrected for the learning-rate schedule
+            (`law.checkpoints`), join the fit when the forward-chaining backtest predicts held-out final losses
+            better with them; "always"; "never" (final losses only). ``data`` in recommendation.json says which.
 
     Raises:
         ConfigurationError: an argument outside its range (the message names it).
@@ -67,7 +70,8 @@ class ScalingLawAdvisor(Callback):
 
     def __init__(self, next_flops: PositiveFloat | None = None, growth: PositiveFloat = DEFAULT_GROWTH,
                  loss_key: str = "val_loss", bootstrap: NonNegativeInt = 1000, seed: int = 0,
-                 confidence: OpenUnitInterval = 0.8, law: str = "auto", stale_after: PositiveFloat = STALE_AFTER_S):
+                 confidence: OpenUnitInterval = 0.8, law: str = "auto", stale_after: PositiveFloat = STALE_AFTER_S,
+                 use_curves: UseCurves = "auto"):
         validate_budget(next_flops, growth)
         check_resamples(bootstrap, "bootstrap")
         check_confidence(confidence, "confidence")
@@ -82,6 +86,9 @@ class ScalingLawAdvisor(Callback):
         check_positive(stale_after, "stale_after")
         self.law = law
         self.stale_after = stale_after
+        if use_curves not in USE_CURVES:
+            raise ConfigurationError(f"`use_curves` must be one of {USE_CURVES}, got {use_curves!r}")
+        self.use_curves = use_curves
         self.recommendation: dict | None = None  # the last one made, for programmatic use
 
     @override
@@ -126,11 +133,14 @@ class ScalingLawAdvisor(Callback):
         read_at = time.time() * 1000
         selection = store.select(current_run_id=run_id)
         for _ in range(REFITS + 1):
+            curves = (store.curves(selection, dense_lr=True, stopped=False)
+                      if self.use_curves != "never" and hasattr(store, "curves") else None)
             rec = plan_next_run(
                 selection, next_flops=self.next_flops, growth=self.growth, n_bootstrap=self.bootstrap,
                 seed=self.seed, confidence=self.confidence, pruning=pruning, settings=settings, hparams=hparams,
                 propose_architecture=plugins.propose_architecture,
                 law_forms=forms if self.law == "auto" else {self.law: forms[self.law]},
+                curves=curves, use_curves=self.use_curves,
             )
             rec["run_id"] = run_id
             rec["loss_key"] = self.loss_key

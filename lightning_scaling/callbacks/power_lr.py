@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 
 from ..errors import ConfigurationError
-from ..runs.schema import LR
+from ..runs.schema import LR, POWER_DECAY_FRACTION
 from ..schedules.lr import PowerSchedule, validate_power_args
 from ._clock import RunClock, clock_of, release_clock
 from ._compat import Callback, override, warn_rank_zero
@@ -122,7 +122,7 @@ class PowerLR(Callback):
         if trainer.is_global_zero:
             settings = {"scaling/power_a": self.a, "scaling/power_b": self.b, "scaling/power_lr_max": self.lr_max,
                         "scaling/power_warmup_tokens": self.warmup_tokens, "scaling/power_decay": self.decay,
-                        "scaling/power_decay_fraction": self.decay_fraction}
+                        POWER_DECAY_FRACTION: self.decay_fraction}
             for logger in trainer.loggers:
                 logger.log_hyperparams(settings)
 

@@ -171,16 +171,19 @@ class MLflowRunStore:
                             loss_key=self.loss_key, stale_after=self.stale_after)
         return any(r.run_id not in known for r in fresh.used)
 
-    def curves(self, selection: Selection, max_runs: int = 64) -> list:
-        """The loss curves (`law.forecast.Curve`) of the runs used by `selection` and of the runs stopped early:
-        the loss metric's history at each validation with `scaling/lr` interpolated there; the `max_runs` most
-        recent, two history requests each. Runs without both histories are skipped."""
+    def curves(self, selection: Selection, max_runs: int = 64, dense_lr: bool = False,
+               stopped: bool = True) -> list:
+        """The loss curves (`law.forecast.Curve`) of the runs used by `selection` and (with `stopped`) of the runs
+        stopped early: the loss metric's history at each validation with `scaling/lr` interpolated there; the
+        `max_runs` most recent, two history requests each. Runs without both histories are skipped. With
+        `dense_lr` the curve also holds every step at which the learning rate was logged (its loss NaN there):
+        the schedule at full resolution, for the checkpoints' correction (`law.checkpoints`)."""
         import numpy as np
 
         from ..law.forecast import Curve
 
-        stopped = [r for r, why in selection.excluded if why.startswith("stopped early")]
-        runs = sorted([*selection.used, *stopped], key=lambda r: -(r.start_time or 0))[:max_runs]
+        early = [r for r, why in selection.excluded if why.startswith("stopped early")] if stopped else []
+        runs = sorted([*selection.used, *early], key=lambda r: -(r.start_time or 0))[:max_runs]
         out = []
         for r in runs:
             try:
@@ -193,9 +196,14 @@ class MLflowRunStore:
             if len(loss) < 2 or len(lr) < 2:
                 continue
             steps = np.array([s for s, _ in loss], float)
+            values = np.array([v for _, v in loss])
+            if dense_lr:
+                every = np.union1d(steps, [s for s, _ in lr])
+                values = np.where(np.isin(every, steps), np.interp(every, steps, values), np.nan)
+                steps = every
             lr_at = np.interp(steps, [s for s, _ in lr], [v for _, v in lr])
             try:
-                out.append(Curve(r.run_id, steps, lr_at, np.array([v for _, v in loss])))
+                out.append(Curve(r.run_id, steps, lr_at, values))
             except LightningScalingError:
                 continue
         return out

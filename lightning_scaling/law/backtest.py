@@ -98,7 +98,7 @@ def _fit_quietly(factory, N, D, L, idx, extra):
 
 
 def backtest(factory: Callable, N, D, L, *, confidence: float = DEFAULT_CONFIDENCE, extra: dict | None = None,
-             intervals: bool = True, name: str | None = None) -> dict:
+             intervals: bool = True, name: str | None = None, checkpoints=None) -> dict:
     """Per forward-chaining fold: MAPE, interval coverage and the isoFLOP check (module docstring); JSON-ready.
 
     Returns:
@@ -107,13 +107,26 @@ def backtest(factory: Callable, N, D, L, *, confidence: float = DEFAULT_CONFIDEN
         ``covered`` and ``coverage`` (None when the fold's runs are too few to calibrate intervals: ``calibrated``
         False), ``isoflop`` (per group of the test block: ``flops``, ``params_opt_isoflop``, ``params_opt_law``,
         ``ratio``). The totals pool the folds; ``sentence`` is the last fold in words.
+
+        With `checkpoints` (`law.checkpoints.CheckpointPoints` of these runs) each fold fits on its training runs'
+        final losses and their schedule-corrected checkpoints, and predicts the test runs' final losses (the folds
+        and the test points are the same as without): the whole-curve fit's backtest, without intervals.
     """
     check_confidence(confidence)
     N, D, L = (np.asarray(x, float) for x in (N, D, L))
     folds = forward_folds(N, D)
     out_folds = []
+    if checkpoints is not None and len(checkpoints):
+        intervals, extra = False, None
+        NN, DD, LL = (np.concatenate([a, b]) for a, b in ((N, checkpoints.N), (D, checkpoints.D),
+                                                           (L, checkpoints.loss)))
+    else:
+        checkpoints, NN, DD, LL = None, N, D, L
     for fold in folds:
         cal = None
+        train = fold.train
+        if checkpoints is not None:
+            train = np.concatenate([train, len(N) + np.nonzero(np.isin(checkpoints.run, fold.train))[0]])
         if intervals:
             sub = {k: np.asarray(v, float)[fold.train] for k, v in (extra or {}).items()}
             try:
@@ -125,7 +138,7 @@ def backtest(factory: Callable, N, D, L, *, confidence: float = DEFAULT_CONFIDEN
                 continue
         else:
             try:
-                fit = _fit_quietly(factory, N, D, L, fold.train, extra)
+                fit = _fit_quietly(factory, NN, DD, LL, train, extra)
             except LightningScalingError:
                 continue
         predicted = predict_runs(fit, N, D, fold.test, extra)
@@ -142,7 +155,9 @@ def backtest(factory: Callable, N, D, L, *, confidence: float = DEFAULT_CONFIDEN
             row["median_width"] = 100.0 * float(np.median((high - low) / predicted))
         row["isoflop"] = _isoflop_check(fit, N[fold.test], D[fold.test], L[fold.test])
         out_folds.append(row)
-    return _summary(out_folds, name or _form_name(factory), folds, confidence)
+    out = _summary(out_folds, name or _form_name(factory), folds, confidence)
+    out["data"] = "final losses and schedule-corrected checkpoints" if checkpoints is not None else "final losses"
+    return out
 
 
 def _form_name(factory) -> str:

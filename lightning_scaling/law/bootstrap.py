@@ -99,6 +99,20 @@ CHUNK = 2**15  # problems x runs per Newton batch
 PILOT = 100  # replicates that try every start; the others try the runner-up basins only if one of these needed them
 
 
+def resample_counts(rng, n: int, n_resamples: int, groups=None) -> np.ndarray:
+    """(n_resamples, n) integer weights: how often each point is drawn in each replicate. With `groups` (a run index
+    per point: the checkpoints of one run, `law.checkpoints`) whole runs are drawn, each point weighted by how often
+    its run was, so that points of one run, which are not independent, never count as independent evidence."""
+    if groups is None:
+        draws = rng.integers(0, n, size=(n_resamples, n))
+        counts = np.zeros((n_resamples, n))
+        np.add.at(counts, (np.repeat(np.arange(n_resamples), n), draws.ravel()), 1.0)
+        return counts
+    groups = np.asarray(groups, int)
+    g = int(groups.max()) + 1
+    return resample_counts(rng, g, n_resamples)[:, groups]
+
+
 def _optimise(starts, counts, cN, cD, logL, delta, exponent_max):
     """Each replicate (row of `counts`) minimised from every start; the (R, S, 5) minimisers and (R, S) values."""
     R, S = len(counts), len(starts)
@@ -153,10 +167,7 @@ def bootstrap(fit, n_resamples: int = 1000, seed: int = 0, confidence: float = D
     if not (isinstance(n_starts, int) and n_starts >= 1):
         raise ConfigurationError(f"`n_starts` must be an integer >= 1, got {n_starts!r}")
     rng = np.random.default_rng(seed)
-    n = fit.n_runs_
-    draws = rng.integers(0, n, size=(n_resamples, n))
-    counts = np.zeros((n_resamples, n))
-    np.add.at(counts, (np.repeat(np.arange(n_resamples), n), draws.ravel()), 1.0)
+    counts = resample_counts(rng, fit.n_runs_, n_resamples, getattr(fit, "groups_", None))
 
     logN, logD, logL = np.log(fit.N_), np.log(fit.D_), np.log(fit.loss_)
     mN, mD = fit.centre_

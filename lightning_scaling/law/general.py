@@ -30,7 +30,7 @@ from ..runs.validation import check_enough_runs, validate_runs
 from ..schedules.flops import FLOPS_PER_PARAM_TOKEN
 from .allocation import Allocation
 from .search import scan_subset
-from .bootstrap import percentile_interval
+from .bootstrap import percentile_interval, resample_counts
 from .form import DEFAULT_CONFIDENCE
 from .objective import HUBER_DELTA, huber
 
@@ -213,8 +213,12 @@ class SeparableLawFit:
         n = self.n_runs_
         logL = np.log(self.loss_)
         fits = []
+        groups = getattr(self, "groups_", None)
         for _ in range(n_resamples):
-            w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+            if groups is None:
+                w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+            else:  # whole runs drawn (their checkpoints with them: `law.bootstrap.resample_counts`)
+                w = resample_counts(rng, int(np.max(groups)) + 1, 1, groups)[0]
             _, theta, coef = self._polish(self.N_, self.D_, logL, self.theta_, self.coef_, w)
             fits.append((theta, coef))
         return SeparableBootstrap(self, fits, confidence, seed)

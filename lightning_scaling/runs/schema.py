@@ -22,6 +22,7 @@ METRIC_KEYS = (TOKENS, FLOPS, FLOPS_ANALYTIC, PARAMS_NONZERO, PARAMS_AVG, SPARSI
 PARAMS_PREFIX = "scaling/"
 PARAMS_BASIS = "scaling/params_basis"  # which count N is: "non_embedding" or "total"
 DATA_UNIT = "scaling/data_unit"  # "tokens" or "samples"
+POWER_DECAY_FRACTION = "scaling/power_decay_fraction"  # PowerLR's decay phase, a fraction of the run's tokens
 
 
 def params_count_key(basis: str) -> str:
