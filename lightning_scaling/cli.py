@@ -7,6 +7,8 @@
     lightning-scaling backtest RUNS.csv | --tracking-uri URI --experiment NAME [--law auto|NAME] [--confidence P]
     lightning-scaling predict RUNS.csv --at POINTS.csv [--law auto|NAME] [--confidence P] [--format json|text]
     lightning-scaling forecast CURVE.csv [--tracking-uri URI --experiment NAME] [--confidence P] [--format json|text]
+    lightning-scaling plan [RUNS.csv | --tracking-uri URI --experiment NAME] --target-flops C --budget B
+        [--config FAMILY.yaml] [--format json|text]
     lightning-scaling demo [--format json|text]
     lightning-scaling coord-check --config CONFIG.yaml [--out DIR] [--format json|text]
     lightning-scaling train --config CONFIG.yaml [LightningCLI options]   (LightningCLI's `fit`)
@@ -134,6 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="annealing momentum lam in [0, 1) (default: fitted)")
     fc.add_argument("--seed", type=int, default=0, help="seed of the bootstrap used without other runs (default 0)")
     fc.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    pl = sub.add_parser("plan", help="the next stage of small runs (isoFLOP groups) that most shrinks the interval "
+                        "on N_opt at the target compute, within a compute budget", epilog=EPILOG)
+    pl.add_argument("runs", metavar="RUNS.csv", nargs="?", help="runs so far (or --tracking-uri/--experiment; none: "
+                    "plan from the prior)")
+    tracking(pl)
+    pl.add_argument("--target-flops", type=_positive_float, required=True, metavar="C",
+                    help="compute of the run to size in the end (C = 6 N D)")
+    pl.add_argument("--budget", type=_positive_float, required=True, metavar="B",
+                    help="compute to spend on small runs, all stages together (the runs so far count against it)")
+    pl.add_argument("--config", metavar="FAMILY.yaml", help="the LightningCLI config of the model family: each run "
+                    "gets an architecture and the command that trains it")
+    pl.add_argument("--bootstrap", type=_resamples, default=200, metavar="K",
+                    help="bootstrap replicates of the current interval on N_opt (default 200)")
+    pl.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    pl.add_argument("--confidence", type=_confidence, default=0.8, help="central probability of the interval")
+    pl.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     demo = sub.add_parser("demo", help="fit runs generated from the published Chinchilla law and recommend")
     common(demo, csv=None)
     demo.set_defaults(bootstrap=1000)
@@ -233,6 +251,55 @@ def run_recommend_mlflow(args) -> dict:
     if args.publish:
         store.publish_everywhere(rec, force=True)
     return rec
+
+
+def run_plan(args) -> dict:
+    from . import plugins
+    from .advice.stages import family_realizer, plan_stage, with_family
+
+    if args.runs is not None or args.tracking_uri or args.experiment:
+        N, D, L, _, _ = _law_runs(args)
+    else:
+        N = D = L = np.zeros(0)
+    family, realize, command = None, None, None
+    if args.config:
+        from .integrations.family import read_family, train_command
+
+        family = read_family(args.config)
+        realize = family_realizer(family["hparams"], plugins.propose_architecture, family["tokens_per_step"])
+        command = train_command(family, args.tracking_uri, args.experiment)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = plan_stage(args.target_flops, args.budget, N, D, L, n_bootstrap=args.bootstrap, seed=args.seed,
+                          confidence=args.confidence, realize=realize)
+    plan = with_family(plan, command, family["settings"] if family else None)
+    if family:
+        plan["family"] = {k: family[k] for k in ("config", "model", "tokens_per_step")}
+    return plan
+
+
+def _plan_text(plan: dict) -> str:
+    from .advice.recommendation import format_count
+
+    lines = [plan["sentence"], ""]
+    if plan["basis"] == "prior":
+        lines.append(f"prior: {plan['prior']['law']} ({plan['prior']['used_for']})")
+    else:
+        fit = plan["fit"]
+        s = f"law now: {fit['law']}; N_opt at the target {format_count(fit['params_opt_at_target'])}"
+        if "params_opt_low" in fit:
+            s += (f" ({int(round(100 * fit['confidence']))}% interval {format_count(fit['params_opt_low'])}.."
+                  f"{format_count(fit['params_opt_high'])})")
+        lines.append(s)
+    if plan["runs"]:
+        lines += ["", f"  {'group':<16} {'params':>10} {'tokens':>10} {'FLOPs':>10}  command"]
+        for r in plan["runs"]:
+            lines.append(f"  {r['group']:<16} {format_count(r['params']):>10} {format_count(r['tokens']):>10} "
+                         f"{r['flops']:>10.3g}  {r.get('command', '')}")
+    hp = plan.get("hyperparameters") or {}
+    if hp:
+        lines += ["", f"learning rate and batch size ({hp['kind']}): {hp['why']}"]
+    return "\n".join(lines)
 
 
 def run_fit(args) -> dict:
@@ -380,7 +447,7 @@ def main(argv=None) -> int:
         return run_cli(argv[1:])
     args = build_parser().parse_args(argv)
     runners = {"demo": run_demo, "coord-check": run_coord_check, "runs": run_runs, "backtest": run_backtest,
-               "predict": run_predict, "forecast": run_forecast}
+               "predict": run_predict, "forecast": run_forecast, "plan": run_plan}
     try:
         out = runners.get(args.command, run_fit)(args)
     except (LightningScalingError, OSError) as err:
@@ -402,6 +469,8 @@ def main(argv=None) -> int:
         print(_predict_text(out))
     elif args.command == "forecast":
         print(_forecast_text(out))
+    elif args.command == "plan":
+        print(_plan_text(out))
     elif args.command == "recommend" and args.runs is None:
         from .advice.recommendation import recommendation_markdown
 

@@ -204,12 +204,18 @@ def test_n_avg_matches_the_analytic_mean_within_1_percent():
     tracker = ScalingTracker(log_every_n_steps=50)
     pruning = GradualPruning(final_sparsity=0.5, update_every=1, start_fraction=0.25, end_fraction=0.75)
     model = make_model()
-    make_trainer([tracker, pruning], max_steps=steps).fit(model, make_data())
+    trainer = make_trainer([tracker, pruning], max_steps=steps)
+    trainer.fit(model, make_data())
     basis = count_params(model)["non_embedding"]
     prunable = sum(p.numel() for p in pruning.params.values())
     expected = basis - prunable * mean_sparsity(0.5, 0.25, 0.75)
     assert tracker.params_avg == pytest.approx(expected, rel=0.01)
     assert tracker.metrics()["scaling/sparsity"] == pytest.approx(prunable * 0.5 / basis, rel=1e-3)
+    # the closing hook plans the next sparse run with the share of the basis that this pruning prunes
+    from lightning_scaling.callbacks.advisor import _settings
+
+    _, schedule = _settings(trainer)
+    assert schedule["prunable_fraction"] == pytest.approx(prunable / basis) and schedule["prunable_fraction"] < 0.99
 
 
 # -- resume -------------------------------------------------------------------------------------------------------

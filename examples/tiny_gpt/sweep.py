@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_scaling.advice.stages import validation_interval
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -67,20 +69,6 @@ TOKENS_PER_STEP = {"full": 8 * 64, "quick": 8 * 32}  # batch x seq_len of the ov
 MAX_NEXT_STEPS = {"full": 4000, "quick": 0}  # the follow-up run the recommendation asks for, if this short
 
 
-VALIDATIONS = 8  # validations per run: the loss curve for LossForecast and the whole-curve law
-
-
-def validation_interval(steps: int, validations: int = VALIDATIONS) -> int:
-    """The divisor of `steps` whose number of validations is nearest `validations` (a divisor, so that the last
-    validation is at the last step: the run's final loss), at least one step.
-
-    >>> validation_interval(1160), validation_interval(189), validation_interval(566)
-    (145, 27, 283)
-    >>> [steps // validation_interval(steps) for steps in (3655, 10965, 3480, 1008, 567)]
-    [5, 5, 8, 8, 7]
-    """
-    divisors = [d for d in range(1, steps + 1) if steps % d == 0]
-    return min(divisors, key=lambda d: (abs(steps // d - validations), -d))
 
 
 def _args(run: Run, uri: str, experiment: str, quick: bool) -> list[str]:
@@ -130,12 +118,60 @@ def _next_run(store, tokens_per_step: int) -> Run | None:
                steps, n_layer=int(arch["n_layer"]))
 
 
+# The planned sweep (`--plan`): `lightning_scaling.advice.stages` chooses the runs, stage by stage, toward a target
+# compute; the compute the small runs may spend, in C = 6ND, and the first stage's share of it (this family's
+# smallest models cannot train the tiny runs a tenth of the budget would give; see `plan_stage`).
+PLAN_TARGET = {"full": 1e13, "quick": 1e12}
+PLAN_BUDGET = {"full": 2.5e12, "quick": 3e11}
+PLAN_FIRST_SHARE = 0.4
+TIME_CAP_S = {"full": 540, "quick": 150}  # no new run starts after this many seconds of sweep
+WARMUP_TOKENS = 20000  # PowerLR's warmup in config.yaml
+MIN_WARMUPS = 10  # a planned run lasts at least ten warmups: shorter ones are mostly warmup, not the law's regime
+
+
+def propose_width(params: float, hparams: dict) -> dict:
+    """This family's size knob: the width (d_model a multiple of 16, d_head 16, two layers: what muP transfers
+    across) whose non-embedding count is nearest `params` in log."""
+    from lightning_scaling.plugins.builtin import gpt_non_embedding_params
+
+    d = min(range(16, 257, 16), key=lambda d: abs(math.log(gpt_non_embedding_params(d, 2) / params)))
+    return {"d_model": d, "n_layer": 2, "n_head": d // 16, "params": gpt_non_embedding_params(d, 2)}
+
+
+def next_stage(store, plan_name: str) -> dict:
+    """The next stage of the planned sweep from the runs in the store (none yet: from the prior)."""
+    import warnings
+
+    from lightning_scaling.advice.plan import law_inputs
+    from lightning_scaling.advice.stages import family_realizer, plan_stage, with_family
+
+    used = store.select().used if store is not None else []
+    N, D, L, _ = law_inputs(used)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = plan_stage(PLAN_TARGET[plan_name], PLAN_BUDGET[plan_name], N, D, L, n_bootstrap=200,
+                          realize=family_realizer({}, propose_width, TOKENS_PER_STEP[plan_name],
+                                                  min_steps=MIN_WARMUPS * WARMUP_TOKENS // TOKENS_PER_STEP[plan_name]),
+                          first_share=PLAN_FIRST_SHARE)
+    return with_family(plan)
+
+
+def planned_args(plan_name: str) -> list[str]:
+    """The closing hook plans with the sweep's own target and budget (it is the last callback of the config)."""
+    return [f"--trainer.callbacks.init_args.target_flops={PLAN_TARGET[plan_name]:g}",
+            f"--trainer.callbacks.init_args.plan_budget={PLAN_BUDGET[plan_name]:g}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smaller sweep (about 2 minutes)")
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     parser.add_argument("--experiment", default=None, help="default: tiny-gpt-demo (tiny-gpt-demo-quick)")
+    parser.add_argument("--plan", action="store_true", help="let the planner choose the runs, stage by stage, "
+                        "instead of the fixed list (experiment tiny-gpt-plan, or -quick)")
     args = parser.parse_args(argv)
+    if args.plan:
+        return main_planned(args)
     import torch
 
     from lightning_scaling.integrations.lightning_cli import run_cli
@@ -181,6 +217,65 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + note + "\n")
     print("Open it in the MLflow UI:")
     print(f"  mlflow ui --backend-store-uri {args.tracking_uri}")
+    print(f"  then http://127.0.0.1:5000/#/experiments/{store.experiment_id}/runs/{summary.info.run_id}"
+          "?workflowType=machine_learning   (the classic 'Model training' view)")
+    return 0
+
+
+def main_planned(args) -> int:
+    """The planned sweep: plan a stage, train it, refit, repeat until the budget is spent or the time cap; a
+    re-run continues from the runs in the store."""
+    import torch
+
+    from lightning_scaling.integrations.lightning_cli import run_cli
+    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+
+    torch.set_num_threads(1)
+    plan_name = "quick" if args.quick else "full"
+    experiment = args.experiment or ("tiny-gpt-plan-quick" if args.quick else "tiny-gpt-plan")
+    start = time.perf_counter()
+    print(f"lightning-scaling demo ({plan_name}, planned): experiment '{experiment}' at {args.tracking_uri}; target "
+          f"{PLAN_TARGET[plan_name]:.3g} FLOPs, {PLAN_BUDGET[plan_name]:.3g} FLOPs of small runs", flush=True)
+    capped = False
+    while not capped:
+        store = (MLflowRunStore(args.tracking_uri, experiment_name=experiment)
+                 if _finished(args.tracking_uri, experiment) else None)
+        plan = next_stage(store, plan_name)
+        print(f"\n{plan['sentence']}", flush=True)
+        if plan["done"]:
+            break
+        for r in plan["runs"]:
+            if time.perf_counter() - start > TIME_CAP_S[plan_name]:
+                print(f"  the demo's time cap ({TIME_CAP_S[plan_name]} s) is reached: re-run to continue the plan",
+                      flush=True)
+                capped = True
+                break
+            arch = r["architecture"]
+            run = Run(r["name"], arch["d_model"], arch["n_head"], r["steps"], n_layer=arch["n_layer"])
+            t0 = time.perf_counter()
+            print(f"  training {run.name}: d_model={run.d_model}, {run.steps} steps", flush=True)
+            code = run_cli(_args(run, args.tracking_uri, experiment, args.quick) + planned_args(plan_name))
+            if code != 0:
+                return code
+            finished = _finished(args.tracking_uri, experiment).get(run.name)
+            if finished is not None:
+                print(_line(finished, time.perf_counter() - t0), flush=True)
+    return _report(args.tracking_uri, experiment, start)
+
+
+def _report(uri: str, experiment: str, start: float) -> int:
+    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+
+    store = MLflowRunStore(uri, experiment_name=experiment)
+    summary = store.summary_run()
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s", flush=True)
+    if summary is None:
+        print("no recommendation yet (see the warnings above)")
+        return 1
+    note = summary.data.tags.get("mlflow.note.content", "")
+    print("\n" + note + "\n")
+    print("Open it in the MLflow UI:")
+    print(f"  mlflow ui --backend-store-uri {uri}")
     print(f"  then http://127.0.0.1:5000/#/experiments/{store.experiment_id}/runs/{summary.info.run_id}"
           "?workflowType=machine_learning   (the classic 'Model training' view)")
     return 0

@@ -219,6 +219,8 @@ def recommendation_markdown(rec: dict) -> str:
         lines.append(f"Backtest: {rec['backtest']['sentence']}.")
     if rec.get("data", {}).get("sentence"):
         lines.append(f"Data: {rec['data']['sentence']}.")
+    if rec.get("plan"):
+        lines.append(f"Plan: {plan_line(rec['plan'])}")
     settings = rec.get("settings") or {}
     if settings:
         lines.append("Reuse: " + "; ".join(f"{k} {v}" for k, v in settings.items()) + ".")
@@ -234,3 +236,54 @@ def _runs_line(rec: dict) -> str:
         line += "; ..." if len(excluded) > 6 else ""
         line += ")"
     return line + ". Details in `scaling_law/recommendation.json`."
+
+
+REFIT_KEYS = ("E", "A", "B", "alpha", "beta", "params", "params_low", "params_high", "tokens", "flops", "loss",
+              "loss_low", "loss_high")
+
+
+def refit_metrics(rec: dict) -> dict[str, float]:
+    """The summary run's metrics of one refit (`scaling_law/<key>`): the law's parameters, the recommended N with
+    its interval, D, C and the predicted loss with its interval; empty without a recommendation."""
+    if rec.get("status") != "ok":
+        return {}
+    out = {}
+    for key in REFIT_KEYS:
+        value = rec.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[f"scaling_law/{'params_opt' + key[6:] if key.startswith('params') else key}"] = float(value)
+    return out
+
+
+def plan_line(plan: dict) -> str:
+    """The plan in one line: the target's N_opt with its interval, then the next stage (`advice.stages`)."""
+    fit = plan.get("fit") or {}
+    s = ""
+    if fit.get("params_opt_at_target"):
+        s = f"at the target {plan['target_flops']:.3g} FLOPs, N_opt {format_count(fit['params_opt_at_target'])}"
+        if "params_opt_low" in fit:
+            s += f" ({format_count(fit['params_opt_low'])} to {format_count(fit['params_opt_high'])})"
+        s += "; "
+    return s + plan["sentence"]
+
+
+def experiment_markdown(rec: dict) -> str:
+    """The experiment's description (shown on its page in the MLflow UI): the current recommendation and the next
+    stage of the plan, in a few lines."""
+    lines = ["### Scaling law: where this experiment stands", ""]
+    if rec.get("status") == "ok":
+        unit = rec.get("data_unit", "tokens")
+        pct = int(round(100 * rec.get("confidence", DEFAULT_CONFIDENCE)))
+        s = f"**Next run: {format_count(rec['params'])} parameters on {format_count(rec['tokens'])} {unit}**"
+        if "params_low" in rec:
+            s += f" (N {pct}% interval {format_count(rec['params_low'])} to {format_count(rec['params_high'])})"
+        lines += [s, "", f"Predicted loss {rec['loss']:.4f}; law fitted on {rec['n_runs']} runs: "
+                  f"{rec.get('fitted', rec.get('law', ''))}."]
+    else:
+        lines.append(rec.get("sentence", "No recommendation yet."))
+    plan = rec.get("plan")
+    if plan:
+        lines += ["", f"Plan: {plan_line(plan)}"]
+    lines += ["", "Details: the summary run `scaling-law` (its charts show each refit, step = runs fitted)."]
+    return "\n".join(lines)
+

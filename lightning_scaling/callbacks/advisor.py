@@ -55,6 +55,11 @@ class ScalingLawAdvisor(Callback):
             one form (built-in: "chinchilla", "exponent_interaction"; plugins may register others).
         stale_after: seconds without a new metric after which a RUNNING run is taken for a killed process and left
             out with that reason (it comes back when resumed under the same run id).
+        target_flops, plan_budget: the compute of the run to size in the end and the compute to spend on small
+            runs before it (all stages; the runs so far count against it). With both, the recommendation carries
+            the plan (``plan`` in recommendation.json, a line in the note and in the experiment's description): the
+            next stage of small runs while budget is left (`advice.stages.plan_stage`), and N_opt at the target
+            with its interval.
         use_curves: "auto" (default): the runs' validation checkpoints, corrected for the learning-rate schedule
             (`law.checkpoints`), join the fit when the forward-chaining backtest predicts held-out final losses
             better with them; "always"; "never" (final losses only). ``data`` in recommendation.json says which.
@@ -71,7 +76,8 @@ class ScalingLawAdvisor(Callback):
     def __init__(self, next_flops: PositiveFloat | None = None, growth: PositiveFloat = DEFAULT_GROWTH,
                  loss_key: str = "val_loss", bootstrap: NonNegativeInt = 1000, seed: int = 0,
                  confidence: OpenUnitInterval = 0.8, law: str = "auto", stale_after: PositiveFloat = STALE_AFTER_S,
-                 use_curves: UseCurves = "auto"):
+                 use_curves: UseCurves = "auto", target_flops: PositiveFloat | None = None,
+                 plan_budget: PositiveFloat | None = None):
         validate_budget(next_flops, growth)
         check_resamples(bootstrap, "bootstrap")
         check_confidence(confidence, "confidence")
@@ -89,6 +95,16 @@ class ScalingLawAdvisor(Callback):
         if use_curves not in USE_CURVES:
             raise ConfigurationError(f"`use_curves` must be one of {USE_CURVES}, got {use_curves!r}")
         self.use_curves = use_curves
+        check_positive(target_flops, "target_flops", or_none=True)
+        check_positive(plan_budget, "plan_budget", or_none=True)
+        if (target_flops is None) != (plan_budget is None):
+            raise ConfigurationError("`target_flops` and `plan_budget` go together: give both (to plan the sweep) or "
+                                     f"neither, got target_flops={target_flops!r}, plan_budget={plan_budget!r}")
+        if target_flops is not None and plan_budget >= target_flops:
+            raise ConfigurationError(f"`plan_budget` ({plan_budget:.3g}) must be below `target_flops` "
+                                     f"({target_flops:.3g})")
+        self.target_flops = target_flops
+        self.plan_budget = plan_budget
         self.recommendation: dict | None = None  # the last one made, for programmatic use
 
     @override
@@ -144,6 +160,8 @@ class ScalingLawAdvisor(Callback):
             )
             rec["run_id"] = run_id
             rec["loss_key"] = self.loss_key
+            if self.target_flops is not None:
+                rec["plan"] = self.plan(selection, hparams, settings)
             store.publish_everywhere(rec, [run_id])
             if not store.more_usable_since(selection, read_at, current_run_id=run_id):
                 break
@@ -154,6 +172,21 @@ class ScalingLawAdvisor(Callback):
                 break
         plugins.notify_recommendation(rec)
         return rec
+
+
+    def plan(self, selection, hparams: dict, settings: dict) -> dict:
+        """The next stage of the sweep from the runs used (`advice.stages`), as concrete architectures of this
+        run's model where the `propose_architecture` hook knows it."""
+        from ..advice.plan import law_inputs
+        from ..advice.stages import family_realizer, plan_stage, with_family
+
+        N, D, L, _ = law_inputs(selection.used)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plan = plan_stage(self.target_flops, self.plan_budget, N, D, L, n_bootstrap=min(self.bootstrap, 200),
+                              seed=self.seed, confidence=self.confidence,
+                              realize=family_realizer(hparams, plugins.propose_architecture))
+        return with_family(plan, settings=settings)
 
 
 def _settings(trainer) -> tuple[dict, dict | None]:

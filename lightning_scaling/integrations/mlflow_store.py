@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from ..errors import ConfigurationError, LightningScalingError
 from ..runs.secrets import keep_uri_out_of_output, redact
-from ..advice.recommendation import recommendation_markdown
+from ..advice.recommendation import experiment_markdown, recommendation_markdown, refit_metrics
 from ..runs.records import RunRecord, Selection, select_runs
 from ..runs import schema
 from ..runs.records import STALE_AFTER_S
@@ -301,7 +301,21 @@ class MLflowRunStore:
                 self.publish(run_id, rec, figures)
         if write_summary:
             self.set_tag(summary_id, N_RUNS_TAG, str(int(rec.get("n_runs", 0))))
+            self.log_refit(summary_id, rec)
+            _retry_unique(self.client.set_experiment_tag, self.experiment_id, NOTE_TAG,
+                          redact(experiment_markdown(rec)))
         return write_summary
+
+    def log_refit(self, summary_id: str, rec: dict) -> None:
+        """The refit's law parameters, N_opt with its interval and the predicted loss as metrics of the summary run
+        at step = the number of runs fitted: MLflow's charts then show how the recommendation converged."""
+        metrics = refit_metrics(rec)
+        if not metrics:
+            return
+        from mlflow.entities import Metric
+
+        now, step = int(time.time() * 1000), int(rec.get("n_runs", 0))
+        self.client.log_batch(summary_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
     def note(self, run_id: str, text: str) -> None:
         self.set_tag(run_id, NOTE_TAG, redact(text))

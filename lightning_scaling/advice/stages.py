@@ -1,0 +1,426 @@
+"""Plan the sweep: from a compute budget to the next stage of small runs, chosen to pin N_opt at a target compute.
+
+`plan_stage(target_flops, budget, N, D, L)` answers: which runs to train next, with how much of the budget, so that
+the interval on the compute-optimal size N_opt at `target_flops` (the run the user finally wants to size) shrinks
+most. Each run is one member of an isoFLOP group (Hoffmann et al. 2022, Approach 2: sizes at one compute, their
+tokens spending it), whose sizes bracket the predicted optimum of its budget.
+
+- **No runs yet**: the prior is Chinchilla's published law (Hoffmann et al. 2022, Eq. 10; about 20 tokens per
+  parameter at the optimum). Only its compute-optimal sizes are used, which do not depend on the loss's units, so
+  it carries over to another model family up to the family's own tokens per parameter, which the first stage is
+  there to measure: it brackets wide, `FIRST_GROUPS` groups of `GROUP_SIZE` sizes from 1/`FIRST_SPREAD` to
+  `FIRST_SPREAD` times the prior's optimum, at budgets `FIRST_RATIO` apart, spending `FIRST_SHARE` of the budget.
+- **With runs** (a fit of the law exists): sequential c-optimal design (`law.design`): every candidate group (a
+  budget of `BUDGET_STEPS` times the largest compute so far, `GROUP_COUNTS` sizes spanning 1/s..s of the fitted
+  optimum there, s in `SPREADS`; and groups spending what is left of the budget) is scored by how much it shrinks the standard deviation of log N_opt at the target
+  per FLOP, at the current estimate and the runs' scatter; the stage takes the best group, then the best group
+  given that one, up to `STAGE_GROUPS` groups within the budget left. The expected shrink of the stage is reported
+  and applied to the current bootstrap interval for the interval to expect after it.
+- **Too few runs to fit** (some runs, no fit): the first stage's design around the prior again, from 3x the largest
+  compute so far.
+
+The budget counts every run so far (C = 6ND): `budget_left` = budget - spent. When no candidate fits in what is
+left, the plan says so: the sweep is done, train the target.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ..errors import ConfigurationError, LightningScalingError
+from ..law.allocation import optimal_allocation
+from ..law.design import expected_shrink
+from ..law.synthetic import CHINCHILLA_PAPER_LAW
+from ..options import check_positive
+from ..schedules.flops import FLOPS_PER_PARAM_TOKEN, training_compute
+
+PRIOR = CHINCHILLA_PAPER_LAW
+PRIOR_NAME = "Chinchilla (Hoffmann et al. 2022, Eq. 10: E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)"
+GROUP_SIZE = 5
+FIRST_GROUPS = 3
+FIRST_SPREAD = 8.0  # the first stage brackets the prior's optimum from 1/8 to 8x: the family's optimum is unknown
+FIRST_RATIO = 3.0  # ... at budgets 3x apart
+FIRST_SHARE = 0.1  # ... and spends a tenth of the budget (a quarter left less for the stages the fit chooses:
+#                    median N_opt error 7.7% against 5.0% on Chinchilla's law, `benchmarks/planning.py`)
+BUDGET_STEPS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # later groups: these multiples of the largest compute so far
+SPREADS = (2.0, 4.0)  # ... sizes from 1/s to s times the fitted optimum at that budget
+GROUP_COUNTS = (3, 5)
+STAGE_GROUPS = 1  # a later stage is one isoFLOP group: its runs train side by side, then the plan is refitted
+MIN_GROUP = 3  # a group has at least three new sizes (the parabola of Approach 2)
+SAME_RUN = 0.02  # runs within 2% in both N and D count as the same run
+MIN_SIGMA = 0.002  # the runs' scatter in log loss assumed at least this (an exact fit would promise everything)
+
+
+def _check(target_flops, budget, N, D, L):
+    check_positive(target_flops, "target_flops")
+    check_positive(budget, "budget")
+    N, D, L = (np.asarray(x, float).reshape(-1) for x in (N, D, L))
+    if not (len(N) == len(D) == len(L)):
+        raise ConfigurationError(f"the runs' params, tokens and loss must have one length, got {len(N)}, {len(D)}, "
+                                 f"{len(L)}")
+    return N, D, L
+
+
+def group(flops: float, center: float, spread: float, count: int, name: str, stage: int) -> list[dict]:
+    """`count` runs at compute `flops`, sizes geometric from center/spread to center*spread."""
+    sizes = center * np.geomspace(1.0 / spread, spread, count) if count > 1 else np.array([center])
+    return [{"params": float(n), "tokens": float(flops / (FLOPS_PER_PARAM_TOKEN * n)), "flops": float(flops),
+             "group": name, "stage": stage} for n in sizes]
+
+
+def prior_optimum(flops) -> float:
+    """The prior's compute-optimal N at `flops`."""
+    p = PRIOR
+    return float(optimal_allocation(p.E, p.A, p.B, p.alpha, p.beta, flops)[0])
+
+
+def first_stage(budget: float, share: float = FIRST_SHARE, stage: int = 1, above: float = 0.0) -> list[dict]:
+    """The wide bracket around the prior's optimum (module docstring) in `share` of the budget; with `above` (the
+    largest compute so far, when the runs so far do not allow a fit yet), its smallest group at 3x that compute
+    and the share spent again."""
+    weights = FIRST_RATIO ** np.arange(FIRST_GROUPS)
+    c0 = share * budget / (GROUP_SIZE * weights.sum())
+    if above > 0:
+        c0 = FIRST_RATIO * above
+    runs = []
+    for i, w in enumerate(weights):
+        c = float(c0 * w)
+        runs += group(c, prior_optimum(c), FIRST_SPREAD, GROUP_SIZE, f"stage{stage}-C{c:.2g}", stage)
+    return runs
+
+
+def fixed_design(budget: float, groups: int = 3, sizes: int = 5, ratio: float = 4.0, spread: float = FIRST_SPREAD
+                 ) -> list[dict]:
+    """The design without a plan: `groups` isoFLOP groups of `sizes` geometric sizes around the prior's optimum,
+    budgets `ratio` apart, spending the whole budget (the baseline of `benchmarks/planning.py`)."""
+    weights = ratio ** np.arange(groups)
+    c0 = budget / (sizes * weights.sum())
+    runs = []
+    for i, w in enumerate(weights):
+        c = float(c0 * w)
+        runs += group(c, prior_optimum(c), spread, sizes, f"fixed-C{c:.2g}", 1)
+    return runs
+
+
+def candidates(fit, largest: float, target_flops: float, stage: int, left: float = math.inf,
+               smallest: float = 0.0) -> list[list[dict]]:
+    """The groups a later stage chooses from (module docstring), and groups that spend what is left of the
+    budget (`left`) at the largest compute it affords, when that is not below the smallest compute so far."""
+    out = []
+    budgets = [m * largest for m in BUDGET_STEPS]
+    if math.isfinite(left):
+        budgets += [left / k for k in GROUP_COUNTS if left / k >= smallest]
+    for c in budgets:
+        if c > target_flops:
+            continue
+        with np.errstate(all="ignore"):
+            center = float(fit.compute_optimal(c).params)
+        if not (0 < center < math.inf):
+            continue
+        for s in SPREADS:
+            for k in GROUP_COUNTS:
+                out.append(group(c, center, s, k, f"stage{stage}-C{c:.2g}", stage))
+    return out
+
+
+def _new_runs(runs: list[dict], N, D) -> list[dict]:
+    """`runs` without those within `SAME_RUN` of a run so far or of an earlier one of the list (in N and in D):
+    a replicate tells the law less than a new point."""
+    have = list(zip(np.log(N), np.log(D)))
+    out = []
+    for r in runs:
+        point = (math.log(r["params"]), math.log(r["tokens"]))
+        if any(abs(point[0] - a) < SAME_RUN and abs(point[1] - b) < SAME_RUN for a, b in have):
+            continue
+        have.append(point)
+        out.append(r)
+    return out
+
+
+def next_stage(fit, N, D, sigma: float, target_flops: float, budget_left: float, stage: int,
+               realize=None) -> tuple[list, dict]:
+    """The later stage's runs and the expected shrink of log N_opt's sd at the target (module docstring)."""
+    theta = np.asarray(fit.theta_, float)
+    sigma = max(float(sigma), MIN_SIGMA)
+    largest = float(training_compute(N, D).max())
+    smallest = float(training_compute(N, D).min())
+    chosen: list[dict] = []
+    left = budget_left
+    base_N, base_D = N, D
+    for _ in range(STAGE_GROUPS):
+        best = None
+        for runs in candidates(fit, largest, target_flops, stage, left, smallest):
+            if realize is not None:
+                runs = realize(runs)[0]
+            runs = _new_runs(runs, base_N, base_D)
+            if len(runs) < MIN_GROUP:
+                continue
+            cost = sum(r["flops"] for r in runs)
+            if cost > left:
+                continue
+            newN = np.array([r["params"] for r in runs])
+            newD = np.array([r["tokens"] for r in runs])
+            sd0, sd1, _ = expected_shrink(theta, base_N, base_D, newN, newD, target_flops, sigma)
+            if not (sd0 > 0 and math.isfinite(sd1)):
+                continue
+            score = (math.log(sd0) - math.log(max(sd1, 1e-300))) / cost  # the log sd's fall per FLOP
+            if best is None or score > best[0]:
+                best = (score, runs, cost, sd1)
+        if best is None:
+            break
+        _, runs, cost, _ = best
+        chosen += runs
+        left -= cost
+        base_N = np.concatenate([base_N, [r["params"] for r in runs]])
+        base_D = np.concatenate([base_D, [r["tokens"] for r in runs]])
+    if not chosen:
+        return [], {}
+    newN = np.array([r["params"] for r in chosen])
+    newD = np.array([r["tokens"] for r in chosen])
+    sd0, sd1, ratio = expected_shrink(theta, N, D, newN, newD, target_flops, sigma)
+    return chosen, {"sd_log_params_before": sd0, "sd_log_params_after": sd1, "shrink": ratio, "sigma": sigma}
+
+
+def plan_stage(target_flops: float, budget: float, N=(), D=(), L=(), *, fit=None, n_bootstrap: int = 200,
+               seed: int = 0, confidence: float = 0.8, law_factory=None, realize=None,
+               first_share: float = FIRST_SHARE) -> dict:
+    """The next stage of the sweep (module docstring), JSON-ready.
+
+    Args:
+        target_flops: the compute of the run to size in the end (C = 6ND).
+        budget: the compute to spend on small runs, all stages together (the runs so far count against it).
+        N, D, L: the runs so far (dense or average non-zero parameters, tokens, final loss).
+        fit: the law already fitted to them (default: a `ChinchillaFit`, when they allow one).
+        n_bootstrap, seed, confidence: of the current interval on N_opt at the target.
+        first_share: the share of the budget the first stage spends (`FIRST_SHARE`; a family that cannot train
+            tiny runs needs more).
+        realize: `realize(runs) -> (runs, left out)`: the planned runs as the family can train them
+            (`family_realizer`); candidates are scored as realized.
+
+    Returns:
+        {"target_flops", "budget", "spent", "stage", "stage_flops", "budget_left", "runs": [{"params", "tokens",
+        "flops", "group", "stage"}], "basis": "prior" | "fit", "prior" or "fit", "expected" (with a fit: the sd of
+        log N_opt before and after the stage, the shrink, the current and the expected interval), "done",
+        "sentence"}.
+    """
+    N, D, L = _check(target_flops, budget, N, D, L)
+    if budget >= target_flops:
+        raise ConfigurationError(f"`budget` ({budget:.3g}) must be below `target_flops` ({target_flops:.3g}): the "
+                                 "small runs are there to size the target run")
+    spent = float(training_compute(N, D).sum()) if len(N) else 0.0
+    left = budget - spent
+    out = {"target_flops": float(target_flops), "budget": float(budget), "spent": spent, "n_runs": len(N)}
+    stage = stage_number(N, D)
+    dropped: list = []
+    if fit is None and len(N):
+        fit = _fit(N, D, L, law_factory)
+    if fit is None or getattr(fit, "theta_", None) is None:
+        above = float(training_compute(N, D).max()) if len(N) else 0.0
+        runs = first_stage(budget, first_share, stage, above) if left > 0 else []
+        if realize is not None:
+            runs, dropped = realize(runs)
+        runs = _new_runs(runs, N, D)
+        while runs and sum(r["flops"] for r in runs) > left:  # what the budget affords, largest groups last
+            runs = runs[:-1]
+        out.update(basis="prior", prior={"law": PRIOR_NAME, "params_opt_at_target": prior_optimum(target_flops),
+                                         "used_for": "the sizes of the first stage only (its optimum at each budget)"})
+        if len(N):
+            out["prior"]["why"] = "the runs so far do not allow a fit of the law yet"
+    else:
+        from ..law.intervals import scatter
+
+        sigma = scatter(fit, N, D, L)
+        runs, expected = (next_stage(fit, N, D, sigma, target_flops, left, stage, realize) if left > 0
+                          else ([], {}))
+        with np.errstate(all="ignore"):
+            n_opt = float(fit.compute_optimal(target_flops).params)
+        out.update(basis="fit", fit={"law": fit.to_dict().get("fitted"), "params_opt_at_target": n_opt})
+        if n_bootstrap:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                lo, hi = fit.bootstrap(n_bootstrap, seed=seed, confidence=confidence).allocation_intervals(
+                    target_flops)["params"]
+            out["fit"].update(params_opt_low=float(lo), params_opt_high=float(hi), confidence=confidence)
+            if expected and lo > 0 and math.isfinite(hi):
+                s = expected["shrink"]
+                expected["interval_now"] = [float(lo), float(hi)]
+                expected["interval_expected"] = [n_opt * (lo / n_opt) ** s, n_opt * (hi / n_opt) ** s]
+        out["expected"] = expected
+    stage_flops = float(sum(r["flops"] for r in runs))
+    out.update(stage=stage, runs=runs, stage_flops=stage_flops, budget_left=left - stage_flops,
+               done=not runs)
+    if dropped:
+        out["left_out"] = dropped
+    out["sentence"] = stage_sentence(out)
+    return out
+
+
+def stage_number(N, D) -> int:
+    """The next stage's number from the runs so far: 1 without runs, 2 after the first stage's groups, then one
+    more for each further compute level (a later stage is one group; levels as `law.isoflop.group_by_flops`
+    tells them apart)."""
+    from ..law.isoflop import group_by_flops
+
+    if not len(N):
+        return 1
+    return 2 + max(0, len(group_by_flops(training_compute(N, D))) - FIRST_GROUPS)
+
+
+def _fit(N, D, L, law_factory):
+    from ..law.fit import ChinchillaFit
+
+    factory = law_factory or ChinchillaFit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = factory().fit(N, D, L)
+    except LightningScalingError:
+        return None
+    degenerate = [d for d in getattr(fit, "degenerate_", []) or [] if d.get("refuses", True)]
+    return None if degenerate else fit
+
+
+def stage_sentence(plan: dict) -> str:
+    from .recommendation import format_count
+
+    if plan["done"]:
+        return (f"The budget is spent ({format_count(plan['spent'])} of {format_count(plan['budget'])} FLOPs): no "
+                "further stage; train the target run the recommendation sizes.")
+    groups = sorted({r["group"] for r in plan["runs"]})
+    s = (f"Stage {plan['stage']}: train {len(plan['runs'])} runs in {len(groups)} isoFLOP group"
+         f"{'s' if len(groups) > 1 else ''} ({format_count(plan['stage_flops'])} FLOPs; "
+         f"{format_count(max(plan['budget_left'], 0.0))} left of {format_count(plan['budget'])})")
+    if plan["basis"] == "prior":
+        s += ", bracketing the prior's optimum widely (no fit yet)"
+    exp = plan.get("expected") or {}
+    if exp.get("shrink") is not None:
+        s += f"; expected to shrink the uncertainty of N_opt at the target to {exp['shrink']:.0%} of today's"
+        if exp.get("interval_expected"):
+            lo, hi = exp["interval_now"]
+            elo, ehi = exp["interval_expected"]
+            s += (f" (interval {format_count(lo)}..{format_count(hi)} now, about {format_count(elo)}.."
+                  f"{format_count(ehi)} after)")
+    return s + "."
+
+
+MIN_STEPS = 100  # a planned run shorter than this many optimizer steps is left out
+VALIDATIONS = 8  # a run validates about this many times: its loss curve, for whole-curve fits and forecasts
+
+
+def validation_interval(steps: int, validations: int = VALIDATIONS) -> int:
+    """The divisor of `steps` whose number of validations is nearest `validations` (a divisor, so that the last
+    validation is at the last step: the run's final loss), at least one step.
+
+    >>> validation_interval(1160), validation_interval(189), validation_interval(566)
+    (145, 27, 283)
+    >>> [steps // validation_interval(steps) for steps in (3655, 10965, 3480, 1008, 567)]
+    [5, 5, 8, 8, 7]
+    """
+    divisors = [d for d in range(1, steps + 1) if steps % d == 0]
+    return min(divisors, key=lambda d: (abs(steps // d - validations), -d))
+
+
+TRANSFER = ("muP keeps the best base learning rate of the small proxy at every width (Yang et al. 2022) and the "
+            "Power schedule's a and b hold across batch sizes and token budgets (Shen et al. 2024): keep them")
+
+
+def hyperparameters(runs: list[dict], settings: dict | None = None) -> dict:
+    """The learning rate and batch size for the planned runs: with muP and PowerLR in the family's settings, the
+    ones that transfer and why; otherwise the published laws as priors, per run (`law.hyperparameters`)."""
+    from ..law.hyperparameters import deepseek, step_law
+
+    settings = settings or {}
+    if "muP" in settings and "PowerLR" in settings:
+        return {"kind": "transfer", "settings": {k: settings[k] for k in ("muP", "PowerLR")}, "why": TRANSFER}
+    for r in runs:
+        lr, batch = step_law(r["params"], r["tokens"])
+        lr2, batch2 = deepseek(r["params"], r["tokens"])
+        r["hyperparameters"] = {"lr_step_law": float(lr), "batch_tokens_step_law": float(batch),
+                                "lr_deepseek": float(lr2), "batch_tokens_deepseek": float(batch2)}
+    return {"kind": "prior", "why": ("no muP and PowerLR in the family: the published laws are priors (Step Law: "
+                                     "eta = 1.79 N^-0.713 D^0.307, B = 0.58 D^0.571 tokens, N non-embedding; "
+                                     "DeepSeek LLM: eta = 0.3118 C^-0.125, B = 0.2920 C^0.3271 tokens), fitted on "
+                                     "other models; a learning-rate sweep of your own replaces them"),
+            "settings": settings}
+
+
+def _feasible(runs, hparams, propose_architecture, tokens_per_step, min_steps) -> tuple[list, list]:
+    """Each group's sizes moved inside what the family can train: from its smallest architecture to the largest
+    size that still gets `min_steps` optimizer steps at the group's compute, the group's count and geometric spacing
+    kept; a group with less than `MIN_GROUP_RANGE` between those bounds is left out (with the reason)."""
+    floor = None
+    if propose_architecture:
+        smallest = propose_architecture(1.0, dict(hparams))
+        floor = float(smallest["params"]) if smallest and smallest.get("params") else None
+    out, dropped = [], []
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(r["group"], []).append(r)
+    for name, members in groups.items():
+        sizes = np.array([r["params"] for r in members])
+        flops = members[0]["flops"]
+        lo, hi = float(sizes.min()), float(sizes.max())
+        if floor is not None:
+            lo = max(lo, floor)
+        if tokens_per_step:
+            hi = min(hi, flops / (FLOPS_PER_PARAM_TOKEN * min_steps * tokens_per_step))
+        if hi < MIN_GROUP_RANGE * lo:
+            dropped.append({"group": name, "flops": flops, "reason": (
+                f"the family cannot train this group: from its smallest model ({lo:.3g} parameters) to the largest "
+                f"with {min_steps} steps at this compute ({hi:.3g}) is less than {MIN_GROUP_RANGE:g}x")})
+            continue
+        if (lo, hi) != (float(sizes.min()), float(sizes.max())):
+            members = group(flops, math.sqrt(lo * hi), math.sqrt(hi / lo), len(members), name, members[0]["stage"])
+        out += members
+    return out, dropped
+
+
+MIN_GROUP_RANGE = 2.0  # a group's sizes span at least this ratio
+
+
+def family_realizer(hparams: dict, propose_architecture, tokens_per_step: float | None = None,
+                    min_steps: int = MIN_STEPS):
+    """`realize(runs) -> (runs, left out)`: each group moved inside what the family can train (`_feasible`), each
+    size the architecture `propose_architecture(params, hparams)` gives (its own parameter count; tokens adjusted
+    to keep the run's compute), whole optimizer steps of `tokens_per_step` tokens when known (a multiple of
+    `VALIDATIONS`, validated that often), two sizes that give one architecture trained once."""
+
+    def realize(runs: list[dict]) -> tuple[list, list]:
+        runs = [dict(r) for r in runs]
+        runs, dropped = _feasible(runs, hparams, propose_architecture, tokens_per_step, min_steps)
+        kept, seen = [], set()
+        for r in runs:
+            arch = propose_architecture(r["params"], dict(hparams)) if propose_architecture else None
+            if arch:
+                r["architecture"] = arch
+                r["params"] = float(arch.get("params", r["params"]))
+                r["tokens"] = r["flops"] / (FLOPS_PER_PARAM_TOKEN * r["params"])
+            key = (r["group"], r["params"])
+            if key in seen:
+                continue
+            seen.add(key)
+            if tokens_per_step:
+                steps = max(VALIDATIONS, VALIDATIONS * int(round(r["tokens"] / (tokens_per_step * VALIDATIONS))))
+                r["steps"], r["val_check_interval"] = steps, steps // VALIDATIONS
+                r["tokens"] = float(steps * tokens_per_step)
+            r["flops"] = float(training_compute(r["params"], r["tokens"]))
+            kept.append(r)
+        return kept, dropped
+
+    return realize
+
+
+def with_family(plan: dict, command=None, settings: dict | None = None) -> dict:
+    """The plan's runs named (stage, compute, size) and, with `command(run)`, the command line that trains each;
+    the learning rate and batch size (`hyperparameters`)."""
+    for r in plan["runs"]:
+        r["name"] = f"s{r['stage']}-{r['group'].split('-')[-1]}-N{r['params']:.3g}"
+        if command is not None:
+            r["command"] = command(r)
+    plan["hyperparameters"] = hyperparameters(plan["runs"], settings)
+    plan["sentence"] = stage_sentence(plan)
+    return plan
+
