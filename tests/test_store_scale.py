@@ -160,7 +160,7 @@ def test_the_pilot_sends_every_replicate_to_every_basin_when_one_needs_it():
     far_only = boot._optimise(far[None], counts, cN, cD, np.log(fit.loss_), fit.delta, fit.exponent_max)[0][:, 0]
     assert not np.allclose(far_only, best_only, rtol=1e-3)  # from the poor start alone some replicates end elsewhere
     # the first start is the poor one, so the pilot finds the second better and every replicate tries both
-    np.testing.assert_allclose(both, best_only, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(both, best_only, rtol=1e-6, atol=1e-7)  # two Newton runs to one optimum
 
 
 def test_fits_are_shared_within_a_plan_and_only_for_the_same_runs():
