@@ -207,19 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         finished = _finished(args.tracking_uri, experiment).get(run.name)
         if finished is not None:
             print(_line(finished, time.perf_counter() - t0), flush=True)
-    store = MLflowRunStore(args.tracking_uri, experiment_name=experiment)
-    summary = store.summary_run()
-    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s", flush=True)
-    if summary is None:
-        print("no recommendation yet (see the warnings above)")
-        return 1
-    note = summary.data.tags.get("mlflow.note.content", "")
-    print("\n" + note + "\n")
-    print("Open it in the MLflow UI:")
-    print(f"  mlflow ui --backend-store-uri {args.tracking_uri}")
-    print(f"  then http://127.0.0.1:5000/#/experiments/{store.experiment_id}/runs/{summary.info.run_id}"
-          "?workflowType=machine_learning   (the classic 'Model training' view)")
-    return 0
+    return _report(args.tracking_uri, experiment, start)
 
 
 def main_planned(args) -> int:
