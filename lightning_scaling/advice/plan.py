@@ -207,8 +207,8 @@ def _plan(selection, next_flops, growth, n_bootstrap, seed, confidence, pruning,
     out["backtest"] = backtest(factory, N, D, L, confidence=confidence, name=out.get("law"))
     if curve_bt is not None:
         out["backtest_curves"] = curve_bt
-        data["params_interval"] = _params_intervals(out, whole, boot, factory, N, D, L, fit_N, fit_D, fit_L,
-                                                    points, n_bootstrap, seed, confidence, budget, column)
+        data["params_interval"] = _params_intervals(out, whole, boot, factory, N, D, L, points, n_bootstrap, seed,
+                                                    confidence, budget, column)
     data["used"] = "final losses and schedule-corrected checkpoints" if whole else "final losses"
     data["checkpoint_points"] = len(points) if whole else 0
     data["reason"] = why_not or ("use_curves='always'" if use_curves == "always" else
@@ -230,8 +230,8 @@ def _plan(selection, next_flops, growth, n_bootstrap, seed, confidence, pruning,
     return out
 
 
-def _params_intervals(out, whole, boot, factory, N, D, L, fit_N, fit_D, fit_L, points, n_bootstrap, seed,
-                      confidence, budget, column) -> dict:
+def _params_intervals(out, whole, boot, factory, N, D, L, points, n_bootstrap, seed, confidence, budget,
+                      column) -> dict:
     """The bootstrap interval on N_opt at the budget of the fit made and of the other one (final-only or
     whole-curve), to show what the checkpoints buy."""
     if not n_bootstrap:
@@ -243,8 +243,8 @@ def _params_intervals(out, whole, boot, factory, N, D, L, fit_N, fit_D, fit_L, p
             if whole:
                 other.fit(N, D, L, **column)
             else:
-                other.fit(fit_N if len(fit_N) > len(N) else np.concatenate([N, points.N]),
-                          np.concatenate([D, points.D]), np.concatenate([L, points.loss]), **column)
+                other.fit(np.concatenate([N, points.N]), np.concatenate([D, points.D]),
+                          np.concatenate([L, points.loss]), **column)
                 other.groups_ = np.concatenate([np.arange(len(N)), points.run])
             other_boot = other.bootstrap(n_bootstrap, seed=seed, confidence=confidence)
             theirs = [float(v) for v in other_boot.allocation_intervals(budget)["params"]]
