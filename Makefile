@@ -3,18 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-quick demo-plan test install install-dev clean
+.PHONY: demo demo-quick test install install-dev clean
 
-# The main job: a sweep of small GPTs on the embedded corpus through LightningCLI, logged to ./mlflow.db,
-# refitting the scaling law after every run (examples/tiny_gpt/sweep.py). Re-running continues the experiment.
+# The main job: a sweep of small GPTs on the embedded corpus through LightningCLI, planned stage by stage,
+# logged to ./mlflow.db, refitting the scaling law after every run (examples/tiny_gpt/sweep.py). Re-running
+# continues the plan.
 demo: $(VENV)/.installed
 	$(PY) -m examples.tiny_gpt.sweep
 
 demo-quick: $(VENV)/.installed
 	$(PY) -m examples.tiny_gpt.sweep --quick
-
-demo-plan: $(VENV)/.installed
-	$(PY) -m examples.tiny_gpt.sweep --plan
 
 test: $(VENV)/.installed-dev
 	sh tools/ensure_debian_package.sh chromium /usr/bin/chromium "the browser test"

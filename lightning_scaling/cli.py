@@ -257,8 +257,21 @@ def run_plan(args) -> dict:
     from . import plugins
     from .advice.stages import family_realizer, plan_stage, with_family
 
-    if args.runs is not None or args.tracking_uri or args.experiment:
-        N, D, L, _, _ = _law_runs(args)
+    sweeps = None
+    if args.runs is not None:
+        from .runs.table import read_runs_csv
+
+        table = read_runs_csv(args.runs)
+        N, D, L = table.N, table.D, table.loss
+        if table.lr is not None:
+            sweeps = (N, D, table.lr, L)
+    elif args.tracking_uri or args.experiment:
+        from .advice.plan import law_inputs
+
+        store = _store(args)
+        used = store.select().used
+        N, D, L, _ = law_inputs(used)
+        sweeps = (N, D, store.peak_learning_rates(used), L)
     else:
         N = D = L = np.zeros(0)
     family, realize, command = None, None, None
@@ -272,7 +285,7 @@ def run_plan(args) -> dict:
         warnings.simplefilter("ignore")
         plan = plan_stage(args.target_flops, args.budget, N, D, L, n_bootstrap=args.bootstrap, seed=args.seed,
                           confidence=args.confidence, realize=realize)
-    plan = with_family(plan, command, family["settings"] if family else None)
+    plan = with_family(plan, command, family["settings"] if family else None, sweeps)
     if family:
         plan["family"] = {k: family[k] for k in ("config", "model", "tokens_per_step")}
     return plan
@@ -299,6 +312,7 @@ def _plan_text(plan: dict) -> str:
     hp = plan.get("hyperparameters") or {}
     if hp:
         lines += ["", f"learning rate and batch size ({hp['kind']}): {hp['why']}"]
+        lines += [f"  learning-rate sweep not used: {why}" for why in hp.get("sweeps_not_used", [])]
     return "\n".join(lines)
 
 

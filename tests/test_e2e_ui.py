@@ -3,7 +3,8 @@
 The test runs `python -m examples.tiny_gpt.sweep --quick` into a temporary MLflow sqlite store, starts
 `mlflow server` on it, and opens the summary run `scaling-law` in headless Chromium. It checks that the run's
 description (the note the closing hook writes) renders as markdown with the recommendation sentence visible, and
-that the artifacts view shows `scaling_law/frontier.png` as an image. Screenshots go to the test's temporary
+that the artifacts view shows `scaling_law/frontier.png` as an image, that the experiment's page shows its
+description (the state of the practice), and that the summary run's metrics page charts each refit's alpha. Screenshots go to the test's temporary
 directory and, when LIGHTNING_SCALING_SCREENSHOT_DIR is set, there too. LIGHTNING_SCALING_E2E_DEMO=full runs the
 full demo sweep (about 5 minutes) instead of the quick one; the README's pictures in docs/ come from
 
@@ -31,6 +32,8 @@ from servers import env, free_port, get, start_mlflow_server, stop_server, wait_
 CHROMIUM = Path("/usr/bin/chromium")
 DEMOS = {"quick": ("tiny-gpt-demo-quick", ["--quick"]), "full": ("tiny-gpt-demo", [])}
 FIGURE = "scaling_law/frontier.png"
+EXPERIMENT_TITLE = "Scaling law: where this experiment stands"
+REFIT_METRIC = "scaling_law/alpha"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -44,7 +47,7 @@ VIEWPORT = {"width": 1280, "height": 900}
 # The MLflow 3 UI has two modes, GenAI (its default) and "Model training" (the classic view of runs, metrics and
 # artifacts). The switch is kept in the URL's query, so the run page is opened in the classic view directly.
 CLASSIC = "workflowType=machine_learning"
-DEMO_TIMEOUT_S = 1800  # about 40 s on a quiet 2-core machine; generous for a busy one
+DEMO_TIMEOUT_S = 1800  # about 140 s on a quiet 2-core machine; generous for a busy one
 PAGE_TIMEOUT_MS = 120_000  # the UI's JavaScript bundle is large and the machine may be busy
 
 
@@ -112,7 +115,7 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
     assert f"mlflow ui --backend-store-uri {uri}" in demo.stdout, demo.stdout[-4000:]
 
     client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
+    exp = client.get_experiment_by_name(experiment)  # read after the demo: its tags hold the description
     assert exp is not None, f"experiment {experiment!r} not found"
     summaries = client.search_runs([exp.experiment_id], filter_string="tags.`lightning_scaling.summary` = 'true'")
     assert len(summaries) == 1, [r.info.run_name for r in summaries]
@@ -126,6 +129,11 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
     assert all(len(client.get_metric_history(r.info.run_id, "val_loss")) >= 2 for r in training)
     forecasts = client.get_metric_history(training[-1].info.run_id, "scaling/forecast_final_loss")
     assert forecasts and all(0 < m.value < 10 for m in forecasts), training[-1].info.run_name
+    # the experiment's description and the summary run's refit history (step = runs fitted, one per refit)
+    assert exp.tags.get("mlflow.note.content", "").startswith(f"### {EXPERIMENT_TITLE}"), exp.tags
+    refits = client.get_metric_history(summary.info.run_id, REFIT_METRIC)
+    steps = sorted(m.step for m in refits)
+    assert len(steps) >= 2 and steps == sorted(set(steps)) and steps[-1] == len(training), steps
     figure_on_disk = Path(client.download_artifacts(summary.info.run_id, FIGURE, str(tmp / "downloaded")))
     figure_width = _png_width(figure_on_disk.read_bytes())
 
@@ -198,6 +206,19 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
                            (el.parentElement || el).style.visibility = 'hidden'; } }"""
                 )
                 _save(page, tmp, "frontier")
+
+                # The experiment's own description: the state of the practice, on the experiment's page.
+                page.goto(f"{base}/#/experiments/{exp.experiment_id}/runs?{CLASSIC}")
+                page.get_by_text(EXPERIMENT_TITLE).first.wait_for(state="visible")
+                assert "###" not in page.locator("body").inner_text(), "the experiment description shows raw markdown"
+                _save(page, tmp, "experiment")
+
+                # Each refit charted on the summary run, step = runs fitted: the recommendation's convergence.
+                page.goto(f"{run_url}/model-metrics?{CLASSIC}")
+                legend = page.get_by_text(f"scaling-law ({REFIT_METRIC})", exact=True).first
+                legend.wait_for(state="visible")
+                page.get_by_text("Step", exact=True).first.wait_for(state="visible")  # the charts' x axis: runs fitted
+                _save(page, tmp, "refits")
             finally:
                 context.close()
         browser_s = time.perf_counter() - t1

@@ -42,7 +42,7 @@ def test_unknown_and_missing_columns_are_listed(tmp_path):
     msg = str(info.value)
     assert "missing column(s) ['tokens']" in msg and "unknown column(s) ['toks']" in msg
     assert "found ['params', 'toks', 'loss']" in msg
-    assert "expected ['params', 'tokens', 'loss'] and optionally ['flops', 'params_avg', 'run_id', 'unique_tokens']" in msg
+    assert "expected ['params', 'tokens', 'loss'] and optionally ['flops', 'params_avg', 'run_id', 'unique_tokens', 'lr']" in msg
 
 
 def test_non_number_names_the_line(tmp_path):

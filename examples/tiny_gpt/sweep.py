@@ -2,16 +2,18 @@
 path a user takes (`lightning-scaling train --config examples/tiny_gpt/config.yaml ...`), all logged to one MLflow
 experiment; the closing hook refits the law after every run.
 
-The plan is two isoFLOP groups (Hoffmann et al. 2022, Approach 2): at each compute budget, three or four sizes
-trained on the tokens that spend the budget. Varying N and D against each other at fixed compute is what pins
-both exponents and, through the curvature, E; a naive grid of short runs leaves E at 0 and beta near 0. One run
-of the smaller group is sparse (GradualPruning to 50%, config_sparse.yaml), so N_avg enters the fit.
+The planner chooses the runs (`lightning_scaling.advice.stages`, as `lightning-scaling plan` does): from Chinchilla's
+law as the prior, a first stage of isoFLOP groups (Hoffmann et al. 2022, Approach 2) bracketing the prior's
+optimum widely, in widths of the demo's two-layer GPT; then, from the fit, stage by stage the group that most
+narrows the interval on N_opt at the target compute, until the budget of small runs is spent. The first stage adds
+one sparse run (GradualPruning to 50%, config_sparse.yaml), so N_avg enters the fit. No new run starts after the
+time cap.
 
-Re-running continues the experiment: finished runs are skipped (an interrupted sweep resumes where it stopped),
-and once the plan is complete each re-run trains the run the last recommendation asked for, when it fits the
-time cap, so the fit improves run by run.
+Re-running continues the plan: finished runs are skipped (an interrupted sweep resumes where it stopped) and the
+next stage is planned from the runs in the store. `--fixed` trains the hand-written list the planner replaced
+(two isoFLOP groups picked by hand until the fit was constrained), kept to compare.
 
-    python -m examples.tiny_gpt.sweep [--quick] [--tracking-uri sqlite:///mlflow.db] [--experiment NAME]
+    python -m examples.tiny_gpt.sweep [--quick] [--fixed] [--tracking-uri sqlite:///mlflow.db] [--experiment NAME]
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_scaling.advice.stages import validation_interval
+from lightning_scaling.advice.stages import VALIDATIONS, validation_interval
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,7 +40,8 @@ class Run:
     n_layer: int = 2
 
 
-# Non-embedding parameters (n_layer=2): d=16: 10.7k, 32: 33.7k, 48: 68.9k, 64: 116k, 96: 248k; d_head = 16.
+# The hand-written list (`--fixed`). Non-embedding parameters (n_layer=2): d=16: 10.7k, 32: 33.7k, 48: 68.9k,
+# 64: 116k, 96: 248k; d_head = 16.
 # Tokens per step: 8 x 64 (small batches: at this scale the larger models need the optimizer steps). Group 1
 # spends C = 6 N D = 1.2e11 FLOPs per run, group 2 three times that; the sizes are meant to bracket each group's
 # best loss (measured at 2.4e11 FLOPs: d16 / d32 / d48 reach 2.120 / 1.979 / 2.236). Step counts with a divisor
@@ -67,8 +70,6 @@ QUICK_OVERRIDES = ["--data.init_args.seq_len=32", "--model.init_args.seq_len=32"
                    "--data.init_args.val_windows=128", "--trainer.enable_progress_bar=false"]
 TOKENS_PER_STEP = {"full": 8 * 64, "quick": 8 * 32}  # batch x seq_len of the overrides above
 MAX_NEXT_STEPS = {"full": 4000, "quick": 0}  # the follow-up run the recommendation asks for, if this short
-
-
 
 
 def _args(run: Run, uri: str, experiment: str, quick: bool) -> list[str]:
@@ -118,15 +119,31 @@ def _next_run(store, tokens_per_step: int) -> Run | None:
                steps, n_layer=int(arch["n_layer"]))
 
 
-# The planned sweep (`--plan`): `lightning_scaling.advice.stages` chooses the runs, stage by stage, toward a target
-# compute; the compute the small runs may spend, in C = 6ND, and the first stage's share of it (this family's
-# smallest models cannot train the tiny runs a tenth of the budget would give; see `plan_stage`).
-PLAN_TARGET = {"full": 1e13, "quick": 1e12}
-PLAN_BUDGET = {"full": 2.5e12, "quick": 3e11}
-PLAN_FIRST_SHARE = 0.4
-TIME_CAP_S = {"full": 540, "quick": 150}  # no new run starts after this many seconds of sweep
+# The planned sweep (the default): `lightning_scaling.advice.stages` chooses the runs, stage by stage, toward a
+# target compute. Per mode: the target run's compute and the compute the small runs may spend (C = 6ND), the first
+# stage's share of it, its isoFLOP groups and sizes per group (this family's smallest models cannot train the tiny
+# runs a tenth of the budget would give; see `plan_stage`), the shortest run in warmups, and the time cap.
+@dataclass(frozen=True)
+class Plan:
+    target: float
+    budget: float
+    first_share: float
+    first_groups: int
+    group_size: int
+    min_warmups: float  # a planned run lasts at least this many warmups: shorter ones are mostly warmup
+    time_cap_s: float  # no new run starts after this many seconds of sweep
+
+
+PLANS = {
+    # ten warmups: with a 100-step minimum the same sweep ended with alpha on its bound (runs of 2-5 warmups)
+    "full": Plan(target=1e13, budget=2.5e12, first_share=0.4, first_groups=3, group_size=5, min_warmups=10,
+                 time_cap_s=540),
+    # about the fixed quick list's compute: two groups, three warmups; too small to pin the law, quick to look at
+    "quick": Plan(target=1e12, budget=3e11, first_share=0.8, first_groups=2, group_size=4, min_warmups=3,
+                  time_cap_s=150),
+}
 WARMUP_TOKENS = 20000  # PowerLR's warmup in config.yaml
-MIN_WARMUPS = 10  # a planned run lasts at least ten warmups: shorter ones are mostly warmup, not the law's regime
+SPARSE_KEEP = 1.0 - 0.5 * (0.75 * 0.5 + 0.25)  # config_sparse.yaml: 50% on the cubic schedule from 25% to 75%
 
 
 def propose_width(params: float, hparams: dict) -> dict:
@@ -145,32 +162,56 @@ def next_stage(store, plan_name: str) -> dict:
     from lightning_scaling.advice.plan import law_inputs
     from lightning_scaling.advice.stages import family_realizer, plan_stage, with_family
 
+    p = PLANS[plan_name]
     used = store.select().used if store is not None else []
     N, D, L, _ = law_inputs(used)
+    tokens_per_step = TOKENS_PER_STEP[plan_name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plan = plan_stage(PLAN_TARGET[plan_name], PLAN_BUDGET[plan_name], N, D, L, n_bootstrap=200,
-                          realize=family_realizer({}, propose_width, TOKENS_PER_STEP[plan_name],
-                                                  min_steps=MIN_WARMUPS * WARMUP_TOKENS // TOKENS_PER_STEP[plan_name]),
-                          first_share=PLAN_FIRST_SHARE)
+        plan = plan_stage(p.target, p.budget, N, D, L, n_bootstrap=200,
+                          realize=family_realizer({}, propose_width, tokens_per_step,
+                                                  min_steps=int(math.ceil(p.min_warmups * WARMUP_TOKENS
+                                                                          / tokens_per_step))),
+                          first_share=p.first_share, first_groups=p.first_groups, group_size=p.group_size)
     return with_family(plan)
+
+
+def stage_runs(plan: dict) -> list[Run]:
+    """The stage's runs for this sweep; the first stage (planned from the prior) adds one sparse run: the run of
+    most compute in its largest group, pruned to 50% (config_sparse.yaml) for as many more steps as keep the
+    group's compute at its average non-zero count, so that N_avg (Jin et al. 2025) enters the fit."""
+    runs = []
+    for r in plan["runs"]:
+        arch = r["architecture"]
+        runs.append(Run(r["name"], arch["d_model"], arch["n_head"], r["steps"], n_layer=arch["n_layer"]))
+    if plan["basis"] == "prior" and plan["runs"]:
+        largest = max(plan["runs"], key=lambda r: (r["flops"], r["params"]))
+        arch = largest["architecture"]
+        prunable = 12 * arch["d_model"] ** 2 * arch["n_layer"]  # the blocks' Linear weights
+        keep = 1.0 - (1.0 - SPARSE_KEEP) * prunable / largest["params"]
+        steps = VALIDATIONS * int(round(largest["steps"] / keep / VALIDATIONS))
+        runs.append(Run(f"s{plan['stage']}-sparse", arch["d_model"], arch["n_head"], steps, sparse=True,
+                        n_layer=arch["n_layer"]))
+    return runs
 
 
 def planned_args(plan_name: str) -> list[str]:
     """The closing hook plans with the sweep's own target and budget (it is the last callback of the config)."""
-    return [f"--trainer.callbacks.init_args.target_flops={PLAN_TARGET[plan_name]:g}",
-            f"--trainer.callbacks.init_args.plan_budget={PLAN_BUDGET[plan_name]:g}"]
+    p = PLANS[plan_name]
+    return [f"--trainer.callbacks.init_args.target_flops={p.target:g}",
+            f"--trainer.callbacks.init_args.plan_budget={p.budget:g}"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smaller sweep (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="a smaller sweep (about 3 minutes)")
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
-    parser.add_argument("--experiment", default=None, help="default: tiny-gpt-demo (tiny-gpt-demo-quick)")
-    parser.add_argument("--plan", action="store_true", help="let the planner choose the runs, stage by stage, "
-                        "instead of the fixed list (experiment tiny-gpt-plan, or -quick)")
+    parser.add_argument("--experiment", default=None, help="default: tiny-gpt-demo (tiny-gpt-demo-quick; with "
+                        "--fixed, tiny-gpt-demo-fixed and tiny-gpt-demo-fixed-quick)")
+    parser.add_argument("--fixed", action="store_true", help="train the hand-written list of isoFLOP groups the "
+                        "planner replaced (kept to compare), not the planned stages")
     args = parser.parse_args(argv)
-    if args.plan:
+    if not args.fixed:
         return main_planned(args)
     import torch
 
@@ -180,12 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and robust on a busy machine
     plan_name = "quick" if args.quick else "full"
     plan = QUICK if args.quick else FULL
-    experiment = args.experiment or ("tiny-gpt-demo-quick" if args.quick else "tiny-gpt-demo")
+    experiment = args.experiment or ("tiny-gpt-demo-fixed-quick" if args.quick else "tiny-gpt-demo-fixed")
     tokens_per_step = TOKENS_PER_STEP[plan_name]
     start = time.perf_counter()
     done = _finished(args.tracking_uri, experiment)
     todo = [r for r in plan if r.name not in done]
-    print(f"lightning-scaling demo ({plan_name}): experiment '{experiment}' at {args.tracking_uri}; "
+    print(f"lightning-scaling demo ({plan_name}, fixed list): experiment '{experiment}' at {args.tracking_uri}; "
           f"{len(plan) - len(todo)} of {len(plan)} planned runs already finished", flush=True)
     if not todo:
         follow_up = _next_run(MLflowRunStore(args.tracking_uri, experiment_name=experiment), tokens_per_step)
@@ -198,16 +239,24 @@ def main(argv: list[str] | None = None) -> int:
                   + " ".join(["lightning-scaling", "train", *_args(follow_up, args.tracking_uri, experiment,
                                                                   args.quick)[1:]]), flush=True)
     for run in todo:
-        t0 = time.perf_counter()
-        print(f"  training {run.name}: d_model={run.d_model}, {run.steps} steps"
-              + (" (sparse: pruned to 50%)" if run.sparse else ""), flush=True)
-        code = run_cli(_args(run, args.tracking_uri, experiment, args.quick))
+        code = _train(run, args.tracking_uri, experiment, args.quick)
         if code != 0:
             return code
-        finished = _finished(args.tracking_uri, experiment).get(run.name)
+    return _report(args.tracking_uri, experiment, start)
+
+
+def _train(run: Run, uri: str, experiment: str, quick: bool, extra: list[str] = ()) -> int:
+    from lightning_scaling.integrations.lightning_cli import run_cli
+
+    t0 = time.perf_counter()
+    print(f"  training {run.name}: d_model={run.d_model}, {run.steps} steps"
+          + (" (sparse: pruned to 50%)" if run.sparse else ""), flush=True)
+    code = run_cli(_args(run, uri, experiment, quick) + list(extra))
+    if code == 0:
+        finished = _finished(uri, experiment).get(run.name)
         if finished is not None:
             print(_line(finished, time.perf_counter() - t0), flush=True)
-    return _report(args.tracking_uri, experiment, start)
+    return code
 
 
 def main_planned(args) -> int:
@@ -215,39 +264,40 @@ def main_planned(args) -> int:
     re-run continues from the runs in the store."""
     import torch
 
-    from lightning_scaling.integrations.lightning_cli import run_cli
     from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 
     torch.set_num_threads(1)
     plan_name = "quick" if args.quick else "full"
-    experiment = args.experiment or ("tiny-gpt-plan-quick" if args.quick else "tiny-gpt-plan")
+    p = PLANS[plan_name]
+    experiment = args.experiment or ("tiny-gpt-demo-quick" if args.quick else "tiny-gpt-demo")
     start = time.perf_counter()
-    print(f"lightning-scaling demo ({plan_name}, planned): experiment '{experiment}' at {args.tracking_uri}; target "
-          f"{PLAN_TARGET[plan_name]:.3g} FLOPs, {PLAN_BUDGET[plan_name]:.3g} FLOPs of small runs", flush=True)
-    capped = False
+    done = _finished(args.tracking_uri, experiment)
+    print(f"lightning-scaling demo ({plan_name}): experiment '{experiment}' at {args.tracking_uri}; the planner "
+          f"sizes a run of {p.target:.3g} FLOPs with {p.budget:.3g} FLOPs of small runs; "
+          f"{sum(1 for r in done.values() if r.data.tags.get('lightning_scaling.summary') != 'true')} runs already "
+          "finished", flush=True)
+    capped, trained = False, 0
     while not capped:
-        store = (MLflowRunStore(args.tracking_uri, experiment_name=experiment)
-                 if _finished(args.tracking_uri, experiment) else None)
+        store = MLflowRunStore(args.tracking_uri, experiment_name=experiment) if done else None
         plan = next_stage(store, plan_name)
         print(f"\n{plan['sentence']}", flush=True)
-        if plan["done"]:
+        todo = [r for r in stage_runs(plan) if r.name not in done]
+        if plan["done"] or not todo:
             break
-        for r in plan["runs"]:
-            if time.perf_counter() - start > TIME_CAP_S[plan_name]:
-                print(f"  the demo's time cap ({TIME_CAP_S[plan_name]} s) is reached: re-run to continue the plan",
+        for i, run in enumerate(todo):
+            if (trained or i) and time.perf_counter() - start > p.time_cap_s:  # each call trains one run at least
+                print(f"  the demo's time cap ({p.time_cap_s:.0f} s) is reached: re-run to continue the plan",
                       flush=True)
                 capped = True
                 break
-            arch = r["architecture"]
-            run = Run(r["name"], arch["d_model"], arch["n_head"], r["steps"], n_layer=arch["n_layer"])
-            t0 = time.perf_counter()
-            print(f"  training {run.name}: d_model={run.d_model}, {run.steps} steps", flush=True)
-            code = run_cli(_args(run, args.tracking_uri, experiment, args.quick) + planned_args(plan_name))
+            code = _train(run, args.tracking_uri, experiment, args.quick, planned_args(plan_name))
             if code != 0:
                 return code
-            finished = _finished(args.tracking_uri, experiment).get(run.name)
-            if finished is not None:
-                print(_line(finished, time.perf_counter() - t0), flush=True)
+            trained += 1
+        done = _finished(args.tracking_uri, experiment)
+    if not done:
+        print("no run was trained: nothing to fit")
+        return 1
     return _report(args.tracking_uri, experiment, start)
 
 

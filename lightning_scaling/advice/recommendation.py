@@ -263,7 +263,7 @@ def plan_line(plan: dict) -> str:
         s = f"at the target {plan['target_flops']:.3g} FLOPs, N_opt {format_count(fit['params_opt_at_target'])}"
         if "params_opt_low" in fit:
             s += f" ({format_count(fit['params_opt_low'])} to {format_count(fit['params_opt_high'])})"
-        s += "; "
+        s += ". "
     return s + plan["sentence"]
 
 

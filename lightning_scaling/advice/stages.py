@@ -77,18 +77,19 @@ def prior_optimum(flops) -> float:
     return float(optimal_allocation(p.E, p.A, p.B, p.alpha, p.beta, flops)[0])
 
 
-def first_stage(budget: float, share: float = FIRST_SHARE, stage: int = 1, above: float = 0.0) -> list[dict]:
-    """The wide bracket around the prior's optimum (module docstring) in `share` of the budget; with `above` (the
-    largest compute so far, when the runs so far do not allow a fit yet), its smallest group at 3x that compute
-    and the share spent again."""
-    weights = FIRST_RATIO ** np.arange(FIRST_GROUPS)
-    c0 = share * budget / (GROUP_SIZE * weights.sum())
+def first_stage(budget: float, share: float = FIRST_SHARE, stage: int = 1, above: float = 0.0,
+                groups: int = FIRST_GROUPS, sizes: int = GROUP_SIZE) -> list[dict]:
+    """The wide bracket around the prior's optimum (module docstring): `groups` isoFLOP groups of `sizes` sizes in
+    `share` of the budget; with `above` (the largest compute so far, when the runs so far do not allow a fit yet),
+    its smallest group at 3x that compute."""
+    weights = FIRST_RATIO ** np.arange(groups)
+    c0 = share * budget / (sizes * weights.sum())
     if above > 0:
         c0 = FIRST_RATIO * above
     runs = []
     for i, w in enumerate(weights):
         c = float(c0 * w)
-        runs += group(c, prior_optimum(c), FIRST_SPREAD, GROUP_SIZE, f"stage{stage}-C{c:.2g}", stage)
+        runs += group(c, prior_optimum(c), FIRST_SPREAD, sizes, f"stage{stage}-C{c:.2g}", stage)
     return runs
 
 
@@ -186,7 +187,8 @@ def next_stage(fit, N, D, sigma: float, target_flops: float, budget_left: float,
 
 def plan_stage(target_flops: float, budget: float, N=(), D=(), L=(), *, fit=None, n_bootstrap: int = 200,
                seed: int = 0, confidence: float = 0.8, law_factory=None, realize=None,
-               first_share: float = FIRST_SHARE) -> dict:
+               first_share: float = FIRST_SHARE, first_groups: int = FIRST_GROUPS,
+               group_size: int = GROUP_SIZE) -> dict:
     """The next stage of the sweep (module docstring), JSON-ready.
 
     Args:
@@ -197,6 +199,8 @@ def plan_stage(target_flops: float, budget: float, N=(), D=(), L=(), *, fit=None
         n_bootstrap, seed, confidence: of the current interval on N_opt at the target.
         first_share: the share of the budget the first stage spends (`FIRST_SHARE`; a family that cannot train
             tiny runs needs more).
+        first_groups, group_size: the first stage's isoFLOP groups and sizes per group (`FIRST_GROUPS`,
+            `GROUP_SIZE`; fewer for a small budget).
         realize: `realize(runs) -> (runs, left out)`: the planned runs as the family can train them
             (`family_realizer`); candidates are scored as realized.
 
@@ -207,22 +211,34 @@ def plan_stage(target_flops: float, budget: float, N=(), D=(), L=(), *, fit=None
         "sentence"}.
     """
     N, D, L = _check(target_flops, budget, N, D, L)
+    for name, value, least in (("first_groups", first_groups, 1), ("group_size", group_size, MIN_GROUP)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigurationError(f"`{name}` must be an integer of at least {least}, got {value!r}")
     if budget >= target_flops:
         raise ConfigurationError(f"`budget` ({budget:.3g}) must be below `target_flops` ({target_flops:.3g}): the "
                                  "small runs are there to size the target run")
     spent = float(training_compute(N, D).sum()) if len(N) else 0.0
     left = budget - spent
     out = {"target_flops": float(target_flops), "budget": float(budget), "spent": spent, "n_runs": len(N)}
-    stage = stage_number(N, D)
+    first, first_dropped = _realized(first_stage(budget, first_share, 1, 0.0, first_groups, group_size), realize)
+    stage = stage_number(N, D, first)
     dropped: list = []
     if fit is None and len(N):
         fit = _fit(N, D, L, law_factory)
     if fit is None or getattr(fit, "theta_", None) is None:
-        above = float(training_compute(N, D).max()) if len(N) else 0.0
-        runs = first_stage(budget, first_share, stage, above) if left > 0 else []
-        if realize is not None:
-            runs, dropped = realize(runs)
-        runs = _new_runs(runs, N, D)
+        runs = []
+        if left > 0:
+            runs, dropped = first, first_dropped
+            todo = _new_runs(runs, N, D)
+            if len(N) and not (todo and _inside(N, D, runs)):
+                # the runs so far are not an unfinished first stage: a new bracket from 3x their largest compute
+                above = float(training_compute(N, D).max())
+                todo, dropped = _realized(first_stage(budget, first_share, stage, above, first_groups, group_size),
+                                          realize)
+                todo = _new_runs(todo, N, D)
+            else:
+                stage = 1  # an interrupted first stage: its remaining runs
+            runs = todo
         while runs and sum(r["flops"] for r in runs) > left:  # what the budget affords, largest groups last
             runs = runs[:-1]
         out.update(basis="prior", prior={"law": PRIOR_NAME, "params_opt_at_target": prior_optimum(target_flops),
@@ -258,15 +274,33 @@ def plan_stage(target_flops: float, budget: float, N=(), D=(), L=(), *, fit=None
     return out
 
 
-def stage_number(N, D) -> int:
-    """The next stage's number from the runs so far: 1 without runs, 2 after the first stage's groups, then one
-    more for each further compute level (a later stage is one group; levels as `law.isoflop.group_by_flops`
-    tells them apart)."""
+def _realized(runs: list[dict], realize) -> tuple[list, list]:
+    return realize(runs) if realize is not None else (runs, [])
+
+
+RESUME_MARGIN = 1.25  # runs within this factor of the first stage's compute range are its runs (dense or sparse)
+
+
+def _inside(N, D, runs: list[dict]) -> bool:
+    """Whether every run so far lies within the compute range of the first stage's `runs` (`RESUME_MARGIN`)."""
+    if not runs:
+        return False
+    flops = training_compute(N, D)
+    lo = min(r["flops"] for r in runs) / RESUME_MARGIN
+    hi = max(r["flops"] for r in runs) * RESUME_MARGIN
+    return bool(np.all((flops >= lo) & (flops <= hi)))
+
+
+def stage_number(N, D, first: list[dict] | None = None) -> int:
+    """The next stage's number from the runs so far: 1 without runs, 2 after the first stage, then one more for
+    each further compute level (a later stage is one group; levels as `law.isoflop.group_by_flops` tells them
+    apart). The first stage spans as many levels as its design `first` has groups (`FIRST_GROUPS` without one)."""
     from ..law.isoflop import group_by_flops
 
     if not len(N):
         return 1
-    return 2 + max(0, len(group_by_flops(training_compute(N, D))) - FIRST_GROUPS)
+    first_levels = len({r["group"] for r in first}) if first else FIRST_GROUPS
+    return 2 + max(0, len(group_by_flops(training_compute(N, D))) - first_levels)
 
 
 def _fit(N, D, L, law_factory):
@@ -283,9 +317,20 @@ def _fit(N, D, L, law_factory):
     return None if degenerate else fit
 
 
+LEFT_OVER = 0.05  # a plan done with more than this share of its budget left says why
+
+
 def stage_sentence(plan: dict) -> str:
     from .recommendation import format_count
 
+    if plan["done"] and plan.get("left_out") and plan["budget_left"] > 0:
+        return (f"No stage this family can train: {plan['left_out'][0]['reason']} (every group of the "
+                f"{'first stage' if plan['basis'] == 'prior' else 'stage'} is left out; a larger budget, or shorter "
+                "runs allowed, would make room).")
+    if plan["done"] and plan["budget_left"] >= LEFT_OVER * plan["budget"]:
+        return (f"No further stage: no group of at least {MIN_GROUP} new runs fits in what is left "
+                f"({format_count(plan['budget_left'])} of {format_count(plan['budget'])} FLOPs) and lowers the "
+                "uncertainty of N_opt at the target; train the target run the recommendation sizes.")
     if plan["done"]:
         return (f"The budget is spent ({format_count(plan['spent'])} of {format_count(plan['budget'])} FLOPs): no "
                 "further stage; train the target run the recommendation sizes.")
@@ -327,24 +372,43 @@ TRANSFER = ("muP keeps the best base learning rate of the small proxy at every w
             "Power schedule's a and b hold across batch sizes and token budgets (Shen et al. 2024): keep them")
 
 
-def hyperparameters(runs: list[dict], settings: dict | None = None) -> dict:
+def hyperparameters(runs: list[dict], settings: dict | None = None, sweeps=None) -> dict:
     """The learning rate and batch size for the planned runs: with muP and PowerLR in the family's settings, the
-    ones that transfer and why; otherwise the published laws as priors, per run (`law.hyperparameters`)."""
-    from ..law.hyperparameters import deepseek, step_law
+    ones that transfer and why; otherwise, per run, the team's own learning-rate law when the runs so far hold
+    learning-rate sweeps (`sweeps` = (N, D, peak lr, loss) of those runs; `law.hyperparameters.lr_sweeps`), and the
+    published laws beside it as priors (`law.hyperparameters`)."""
+    from ..law.hyperparameters import deepseek, fit_lr_law, lr_from_law, lr_sweeps, step_law
 
     settings = settings or {}
     if "muP" in settings and "PowerLR" in settings:
         return {"kind": "transfer", "settings": {k: settings[k] for k in ("muP", "PowerLR")}, "why": TRANSFER}
+    found, reasons = lr_sweeps(*sweeps) if sweeps is not None else ([], [])
+    law = fit_lr_law(found)
     for r in runs:
         lr, batch = step_law(r["params"], r["tokens"])
         lr2, batch2 = deepseek(r["params"], r["tokens"])
         r["hyperparameters"] = {"lr_step_law": float(lr), "batch_tokens_step_law": float(batch),
                                 "lr_deepseek": float(lr2), "batch_tokens_deepseek": float(batch2)}
-    return {"kind": "prior", "why": ("no muP and PowerLR in the family: the published laws are priors (Step Law: "
-                                     "eta = 1.79 N^-0.713 D^0.307, B = 0.58 D^0.571 tokens, N non-embedding; "
-                                     "DeepSeek LLM: eta = 0.3118 C^-0.125, B = 0.2920 C^0.3271 tokens), fitted on "
-                                     "other models; a learning-rate sweep of your own replaces them"),
-            "settings": settings}
+        if law is not None:
+            r["hyperparameters"]["lr"] = float(lr_from_law(law, r["params"], r["tokens"]))
+    priors = ("Step Law: eta = 1.79 N^-0.713 D^0.307, B = 0.58 D^0.571 tokens, N non-embedding; DeepSeek LLM: "
+              "eta = 0.3118 C^-0.125, B = 0.2920 C^0.3271 tokens")
+    if law is not None:
+        kept = [name for name in ("p", "q") if name not in law["fitted"]]
+        why = (f"your learning-rate sweeps ({law['sweeps']} at distinct N, D): eta = {law['k']:.4g} "
+               f"N^{law['p']:.3f} D^{law['q']:.3f}" + (f" ({' and '.join(kept)} kept from Step Law: the sweeps do "
+                                                         "not vary N and D enough to fit them)" if kept else "")
+               + f", scatter {law['rmse_log']:.2f} in log lr; `lr` per run. The batch size and the published "
+               f"laws stay priors ({priors})")
+        out = {"kind": "fit", "why": why, "law": law, "sweeps": found, "settings": settings}
+    else:
+        out = {"kind": "prior", "settings": settings,
+               "why": (f"no muP and PowerLR in the family: the published laws are priors ({priors}), fitted on "
+                       "other models; learning-rate sweeps of your own (three or more learning rates at one "
+                       "size and token count) replace them")}
+    if reasons:
+        out["sweeps_not_used"] = reasons
+    return out
 
 
 def _feasible(runs, hparams, propose_architecture, tokens_per_step, min_steps) -> tuple[list, list]:
@@ -413,14 +477,14 @@ def family_realizer(hparams: dict, propose_architecture, tokens_per_step: float 
     return realize
 
 
-def with_family(plan: dict, command=None, settings: dict | None = None) -> dict:
+def with_family(plan: dict, command=None, settings: dict | None = None, sweeps=None) -> dict:
     """The plan's runs named (stage, compute, size) and, with `command(run)`, the command line that trains each;
-    the learning rate and batch size (`hyperparameters`)."""
+    the learning rate and batch size (`hyperparameters`, with the runs so far as `sweeps`)."""
     for r in plan["runs"]:
         r["name"] = f"s{r['stage']}-{r['group'].split('-')[-1]}-N{r['params']:.3g}"
         if command is not None:
             r["command"] = command(r)
-    plan["hyperparameters"] = hyperparameters(plan["runs"], settings)
+    plan["hyperparameters"] = hyperparameters(plan["runs"], settings, sweeps)
     plan["sentence"] = stage_sentence(plan)
     return plan
 

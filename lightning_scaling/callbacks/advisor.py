@@ -161,7 +161,7 @@ class ScalingLawAdvisor(Callback):
             rec["run_id"] = run_id
             rec["loss_key"] = self.loss_key
             if self.target_flops is not None:
-                rec["plan"] = self.plan(selection, hparams, settings)
+                rec["plan"] = self.plan(selection, hparams, settings, store)
             store.publish_everywhere(rec, [run_id])
             if not store.more_usable_since(selection, read_at, current_run_id=run_id):
                 break
@@ -173,10 +173,10 @@ class ScalingLawAdvisor(Callback):
         plugins.notify_recommendation(rec)
         return rec
 
-
-    def plan(self, selection, hparams: dict, settings: dict) -> dict:
+    def plan(self, selection, hparams: dict, settings: dict, store=None) -> dict:
         """The next stage of the sweep from the runs used (`advice.stages`), as concrete architectures of this
-        run's model where the `propose_architecture` hook knows it."""
+        run's model where the `propose_architecture` hook knows it; without muP and PowerLR settings to keep, the
+        learning rate from the team's own sweeps in `store` (each run's peak `scaling/lr`) where it holds some."""
         from ..advice.plan import law_inputs
         from ..advice.stages import family_realizer, plan_stage, with_family
 
@@ -186,7 +186,10 @@ class ScalingLawAdvisor(Callback):
             plan = plan_stage(self.target_flops, self.plan_budget, N, D, L, n_bootstrap=min(self.bootstrap, 200),
                               seed=self.seed, confidence=self.confidence,
                               realize=family_realizer(hparams, plugins.propose_architecture))
-        return with_family(plan, settings=settings)
+        sweeps = None
+        if store is not None and not ("muP" in settings and "PowerLR" in settings):
+            sweeps = (N, D, store.peak_learning_rates(selection.used), L)
+        return with_family(plan, settings=settings, sweeps=sweeps)
 
 
 def _settings(trainer) -> tuple[dict, dict | None]:

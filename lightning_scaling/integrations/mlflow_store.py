@@ -208,6 +208,19 @@ class MLflowRunStore:
                 continue
         return out
 
+    def peak_learning_rates(self, records) -> list[float]:
+        """Each record's peak learning rate: the largest `scaling/lr` it logged (PowerLR or LossForecast write it),
+        NaN where it logged none; one history request per run (for learning-rate sweeps, `law.hyperparameters`)."""
+        out = []
+        for r in records:
+            try:
+                values = [m.value for m in self.client.get_metric_history(r.run_id, schema.LR)
+                          if math.isfinite(m.value)]
+            except MlflowException:  # deleted while read
+                values = []
+            out.append(max(values) if values else math.nan)
+        return out
+
     # -- publishing -------------------------------------------------------------------------------------------
     def mark_training_experiment(self) -> None:
         _retry_unique(self.client.set_experiment_tag, self.experiment_id, EXPERIMENT_KIND_TAG,

@@ -11,7 +11,7 @@ from .suggest import suggest_runs
 from .validation import check_plausible, validate_runs
 
 REQUIRED_COLUMNS = ("params", "tokens", "loss")
-OPTIONAL_COLUMNS = ("flops", "params_avg", "run_id", "unique_tokens")
+OPTIONAL_COLUMNS = ("flops", "params_avg", "run_id", "unique_tokens", "lr")
 POINT_COLUMNS = ("params", "tokens")
 
 
@@ -34,6 +34,7 @@ class RunTable:
     params_column: str = "params"
     dense_params: np.ndarray | None = None
     unique_tokens: np.ndarray | None = None  # distinct tokens each run saw (repeated data), when the CSV gives them
+    lr: np.ndarray | None = None  # each run's peak learning rate (NaN where not given): learning-rate sweeps
 
     @property
     def extra(self) -> dict | None:
@@ -45,7 +46,8 @@ class RunTable:
 
 
 def read_runs_csv(path) -> RunTable:
-    """Read runs from a CSV with columns params, tokens, loss and optionally flops, params_avg, run_id, unique_tokens.
+    """Read runs from a CSV with columns params, tokens, loss and optionally flops, params_avg, run_id, unique_tokens,
+    lr (the peak learning rate; may be empty).
 
     Parameters and tokens are counts (not millions): values outside `validation.PLAUSIBLE` are refused.
 
@@ -75,7 +77,7 @@ def read_runs_csv(path) -> RunTable:
         raise InsufficientRunsError(f"{path}: no runs (the file has a header but no rows)", suggest_runs([], [], 5))
     labels, run_ids = [], []
     columns: dict[str, list[float]] = {c: [] for c in ("params", "tokens", "loss", "flops", "params_avg",
-                                                       "unique_tokens")}
+                                                       "unique_tokens", "lr")}
     for line, row in enumerate(rows, start=2):
         run_id = row.get("run_id", "")
         run_ids.append(run_id)
@@ -87,6 +89,8 @@ def read_runs_csv(path) -> RunTable:
             text = row.get(column, "")
             if text == "" and column == "params_avg":  # a dense run: its N_avg is its parameter count
                 text = row.get("params", "")
+            if text == "" and column == "lr":  # not known for this run
+                text = "nan"
             try:
                 columns[column].append(float(text))
             except ValueError:
@@ -103,12 +107,19 @@ def read_runs_csv(path) -> RunTable:
     unique = None
     if "unique_tokens" in found:
         unique = validate_runs(columns["unique_tokens"], D, L, labels, names=("unique_tokens", "tokens", "loss"))[0]
+    lr = None
+    if "lr" in found:
+        lr = np.array(columns["lr"], float)
+        bad = [i for i, v in enumerate(lr) if not (np.isnan(v) or (np.isfinite(v) and v > 0))]
+        if bad:
+            raise ScalingDataError(f"{path}: {labels[bad[0]]}: `lr` must be a positive number or empty, got "
+                                   f"{rows[bad[0]].get('lr')!r}")
     counts = {"params": dense, "tokens": D, "params_avg": N if params_column == "params_avg" else None,
               "flops": flops, "unique_tokens": unique}
     check_plausible({k: v for k, v in counts.items() if v is not None}, labels)
     return RunTable(
         N=N, D=D, loss=L, flops=flops, run_ids=run_ids if "run_id" in found else None, labels=labels,
-        params_column=params_column, dense_params=dense, unique_tokens=unique,
+        params_column=params_column, dense_params=dense, unique_tokens=unique, lr=lr,
     )
 
 
