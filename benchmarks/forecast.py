@@ -61,14 +61,15 @@ def gemstones_runs(folder: Path) -> dict[str, list[Curve]]:
             continue
         rows = hot[name]
         steps = np.array([r["step"] for r in rows], float)
+        N = float(rows[0]["params_active_precise"])
         curves = [Curve(name, steps, np.ones_like(steps), np.array([r["final_loss"] for r in rows]),
-                        tokens=np.array([r["tokens"] for r in rows], float))]
+                        tokens=np.array([r["tokens"] for r in rows], float), params=N)]
         for r in cool[name]:
             end = float(r["step"])
             start = float(round(end / COOLDOWN_SHARE))
             curves.append(Curve(name, np.array([1.0, start, end]), np.array([1.0, 1.0, 0.0]),
                                 np.array([np.nan, np.nan, r["final_loss"]]),
-                                tokens=np.array([np.nan, r["tokens"] / COOLDOWN_SHARE, r["tokens"]])))
+                                tokens=np.array([np.nan, r["tokens"] / COOLDOWN_SHARE, r["tokens"]]), params=N))
         out[name] = curves
     return out
 
@@ -86,6 +87,7 @@ def gemstones_targets(curves: list[Curve], fraction: float):
 
 
 SCHEDULES = ("power", "wsd", "cosine", "constant")
+TOKENS_PER_STEP = 1024  # of the synthetic runs; their N is 1e6 times their size
 
 
 def schedule(name: str, T: int, peak: float = 3e-3, warmup: int = 50) -> np.ndarray:
@@ -117,7 +119,8 @@ def synthetic_runs(seed: int, n_runs: int = 12, every: int = 10, noise: float = 
         S1, S2 = schedule_areas(steps, lr, law.momentum)
         loss = law.loss(S1, S2) * np.exp(rng.normal(0.0, noise, T))
         at = np.arange(every, T + 1, every) - 1
-        out[f"s{seed}-{i}-{name}"] = [Curve(f"s{seed}-{i}-{name}", steps[at], lr[at], loss[at])]
+        out[f"s{seed}-{i}-{name}"] = [Curve(f"s{seed}-{i}-{name}", steps[at], lr[at], loss[at],
+                                            tokens=TOKENS_PER_STEP * steps[at], params=1e6 * size)]
     return out
 
 
@@ -134,6 +137,7 @@ def tinygpt_runs(runs=TINYGPT, every: int = 25) -> dict[str, list[Curve]]:
 
     from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
     from lightning_scaling.callbacks import PowerLR
+    from lightning_scaling.plugins.builtin import gpt_non_embedding_params
 
     torch.set_num_threads(1)
 
@@ -166,7 +170,8 @@ def tinygpt_runs(runs=TINYGPT, every: int = 25) -> dict[str, list[Curve]]:
         loss = np.full(len(steps_all), np.nan)
         loss[np.searchsorted(steps_all, val_steps)] = [rec.val[s] for s in sorted(rec.val)]
         name = f"d{d}-s{steps}"
-        out[name] = [Curve(name, steps_all, np.interp(steps_all, lr_steps, lr), loss)]
+        out[name] = [Curve(name, steps_all, np.interp(steps_all, lr_steps, lr), loss, tokens=16 * 64 * steps_all,
+                           params=float(gpt_non_embedding_params(d, 2)))]
     return out
 
 
@@ -175,15 +180,33 @@ def tinygpt_targets(curves, fraction):
     yield "tinygpt (demo family)", [c.until(fraction * c.final_step)], float(c.loss[c.observed][-1])
 
 
+def store_runs(uri: str, experiment: str) -> dict[str, list[Curve]]:
+    """The runs of an MLflow experiment (`make demo`'s, say) as the callback reads them: each run's validation
+    curve with its learning rate, tokens and N (`MLflowRunStore.curves`), named by run name."""
+    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+
+    store = MLflowRunStore(uri, experiment_name=experiment)
+    selection = store.select()
+    names = {r.run_id: r.run_name or r.run_id for r in selection.used}
+    return {names.get(c.run, c.run): [c] for c in store.curves(selection, max_runs=1000, stopped=False)}
+
+
+def store_targets(curves, fraction):
+    (c,) = curves
+    yield "demo store", [c.until(fraction * c.final_step)], float(c.loss[c.observed][-1])
+
+
 def evaluate(runs: dict[str, list[Curve]], targets, fraction: float, confidence: float):
-    """Leave one run out: rows of (suite, run, forecast, low, high, truth, seconds)."""
+    """Leave one run out: rows of (suite, run, forecast, low, high, truth, seconds, method, weight of the law
+    across runs (NaN where it was not stacked))."""
     rows = []
     for name, curves in runs.items():
         pool = [c for other, cs in runs.items() if other != name for c in cs]
         for suite, target, truth in targets(curves, fraction):
             t0 = time.perf_counter()
             fc = forecast(target, pool, confidence=confidence)
-            rows.append((suite, name, *fc.final, truth, time.perf_counter() - t0, fc.method))
+            rows.append((suite, name, *fc.final, truth, time.perf_counter() - t0, fc.method,
+                         fc.across.weight if fc.across is not None else float("nan")))
     return rows
 
 
@@ -203,7 +226,9 @@ def table(rows) -> list[dict]:
         out.append({"suite": suite, "runs": len(rs), "MAPE %": 100 * np.mean(np.abs(err)),
                     "max |err| %": 100 * np.max(np.abs(err)), "coverage %": 100 * covered.mean(),
                     "median width %": 100 * np.median(width), "median s": float(np.median([r[6] for r in rs])),
-                    "method": rs[0][7].split(" over ")[0]})
+                    "method": rs[0][7].split(" over ")[0],
+                    "law weight": float(np.nanmedian([r[8] for r in rs])) if any(np.isfinite(r[8]) for r in rs)
+                    else float("nan")})
     return out
 
 
@@ -299,6 +324,9 @@ def main(argv=None) -> int:
     parser.add_argument("--synthetic-seeds", type=int, default=3)
     parser.add_argument("--tinygpt", action=argparse.BooleanOptionalAction, default=True,
                         help="train the demo-family runs here (about 3 CPU-minutes)")
+    parser.add_argument("--tracking-uri", default=None, help="also forecast the runs of this MLflow store (with "
+                        "--experiment; e.g. the demo's sqlite:///mlflow.db and tiny-gpt-demo)")
+    parser.add_argument("--experiment", default="tiny-gpt-demo")
     parser.add_argument("--overhead-repeats", type=int, default=3, help="0: skip the callback overhead")
     parser.add_argument("--only-overhead", action="store_true", help="skip the forecast suites")
     args = parser.parse_args(argv)
@@ -315,12 +343,16 @@ def main(argv=None) -> int:
         rows += evaluate(synthetic_runs(seed), synthetic_targets, args.fraction, args.confidence)
     if args.tinygpt:
         rows += evaluate(tinygpt_runs(), tinygpt_targets, args.fraction, args.confidence)
+    if args.tracking_uri:
+        rows += evaluate(store_runs(args.tracking_uri, args.experiment), store_targets, args.fraction,
+                         args.confidence)
     print(f"forecast of the final loss from the first {args.fraction:.0%}, {args.confidence:.0%} interval, "
           "leave one run out")
-    print(f"{'suite':22s} {'runs':>4s} {'MAPE %':>7s} {'max %':>6s} {'cover %':>7s} {'width %':>7s} {'s':>6s}  method")
+    print(f"{'suite':22s} {'runs':>4s} {'MAPE %':>7s} {'max %':>6s} {'cover %':>7s} {'width %':>7s} {'s':>6s} "
+          f"{'law w':>5s}  method")
     for r in table(rows):
         print(f"{r['suite']:22s} {r['runs']:4d} {r['MAPE %']:7.3f} {r['max |err| %']:6.2f} {r['coverage %']:7.1f} "
-              f"{r['median width %']:7.2f} {r['median s']:6.3f}  {r['method']}")
+              f"{r['median width %']:7.2f} {r['median s']:6.3f} {r['law weight']:5.2f}  {r['method']}")
     print(f"shared fit, 20 runs x 100 points: {fit_timing():.2f} s (median of 3)")
     if args.overhead_repeats:
         over = callback_overhead(args.overhead_repeats)

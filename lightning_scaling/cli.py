@@ -126,9 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     fc = sub.add_parser("forecast", help="forecast the rest of a run's loss curve (its rows with an empty loss) from "
                         "its first part and the other runs in the file (learning-rate annealing law)",
-                        epilog="CSV columns: step, lr, loss; optional tokens, run, curve. Rows with an empty loss are "
-                        "the planned rest of the run; other runs' rows give the law's shape and calibrate the "
-                        "interval.")
+                        epilog="CSV columns: step, lr, loss; optional tokens, params, run, curve. Rows with an empty "
+                        "loss are the planned rest of the run; other runs' rows give the law's shape and calibrate "
+                        "the interval; with tokens and params (each run's N) the law across the runs' final losses "
+                        "forecasts the run's final loss too, stacked with its curve.")
     fc.add_argument("curve", metavar="CURVE.csv", help="the run's curve so far and its planned steps")
     tracking(fc)
     fc.add_argument("--confidence", type=_confidence, default=0.8, help="central probability of the intervals")
@@ -444,6 +445,10 @@ def _forecast_text(out: dict) -> str:
              f"{out['fit']['points']} points; observed to {out['progress']:.0%} of the run",
              f"interval: {out['confidence']:.0%}, {out['method']}"]
     lines += [f"note: {n}" for n in out["notes"]]
+    across = out.get("law_across_runs")
+    if across:
+        lines.append(f"final loss: {across['loss']:.4f}, from the law across runs {across['law_loss']:.4f} (weight "
+                     f"{across['weight']:.2f}) and the run's curve {across['curve_loss']:.4f}")
     has_tokens = any("tokens" in r for r in out["forecast"])
     lines.append(f"{'step':>10s} " + (f"{'tokens':>12s} " if has_tokens else "") + f"{'loss':>8s} {'low':>8s} "
                  f"{'high':>8s}")

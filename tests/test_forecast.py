@@ -98,7 +98,7 @@ def test_the_interval_is_the_conformal_quantile_of_the_other_runs_errors():
     fc = forecaster.forecast(target.until(600))
     runs = [c.run for c in pool]
     main_curve = max([target], key=lambda c: c.final_step)
-    errors = forecaster._errors(runs, forecaster.shape, main_curve, fc.progress)
+    errors = list(forecaster._errors(runs, forecaster.shape, main_curve, fc.progress)[0].values())
     assert len(errors) == 12
     upper = np.sort(errors)[int(np.ceil(13 * 0.9)) - 1]
     lower = np.sort(errors)[13 - int(np.ceil(13 * 0.9)) - 1]  # the floor(13 * 0.1)-th smallest

@@ -118,6 +118,27 @@ def test_the_store_reads_curves_with_the_learning_rate_at_each_validation(tmp_pa
     assert np.isfinite(dense.loss).sum() == 5 and dense.loss[-1] == pytest.approx(3.0)
 
 
+def test_the_stores_curves_carry_each_runs_n_and_tokens_but_a_stopped_runs_no_n(tmp_path):
+    """The law across runs (`law.across`) reads N and the tokens at each step from the store's curves; a run
+    stopped early has no final loss of its budget, so it gives no N there."""
+    from lightning_scaling.runs.records import Selection
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("curves")
+    records = []
+    for name in ("done", "stopped"):
+        run = client.create_run(exp, run_name=name)
+        for step in (10, 20, 30, 40):
+            client.log_metric(run.info.run_id, LR, 1e-3, step=step)
+            client.log_metric(run.info.run_id, "val_loss", 4.0 - step / 100, step=step)
+        records.append(RunRecord(run_id=run.info.run_id, start_time=1, params=2e5, tokens=8e5))
+    store = MLflowRunStore(uri, "curves")
+    done, stopped = store.curves(Selection(used=records[:1], excluded=[(records[1], "stopped early: forecast")]))
+    assert done.params == 2e5 and done.tokens.tolist() == [2e5, 4e5, 6e5, 8e5]  # 8e5 tokens over 40 steps
+    assert stopped.params is None and stopped.final_tokens == 8e5
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"confidence": 1.0}, "confidence"), ({"stop_if_hopeless": "yes"}, "stop_if_hopeless"),
     ({"min_progress": 1.0}, "min_progress"), ({"max_pool_runs": -1}, "max_pool_runs"),

@@ -3,9 +3,11 @@
 At the start of training (rank zero) the callback reads the curves of the experiment's other runs from the
 MLflow store (the loss metric's history and `scaling/lr`) and fits the annealing law's shape on them once
 (`law.forecast.Forecaster`), and fits the scaling law L(N, D) across their final losses. At each validation it
-forecasts this run's loss at the end of its budget from its own curve so far and the learning rates to come, and
-logs `scaling/forecast_final_loss` with `_low` and `_high` (the interval at `confidence`). A forecast costs a few
-least-squares solves: milliseconds, only at validations.
+forecasts this run's loss at the end of its budget from its own curve so far and the learning rates to come,
+stacked with the law across the other runs' final losses at this run's N and token budget (`law.across`: the law
+carries the forecast early in the run, the curve near its end, as fits the other runs best), and logs
+`scaling/forecast_final_loss` with `_low` and `_high` (the interval at `confidence`). A forecast costs a few
+least-squares solves: milliseconds, only at validations (the law across runs is fitted at the first forecast).
 
 When the whole interval lies above what the law across runs predicts for this run's size and budget (the law's
 loss plus twice the runs' rms scatter around it; a law with a parameter on a bound is trusted only inside the
@@ -96,6 +98,7 @@ class LossForecast(Callback):
         self._val_steps, self._val = array("d"), array("d")
         self._warned: set[str] = set()
         self._power = None  # the trainer's PowerLR, when it has one (set in `setup`)
+        self._N = None  # the run's N as the tracker counts it, read at the first forecast
 
     # -- hooks ------------------------------------------------------------------------------------------------
     @override
@@ -200,7 +203,12 @@ class LossForecast(Callback):
         lr = np.concatenate([np.interp(past, lr_steps, lrs), self._planned_lr(trainer, planned)])
         loss = np.full(len(steps), np.nan)
         loss[np.searchsorted(steps, val_steps)] = np.frombuffer(self._val, dtype=float)
-        return Curve("this run", steps, np.maximum(lr, 0.0), loss)
+        # its N and tokens at each step, at the run's planned rate: the law across runs forecasts its final loss too
+        D = self.clock.run_tokens(trainer, "LossForecast") if self.clock is not None else None
+        if self._N is None:
+            self._N = _params(trainer, trainer.lightning_module) or 0.0
+        return Curve("this run", steps, np.maximum(lr, 0.0), loss, tokens=steps * (D / final) if D else None,
+                     params=self._N or None)
 
     def _planned_lr(self, trainer, steps):
         """The learning rate at the planned steps (module docstring)."""

@@ -202,8 +202,14 @@ class MLflowRunStore:
                 values = np.where(np.isin(every, steps), np.interp(every, steps, values), np.nan)
                 steps = every
             lr_at = np.interp(steps, [s for s, _ in lr], [v for _, v in lr])
+            # tokens at each step at the run's own rate (its tokens over its last step), and its N: the law across
+            # runs' final losses (`law.across`) reads both; a run stopped early has no final loss, so no N here
+            tokens = (steps * (r.tokens / steps[-1]) if r.tokens and r.tokens > 0 and math.isfinite(r.tokens)
+                      else None)
+            params = (r.params if r not in early and r.params and r.params > 0 and math.isfinite(r.params)
+                      else None)
             try:
-                out.append(Curve(r.run_id, steps, lr_at, values))
+                out.append(Curve(r.run_id, steps, lr_at, values, tokens=tokens, params=params))
             except LightningScalingError:
                 continue
         return out

@@ -148,6 +148,21 @@ def _replicate_optima(starts, counts, cN, cD, logL, delta, exponent_max):
     return np.concatenate([best, rest])
 
 
+def weighted_refits(fit, counts, n_starts: int = 3) -> np.ndarray:
+    """(R, 5): (E, A, B, alpha, beta) of `fit` (a fitted `ChinchillaFit`) refitted with each row of `counts` as the
+    weights of its runs (a bootstrap replicate; 1 - the identity: each run left out in turn), from the `n_starts`
+    best basins of the full-data fit, batched (`_replicate_optima`). NaN where a refit failed."""
+    logN, logD, logL = np.log(fit.N_), np.log(fit.D_), np.log(fit.loss_)
+    mN, mD = fit.centre_
+    cN, cD = logN - mN, logD - mD
+    order = np.argsort(objective(fit.basins_, cN, cD, logL, delta=fit.delta))
+    starts = fit.basins_[order[:n_starts]]
+    best = _replicate_optima(starts, np.asarray(counts, float), cN, cD, logL, fit.delta, fit.exponent_max)
+    a = best[:, 0] + best[:, 3] * mN
+    b = best[:, 1] + best[:, 4] * mD
+    return np.column_stack([np.exp(best[:, 2]), np.exp(a), np.exp(b), best[:, 3], best[:, 4]])
+
+
 def bootstrap(fit, n_resamples: int = 1000, seed: int = 0, confidence: float = DEFAULT_CONFIDENCE, n_starts: int = 3):
     """Refit `fit` (a fitted `ChinchillaFit`) on `n_resamples` resamples of its runs.
 
@@ -168,22 +183,8 @@ def bootstrap(fit, n_resamples: int = 1000, seed: int = 0, confidence: float = D
         raise ConfigurationError(f"`n_starts` must be an integer >= 1, got {n_starts!r}")
     rng = np.random.default_rng(seed)
     counts = resample_counts(rng, fit.n_runs_, n_resamples, getattr(fit, "groups_", None))
-
-    logN, logD, logL = np.log(fit.N_), np.log(fit.D_), np.log(fit.loss_)
-    mN, mD = fit.centre_
-    cN, cD = logN - mN, logD - mD
-    order = np.argsort(objective(fit.basins_, cN, cD, logL, delta=fit.delta))
-    starts = fit.basins_[order[:n_starts]]
-    best = _replicate_optima(starts, counts, cN, cD, logL, fit.delta, fit.exponent_max)
+    best = weighted_refits(fit, counts, n_starts)
     ok = np.all(np.isfinite(best), axis=1)
     best = best[ok]
-    a = best[:, 0] + best[:, 3] * mN
-    b = best[:, 1] + best[:, 4] * mD
-    samples = {
-        "E": np.exp(best[:, 2]),
-        "A": np.exp(a),
-        "B": np.exp(b),
-        "alpha": best[:, 3],
-        "beta": best[:, 4],
-    }
+    samples = dict(zip(("E", "A", "B", "alpha", "beta"), best.T))
     return BootstrapResult(samples=samples, confidence=confidence, seed=seed, n_failed=int((~ok).sum()))

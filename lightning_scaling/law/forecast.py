@@ -26,7 +26,10 @@ Forecasting a run from its first part (`forecast`):
    quantiles of those errors around this run's point forecast. Between the last observed point and the end the
    band is scaled linearly with the distance from the last observed step. With too few other runs for the
    requested confidence, the interval is a residual bootstrap of this run's own fit, widened to cover the
-   largest error of the other runs seen; the output says which method was used.
+   largest error of the other runs seen; the output says which method was used;
+4. where the runs give their parameters and tokens, the final loss is also forecast by the scaling law across the
+   other runs' final losses and the two forecasts are stacked, with the weight that fits the other runs' errors
+   at the same fraction best (`law.across`); the interval is then the conformal quantile of the stacked errors.
 
 The multi-power law (Luo et al. 2025, "A Multi-Power Law for Loss Curve Prediction Across Learning Rate
 Schedules") models each drop of the learning rate by its own saturating term and reports 0.1-0.2% mean error on
@@ -47,6 +50,8 @@ MOMENTUM_GRID = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 C_MEASURED = 0.5  # C counts as measured when the observed S2 reaches half the S2 at the end of the plan
 MIN_OBSERVED = 2  # points of the run itself below which no forecast is made
 MIN_ALONE = 5  # ... and without other runs, whose curves give the shape
+SAME_FRACTION = 0.02  # another run's points up to 2% past the run's fraction count as seen at the same fraction:
+# runs validated at the same fractions of their length log them a step or two apart
 BOOTSTRAP = 200
 
 
@@ -55,15 +60,21 @@ class Curve:
     """One curve of a run: the learning rate at each logged step, and the loss where it was measured.
 
     `loss` is NaN at the steps not observed (the planned rest of the run). `run` names the run the curve belongs
-    to: curves of one run share its coefficients (a cooldown branch and its main curve)."""
+    to: curves of one run share its coefficients (a cooldown branch and its main curve). `tokens` (at each step)
+    and `params` (the run's N: non-embedding or average non-zero parameters, as the store counts them) let the law
+    across runs (`law.across`) forecast the run's final loss too."""
 
     run: str
     steps: np.ndarray
     lr: np.ndarray
     loss: np.ndarray
     tokens: np.ndarray | None = None
+    params: float | None = None
 
     def __post_init__(self):
+        if self.params is not None and not (isinstance(self.params, (int, float, np.floating))
+                                            and math.isfinite(self.params) and self.params > 0):
+            raise ScalingDataError(f"run {self.run!r}: `params` must be a positive number, got {self.params!r}")
         steps, lr, loss = check_points(self.steps, self.lr, self.loss, where=f"run {self.run!r}", planned_ok=True)
         object.__setattr__(self, "steps", steps)
         object.__setattr__(self, "lr", lr)
@@ -77,6 +88,11 @@ class Curve:
     @property
     def final_step(self) -> float:
         return float(self.steps[-1])
+
+    @property
+    def final_tokens(self) -> float:
+        """Tokens at the curve's last step (NaN when not given)."""
+        return float(self.tokens[-1]) if self.tokens is not None else math.nan
 
     def areas(self, momentum: float) -> tuple[np.ndarray, np.ndarray]:
         """(S1, S2) at every step of the curve, computed once per momentum."""
@@ -265,6 +281,7 @@ class Forecast:
     progress: float  # last observed step / final planned step
     fit: SharedCurveFit | None = None
     notes: list = field(default_factory=list)
+    across: object = None  # `law.across.Stack`: the final loss stacked with the law across runs, when it was
 
     @property
     def final(self) -> tuple[float, float, float]:
@@ -280,7 +297,7 @@ class Forecast:
             rows.append(row)
         return {"run": self.run, "confidence": self.confidence, "method": self.method, "progress": self.progress,
                 "law": self.law.to_dict(), "C_from_other_runs": self.c_borrowed, "notes": list(self.notes),
-                "forecast": rows}
+                "law_across_runs": self.across.to_dict() if self.across is not None else None, "forecast": rows}
 
 
 def _run_forecast(target: list[Curve], shape: SharedCurveFit, pool_C: float | None):
@@ -375,6 +392,9 @@ class Forecaster:
         if shape is None and any(c.observed.any() for c in self.pool):
             shape = fit_shared(self.pool, momentum=momentum)
         self.shape = shape
+        self._laws: dict = {}  # the law across runs' final losses, by the runs' ends it was fitted on
+        if self.pool_runs and all(len(cs) == 1 for cs in self.pool_runs.values()):
+            self._final_law(self.pool[0])  # one curve per run: the same law for every target, fitted now
 
     def forecast(self, target, seed: int = 0) -> Forecast:
         """The forecast of `target`'s planned points (`forecast`)."""
@@ -403,45 +423,44 @@ class Forecaster:
         elif not measured and coef[2] == 0.0:
             notes.append("the learning rate has not fallen far enough yet to measure the decay's gain and no other "
                          "run measured it: the forecast leaves the planned decay's gain out (it is an upper bound)")
-        errors = self._errors(others, shape, main, progress)
+        curve_errors, seen = self._errors(others, shape, main, progress)
+        steps = main.steps[planned]
+        scale = np.clip((steps - last) / max(final - last, 1.0), 0.0, 1.0)
+        stacked = self._stack(target, main, float(point[-1]), curve_errors, seen)
+        errors, curve_point = list(curve_errors.values()), point
+        if stacked is not None:
+            notes.append(stacked.note)
+            errors = stacked.errors
+            # the planned curve bends from the run's own forecast near its last point to the stacked final loss
+            point = point * (stacked.loss / float(point[-1])) ** scale
         level = (1.0 + self.confidence) / 2.0
         upper = conformal_quantile(errors, level)
         if upper is not None:
             lower = -conformal_quantile([-e for e in errors], level)
             method = f"conformal over {len(errors)} other runs"
         else:
-            lower, upper = _bootstrap_band(target, shape, coef, pool_C, main, planned, point, self.confidence, seed)
+            lower, upper = _bootstrap_band(target, shape, coef, pool_C, main, planned, curve_point, self.confidence,
+                                           seed)
             if errors:
                 lower, upper = min(lower, min(errors)), max(upper, max(errors))
             method = "bootstrap of the run's own fit" + (f", widened to the errors of {len(errors)} other run(s)"
                                                          if errors else "")
-        steps = main.steps[planned]
-        scale = np.clip((steps - last) / max(final - last, 1.0), 0.0, 1.0)
         low = point * (1.0 + min(lower, 0.0) * scale)
         high = point * (1.0 + max(upper, 0.0) * scale)
         law = AnnealingLaw(float(coef[0]), float(coef[1]), float(coef[2]), shape.alpha, shape.momentum)
         tokens = None if main.tokens is None else np.asarray(main.tokens)[planned]
         return Forecast(run=run, steps=steps, tokens=tokens, loss=point, low=low, high=high,
                         confidence=self.confidence, method=method, law=law, c_borrowed=borrowed, progress=progress,
-                        fit=shape, notes=notes)
+                        fit=shape, notes=notes, across=stacked)
 
-    def _errors(self, others, shape, main, progress) -> list[float]:
-        """Relative errors of the same procedure on the other runs, from the same fraction of their curves (each
-        borrows C from the rest when its own part does not measure it, as the run forecast does)."""
-        errors = []
+    def _errors(self, others, shape, main, progress) -> tuple[dict[str, float], dict[str, float]]:
+        """Run -> relative error (final / forecast - 1) of the same procedure on the other runs, from the same
+        fraction of their curves (each borrows C from the rest when its own part does not measure it, as the run
+        forecast does); and run -> log(its last loss seen by then / its final loss)."""
+        errors, seen = {}, {}
         for r in others:
-            curves = self.pool_runs[r]
-            ends = [c for c in curves if c.observed[-1]]
-            if not ends:
-                continue
-            # the curve most like the target's: the nearest in length (a main curve for a main curve, a branch
-            # for a branch), the longer on a tie
-            end = min(ends, key=lambda c: (abs(math.log(c.final_step / main.final_step)), -c.final_step))
-            cut = progress * end.final_step
-            if cut >= end.final_step:
-                continue
-            hidden = [c.until(cut) for c in curves]
-            if sum(int(c.observed.sum()) for c in hidden) < MIN_OBSERVED:
+            end, hidden = self._at_fraction(r, main, progress)
+            if end is None:
                 continue
             rest_C = [float(shape.coefficients[q][2]) for q in others if q != r and shape.c_measured.get(q)]
             try:
@@ -449,8 +468,71 @@ class Forecaster:
             except ScalingDataError:
                 continue
             pred = float(_predict(end, shape, coef_r)[-1])
-            errors.append(float(end.loss[-1]) / pred - 1.0)
-        return errors
+            errors[r] = float(end.loss[-1]) / pred - 1.0
+            seen[r] = math.log(_last_seen(hidden) / float(end.loss[-1]))
+        return errors, seen
+
+    def _at_fraction(self, run: str, main: Curve, progress: float):
+        """(the other run's curve most like `main`, its curves as seen at the same fraction `progress` of that
+        curve), or (None, None) when it has no such curve or too few points by then."""
+        end = self._end(run, main)
+        if end is None:
+            return None, None
+        cut = min(progress * (1.0 + SAME_FRACTION), 1.0) * end.final_step
+        if cut >= end.final_step:
+            return None, None
+        hidden = [c.until(cut) for c in self.pool_runs[run]]
+        if sum(int(c.observed.sum()) for c in hidden) < MIN_OBSERVED:
+            return None, None
+        return end, hidden
+
+    def _end(self, run: str, main: Curve) -> Curve | None:
+        """The curve of another run most like the target's `main`: observed to its end and nearest in length (a
+        main curve for a main curve, a branch for a branch), the longer on a tie."""
+        ends = [c for c in self.pool_runs[run] if c.observed[-1]]
+        if not ends:
+            return None
+        return min(ends, key=lambda c: (abs(math.log(c.final_step / main.final_step)), -c.final_step))
+
+    def _stack(self, target, main: Curve, curve_loss: float, curve_errors: dict, seen: dict):
+        """The law across the other runs' final losses stacked with the curve's forecast (`law.across`), when the
+        run and at least `across.MIN_RUNS` other runs give their parameters and tokens (`seen`: run -> log(last loss
+        seen at the same fraction / final loss), from `_errors`)."""
+        from .across import stack
+
+        N = next((c.params for c in target if c.params is not None), None)
+        D = main.final_tokens
+        if N is None or not (math.isfinite(D) and D > 0) or len(curve_errors) < 1:
+            return None
+        law = self._final_law(main)
+        if law is None:
+            return None
+        law_loss = law.loss(float(N), D)
+        # log(last loss seen / the law's forecast of the final loss), each run at the same fraction
+        levels = {r: seen[r] + law.errors[r] for r in seen if r in law.errors}
+        return stack(law_loss, curve_loss, law.errors, curve_errors, levels,
+                     math.log(_last_seen(target) / law_loss))
+
+    def _final_law(self, main: Curve):
+        """The law over the other runs' final losses, each run's end the curve most like `main` (`_end`); fitted
+        once per choice of ends."""
+        from .across import final_law
+
+        ends = {}
+        for r in self.pool_runs:
+            end = self._end(r, main)
+            params = next((c.params for c in self.pool_runs[r] if c.params is not None), None)
+            if end is not None and params is not None:
+                ends[r] = (float(params), end.final_tokens, float(end.loss[-1]))
+        key = tuple(sorted(ends.items()))
+        if key not in self._laws:
+            self._laws[key] = final_law(ends)
+        return self._laws[key]
+
+
+def _last_seen(curves: list[Curve]) -> float:
+    """The loss at the last observed step of a run's curves."""
+    return max(((float(c.steps[c.observed][-1]), float(c.loss[c.observed][-1])) for c in curves if c.observed.any()))[1]
 
 
 def _bootstrap_band(target, shape, coef, pool_C, main, planned, point, confidence, seed):

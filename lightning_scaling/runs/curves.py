@@ -1,7 +1,9 @@
 """Loss curves from a CSV file, for `lightning-scaling forecast`.
 
-Columns: `step`, `lr`, `loss` (required), `tokens` (optional, carried to the output), `run` (optional: several
-runs in one file) and `curve` (optional: curves of one run that share its weights, e.g. a cooldown branch). A row
+Columns: `step`, `lr`, `loss` (required), `tokens` (optional, carried to the output), `params` (optional: the run's
+N, the same on each of its rows; with `tokens`, the law across runs' final losses forecasts the run's final loss
+too), `run` (optional: several runs in one file) and `curve` (optional: curves of one run that share its weights,
+e.g. a cooldown branch). A row
 with an empty `loss` is a planned step: the run whose rows have empty losses is the one forecast, the other runs
 give the law's shape and calibrate its interval. Every refusal names the line and the column.
 """
@@ -36,7 +38,7 @@ def _number(text: str, line: int, column: str, empty_ok: bool = False) -> float:
 
 def read_curves_csv(path) -> tuple[list[dict], list[dict]]:
     """(the target run's curves, the other runs' curves) from a curve CSV (module docstring), each curve a dict of
-    `run`, `steps`, `lr`, `loss` (NaN where planned) and `tokens` (None without the column): the fields of
+    `run`, `steps`, `lr`, `loss` (NaN where planned), `tokens` and `params` (None without them): the fields of
     `law.forecast.Curve`."""
     path = Path(path)
     with path.open(newline="") as fh:
@@ -45,7 +47,7 @@ def read_curves_csv(path) -> tuple[list[dict], list[dict]]:
         missing = [c for c in REQUIRED if c not in columns]
         if missing:
             raise ScalingDataError(f"{path.name}: missing column(s) {', '.join(missing)}; a curve CSV has columns "
-                                   "step, lr, loss and optionally tokens, run, curve (found: "
+                                   "step, lr, loss and optionally tokens, params, run, curve (found: "
                                    f"{', '.join(columns) or 'none'})")
         rows = []
         for line, raw in enumerate(reader, start=2):
@@ -61,9 +63,12 @@ def read_curves_csv(path) -> tuple[list[dict], list[dict]]:
                 raise ScalingDataError(f"line {line}: column `loss` is {row['loss']!r}; losses are > 0 (or empty "
                                        "for a planned step)")
             tokens = _number(row.get("tokens", ""), line, "tokens", empty_ok=True) if "tokens" in row else math.nan
+            params = _number(row.get("params", ""), line, "params", empty_ok=True) if "params" in row else math.nan
+            if params <= 0:
+                raise ScalingDataError(f"line {line}: column `params` is {row['params']!r}; a parameter count is > 0")
             run = (row.get("run") or "run").strip() or "run"
             curve = (row.get("curve") or "").strip()
-            rows.append((line, run, curve, step, lr, loss, tokens))
+            rows.append((line, run, curve, step, lr, loss, tokens, params))
     if not rows:
         raise ScalingDataError(f"{path.name}: no rows")
     groups: dict[tuple[str, str], list] = {}
@@ -76,8 +81,14 @@ def read_curves_csv(path) -> tuple[list[dict], list[dict]]:
                 raise ScalingDataError(f"line {b[0]}: column `step` is {b[3]:g}, not after the previous row of run "
                                        f"{run!r} ({a[3]:g}); sort each run's rows by step")
         tokens = np.array([r[6] for r in rs])
+        given = [(r[0], r[7]) for r in rs if not math.isnan(r[7])]
+        for line, params in given:
+            if params != given[0][1]:
+                raise ScalingDataError(f"line {line}: column `params` is {params:g}, not the {given[0][1]:g} of run "
+                                       f"{run!r}'s earlier rows; a run has one parameter count")
         curves.append({"run": run, "steps": np.array([r[3] for r in rs]), "lr": np.array([r[4] for r in rs]),
-                       "loss": np.array([r[5] for r in rs]), "tokens": None if np.isnan(tokens).all() else tokens})
+                       "loss": np.array([r[5] for r in rs]), "tokens": None if np.isnan(tokens).all() else tokens,
+                       "params": given[0][1] if given else None})
     targets = sorted({c["run"] for c in curves if np.isnan(c["loss"]).any()})
     if not targets:
         raise ScalingDataError(f"{path.name}: no row with an empty `loss`: give the planned rest of the run as rows "
