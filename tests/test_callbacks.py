@@ -129,8 +129,9 @@ def test_tracker_counts_and_flops():
     assert tracker.flops == pytest.approx(tracker.flops_analytic, rel=0.05)
     assert tracker.flops_analytic == pytest.approx(
         6 * counts["non_embedding"] * 5 * B * T + 3 * 4 * 2 * T * 32 * 5 * B * T, rel=1e-12)
-    # dense run: every basis parameter is non-zero (zero-initialised biases move at the first step)
-    assert tracker.params_nonzero == counts["non_embedding"]
+    # dense run: every basis parameter is non-zero (zero-initialised biases move at the first step), but for the
+    # keys' biases, which get no gradient (softmax is blind to one shift of every key): some may still be exactly 0
+    assert counts["non_embedding"] - 2 * 32 <= tracker.params_nonzero <= counts["non_embedding"]
     assert tracker.params_avg == pytest.approx(counts["non_embedding"], rel=0.01)
 
 
@@ -138,7 +139,12 @@ def test_tracker_total_basis():
     tracker = ScalingTracker(params_basis="total")
     model = make_model()
     make_trainer([tracker], max_steps=2).fit(model, make_data())
-    assert tracker.params_nonzero == count_params(model)["total"]
+    counts = count_params(model)
+    # the keys' biases get no gradient (softmax is blind to one shift of every key), so an entry of them may still
+    # be exactly 0 when the tracker counts, depending on rounding: at most n_layer x d_model entries short
+    key_biases = 2 * 32
+    assert counts["total"] - key_biases <= tracker.params_nonzero <= counts["total"]
+    assert tracker.params_nonzero > counts["non_embedding"] + key_biases  # the embeddings are counted
 
 
 # -- GradualPruning -----------------------------------------------------------------------------------------------
