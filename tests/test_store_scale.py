@@ -159,8 +159,18 @@ def test_the_pilot_sends_every_replicate_to_every_basin_when_one_needs_it():
     best_only = boot._optimise(fit.basins_[:1], counts, cN, cD, np.log(fit.loss_), fit.delta, fit.exponent_max)[0][:, 0]
     far_only = boot._optimise(far[None], counts, cN, cD, np.log(fit.loss_), fit.delta, fit.exponent_max)[0][:, 0]
     assert not np.allclose(far_only, best_only, rtol=1e-3)  # from the poor start alone some replicates end elsewhere
-    # the first start is the poor one, so the pilot finds the second better and every replicate tries both
-    np.testing.assert_allclose(both, best_only, rtol=1e-6, atol=1e-7)  # two Newton runs to one optimum
+    # the first start is the poor one, so the pilot finds the second better and every replicate tries both: none
+    # ends worse than from the good start alone, and nearly all at the same optimum (where a replicate's optimum
+    # lies in a flat valley, two Newton runs stop at different points of it with the same objective: seen once,
+    # 1 of 250 replicates, objectives equal to 5 digits, coordinates 3e-2 apart)
+    from lightning_scaling.law.objective import objective
+
+    logL = np.log(fit.loss_)
+    f_both = np.array([objective(t[None], cN, cD, logL, w=c, delta=fit.delta)[0] for t, c in zip(both, counts)])
+    f_best = np.array([objective(t[None], cN, cD, logL, w=c, delta=fit.delta)[0] for t, c in zip(best_only, counts)])
+    assert np.all(f_both <= f_best * (1 + 1e-9))
+    same = np.all(np.isclose(both, best_only, rtol=1e-6, atol=1e-7), axis=1)
+    assert same.mean() >= 0.98, np.flatnonzero(~same)
 
 
 def test_fits_are_shared_within_a_plan_and_only_for_the_same_runs():

@@ -10,12 +10,16 @@ tokens spending it), whose sizes bracket the predicted optimum of its budget.
   it carries over to another model family up to the family's own tokens per parameter, which the first stage is
   there to measure: it brackets wide, `FIRST_GROUPS` groups of `GROUP_SIZE` sizes from 1/`FIRST_SPREAD` to
   `FIRST_SPREAD` times the prior's optimum, at budgets `FIRST_RATIO` apart, spending `FIRST_SHARE` of the budget.
-- **With runs** (a fit of the law exists): sequential c-optimal design (`law.design`): every candidate group (a
-  budget of `BUDGET_STEPS` times the largest compute so far, `GROUP_COUNTS` sizes spanning 1/s..s of the fitted
-  optimum there, s in `SPREADS`; and groups spending what is left of the budget) is scored by how much it shrinks the standard deviation of log N_opt at the target
-  per FLOP, at the current estimate and the runs' scatter; the stage takes the best group, then the best group
-  given that one, up to `STAGE_GROUPS` groups within the budget left. The expected shrink of the stage is reported
-  and applied to the current bootstrap interval for the interval to expect after it.
+- **With runs** (a fit of the law exists): sequential c-optimal design (`law.design`) at the current estimate and
+  the runs' scatter, by rollout (Bertsekas' rollout policy: one step of lookahead over a base policy). The
+  candidate groups are a budget of `BUDGET_STEPS` times the largest compute so far, `GROUP_COUNTS` sizes spanning
+  1/s..s of the fitted optimum there, s in `SPREADS`, and groups spending what is left of the budget. The base policy
+  spends the budget group by group, each time the group whose fall of the standard deviation of log N_opt at the
+  target per FLOP is largest; alone it favours cheap groups, and the linearised shrink undervalues the lever arm of
+  larger compute. Each candidate is therefore scored by the standard deviation predicted once it is trained *and*
+  the rest of the budget is spent by the base policy, and the stage takes the candidate with the least (up to
+  `STAGE_GROUPS` groups). The expected shrink of the stage is reported and applied to the current bootstrap
+  interval for the interval to expect after it.
 - **Too few runs to fit** (some runs, no fit): the first stage's design around the prior again, from 3x the largest
   compute so far.
 
@@ -49,6 +53,7 @@ BUDGET_STEPS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # later groups: these multiples
 SPREADS = (2.0, 4.0)  # ... sizes from 1/s to s times the fitted optimum at that budget
 GROUP_COUNTS = (3, 5)
 STAGE_GROUPS = 1  # a later stage is one isoFLOP group: its runs train side by side, then the plan is refitted
+ROLLOUT_GROUPS = 8  # the rollout that ranks a stage's group spends the rest of the budget in at most this many
 MIN_GROUP = 3  # a group has at least three new sizes (the parabola of Approach 2)
 SAME_RUN = 0.02  # runs within 2% in both N and D count as the same run
 MIN_SIGMA = 0.002  # the runs' scatter in log loss assumed at least this (an exact fit would promise everything)
@@ -141,48 +146,84 @@ def _new_runs(runs: list[dict], N, D) -> list[dict]:
     return out
 
 
-def next_stage(fit, N, D, sigma: float, target_flops: float, budget_left: float, stage: int,
-               realize=None) -> tuple[list, dict]:
-    """The later stage's runs and the expected shrink of log N_opt's sd at the target (module docstring)."""
-    theta = np.asarray(fit.theta_, float)
-    sigma = max(float(sigma), MIN_SIGMA)
-    largest = float(training_compute(N, D).max())
-    smallest = float(training_compute(N, D).min())
-    chosen: list[dict] = []
-    left = budget_left
-    base_N, base_D = N, D
-    for _ in range(STAGE_GROUPS):
+def _affordable(fit, N, D, target_flops: float, stage: int, left: float, smallest: float, realize=None):
+    """(runs, cost) of every candidate group after the runs (N, D) (`candidates`, as the family realizes them
+    with `realize`), new and within the budget `left`."""
+    out = []
+    for runs in candidates(fit, float(training_compute(N, D).max()), target_flops, stage, left, smallest):
+        if realize is not None:
+            runs = realize(runs)[0]
+        runs = _new_runs(runs, N, D)
+        cost = sum(r["flops"] for r in runs)
+        if len(runs) >= MIN_GROUP and cost <= left:
+            out.append((runs, cost))
+    return out
+
+
+def _with(N, D, runs):
+    return (np.concatenate([N, [r["params"] for r in runs]]), np.concatenate([D, [r["tokens"] for r in runs]]))
+
+
+def _rollout(theta, fit, N, D, sigma: float, target_flops: float, left: float, stage: int, smallest: float):
+    """The sd of log N_opt at the target once `left` is spent after the runs (N, D) by the per-FLOP rule: group
+    after group, the one whose fall of the log sd per FLOP is largest (at most `ROLLOUT_GROUPS` groups; candidates
+    as planned, not realized: the rollout only ranks the first group)."""
+    sd = None
+    for _ in range(ROLLOUT_GROUPS):
         best = None
-        for runs in candidates(fit, largest, target_flops, stage, left, smallest):
-            if realize is not None:
-                runs = realize(runs)[0]
-            runs = _new_runs(runs, base_N, base_D)
-            if len(runs) < MIN_GROUP:
-                continue
-            cost = sum(r["flops"] for r in runs)
-            if cost > left:
-                continue
-            newN = np.array([r["params"] for r in runs])
-            newD = np.array([r["tokens"] for r in runs])
-            sd0, sd1, _ = expected_shrink(theta, base_N, base_D, newN, newD, target_flops, sigma)
+        for runs, cost in _affordable(fit, N, D, target_flops, stage, left, smallest):
+            sd0, sd1, _ = expected_shrink(theta, N, D, *_arrays(runs), target_flops, sigma)
             if not (sd0 > 0 and math.isfinite(sd1)):
                 continue
-            score = (math.log(sd0) - math.log(max(sd1, 1e-300))) / cost  # the log sd's fall per FLOP
+            score = (math.log(sd0) - math.log(max(sd1, 1e-300))) / cost
             if best is None or score > best[0]:
                 best = (score, runs, cost, sd1)
         if best is None:
             break
-        _, runs, cost, _ = best
+        _, runs, cost, sd = best
+        N, D = _with(N, D, runs)
+        left -= cost
+    return sd
+
+
+def _arrays(runs):
+    return np.array([r["params"] for r in runs]), np.array([r["tokens"] for r in runs])
+
+
+def next_stage(fit, N, D, sigma: float, target_flops: float, budget_left: float, stage: int,
+               realize=None) -> tuple[list, dict]:
+    """The later stage's runs and the expected shrink of log N_opt's sd at the target (module docstring): the
+    candidate group after which, the rest of the budget spent by the per-FLOP rule (`_rollout`), the sd at the
+    end is least."""
+    theta = np.asarray(fit.theta_, float)
+    sigma = max(float(sigma), MIN_SIGMA)
+    smallest = float(training_compute(N, D).min())
+    chosen: list[dict] = []
+    left = budget_left
+    base_N, base_D = N, D
+    end_sd = None
+    for _ in range(STAGE_GROUPS):
+        best = None
+        for runs, cost in _affordable(fit, base_N, base_D, target_flops, stage, left, smallest, realize):
+            sd0, sd1, _ = expected_shrink(theta, base_N, base_D, *_arrays(runs), target_flops, sigma)
+            if not (sd0 > 0 and math.isfinite(sd1)):
+                continue
+            after_N, after_D = _with(base_N, base_D, runs)
+            end = _rollout(theta, fit, after_N, after_D, sigma, target_flops, left - cost, stage, smallest)
+            end = sd1 if end is None else end
+            if best is None or (end, cost) < (best[0], best[2]):
+                best = (end, runs, cost)
+        if best is None:
+            break
+        end_sd, runs, cost = best
         chosen += runs
         left -= cost
-        base_N = np.concatenate([base_N, [r["params"] for r in runs]])
-        base_D = np.concatenate([base_D, [r["tokens"] for r in runs]])
+        base_N, base_D = _with(base_N, base_D, runs)
     if not chosen:
         return [], {}
-    newN = np.array([r["params"] for r in chosen])
-    newD = np.array([r["tokens"] for r in chosen])
-    sd0, sd1, ratio = expected_shrink(theta, N, D, newN, newD, target_flops, sigma)
-    return chosen, {"sd_log_params_before": sd0, "sd_log_params_after": sd1, "shrink": ratio, "sigma": sigma}
+    sd0, sd1, ratio = expected_shrink(theta, N, D, *_arrays(chosen), target_flops, sigma)
+    return chosen, {"sd_log_params_before": sd0, "sd_log_params_after": sd1, "shrink": ratio, "sigma": sigma,
+                    "sd_log_params_at_budget_end": end_sd}
 
 
 def plan_stage(target_flops: float, budget: float, N=(), D=(), L=(), *, fit=None, n_bootstrap: int = 200,
