@@ -259,12 +259,36 @@ def test_the_closing_hook_plans_the_next_stage_and_names_the_target():
 @pytest.mark.parametrize("kwargs, field", [({"target_flops": 1e22}, "plan_budget"),
                                            ({"plan_budget": 1e20}, "target_flops"),
                                            ({"target_flops": 1e20, "plan_budget": 1e21}, "plan_budget"),
-                                           ({"target_flops": -1.0, "plan_budget": 1e20}, "target_flops")])
+                                           ({"target_flops": -1.0, "plan_budget": 1e20}, "target_flops"),
+                                           ({"plan_min_steps": 0}, "plan_min_steps"),
+                                           ({"plan_first_share": 1.0}, "plan_first_share"),
+                                           ({"plan_first_groups": 0}, "plan_first_groups"),
+                                           ({"plan_group_size": 2}, "plan_group_size")])
 def test_the_closing_hooks_plan_arguments_are_checked(kwargs, field):
     from lightning_scaling.callbacks import ScalingLawAdvisor
 
     with pytest.raises(ConfigurationError, match=f"`{field}`"):
         ScalingLawAdvisor(**kwargs)
+
+
+def test_the_closing_hooks_plan_is_the_sweeps_when_given_the_sweeps_options():
+    """A sweep that plans with its own first stage and shortest run gives the hook the same options: the hook's
+    plan is then the sweep's (the same runs, in whole steps of the run's tokens per step)."""
+    from lightning_scaling.callbacks import ScalingLawAdvisor
+    from lightning_scaling.runs.records import Selection
+
+    hparams = {"d_model": 64, "n_layer": 2, "n_head": 4}
+    options = dict(first_share=0.4, first_groups=2, group_size=4)
+    advisor = ScalingLawAdvisor(target_flops=1e13, plan_budget=2.5e12, plan_min_steps=391, bootstrap=0,
+                                **{f"plan_{k}": v for k, v in options.items()})
+    hook = advisor.plan(Selection(used=[], excluded=[]), hparams, {}, tokens_per_step=512.0)
+    sweep = plan_stage(1e13, 2.5e12, n_bootstrap=0, **options,
+                       realize=family_realizer(hparams, plugins.propose_architecture, 512.0, 391))
+    assert [(r["params"], r["steps"]) for r in hook["runs"]] == [(r["params"], r["steps"]) for r in sweep["runs"]]
+    assert len({r["group"] for r in hook["runs"]}) == 2 and all(r["steps"] % 8 == 0 for r in hook["runs"])
+    assert all(r["tokens"] == 512.0 * r["steps"] for r in hook["runs"])
+    default = ScalingLawAdvisor(target_flops=1e13, plan_budget=2.5e12, bootstrap=0)
+    assert default.plan(Selection(used=[], excluded=[]), hparams, {})["runs"] != hook["runs"]
 
 
 def test_the_summary_run_charts_each_refit_and_the_experiment_describes_the_state(tmp_path):

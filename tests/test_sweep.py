@@ -126,6 +126,12 @@ def test_the_planned_sweep_resumes_its_first_stage_and_stops_when_the_budget_is_
     assert min(dense) / 1.25 < 6 * sparse.data.metrics["scaling/params_avg"] * sparse.data.metrics[
         "scaling/tokens"] < max(dense) * 1.25
 
+    # the closing hook plans as the sweep does (its options and the family's widths): its plan is done too
+    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+
+    plan = MLflowRunStore(uri, experiment_name="sweep-test").latest_recommendation()["plan"]
+    assert plan["done"] and plan["stage"] == 2, plan["sentence"]
+
     before = sorted((r.info.run_id, r.info.status) for r in runs)
     code, out, again = run(1e9)
     assert code == 0 and again == [] and "The budget is spent" in out

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lightning_scaling.advice.stages import VALIDATIONS, validation_interval
+from lightning_scaling.plugins import hookimpl
 
 HERE = Path(__file__).resolve().parent
 
@@ -169,9 +170,7 @@ def next_stage(store, plan_name: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plan = plan_stage(p.target, p.budget, N, D, L, n_bootstrap=200,
-                          realize=family_realizer({}, propose_width, tokens_per_step,
-                                                  min_steps=int(math.ceil(p.min_warmups * WARMUP_TOKENS
-                                                                          / tokens_per_step))),
+                          realize=family_realizer({}, propose_width, tokens_per_step, min_steps(plan_name)),
                           first_share=p.first_share, first_groups=p.first_groups, group_size=p.group_size)
     return with_family(plan)
 
@@ -196,10 +195,28 @@ def stage_runs(plan: dict) -> list[Run]:
 
 
 def planned_args(plan_name: str) -> list[str]:
-    """The closing hook plans with the sweep's own target and budget (it is the last callback of the config)."""
+    """The closing hook plans as the sweep does (it is the last callback of the config): the same target, budget,
+    first stage and shortest run, so that the plan in its recommendation is the sweep's next stage."""
     p = PLANS[plan_name]
-    return [f"--trainer.callbacks.init_args.target_flops={p.target:g}",
-            f"--trainer.callbacks.init_args.plan_budget={p.budget:g}"]
+    options = {"target_flops": f"{p.target:g}", "plan_budget": f"{p.budget:g}",
+               "plan_min_steps": min_steps(plan_name), "plan_first_share": p.first_share,
+               "plan_first_groups": p.first_groups, "plan_group_size": p.group_size}
+    return [f"--trainer.callbacks.init_args.{k}={v}" for k, v in options.items()]
+
+
+def min_steps(plan_name: str) -> int:
+    """The shortest planned run in optimizer steps: `min_warmups` warmups."""
+    return int(math.ceil(PLANS[plan_name].min_warmups * WARMUP_TOKENS / TOKENS_PER_STEP[plan_name]))
+
+
+class WidthFamily:
+    """A plugin (`lightning_scaling.plugins`) that sizes this family by its width alone (`propose_width`), so that
+    the closing hook's plan and next-run architecture stay in the two-layer family the sweep plans in (the built-in
+    proposal changes the depth too)."""
+
+    @hookimpl
+    def propose_architecture(self, params, hparams):
+        return propose_width(params, hparams)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +281,7 @@ def main_planned(args) -> int:
     re-run continues from the runs in the store."""
     import torch
 
-    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+    from lightning_scaling import plugins
 
     torch.set_num_threads(1)
     plan_name = "quick" if args.quick else "full"
@@ -276,6 +293,20 @@ def main_planned(args) -> int:
           f"sizes a run of {p.target:.3g} FLOPs with {p.budget:.3g} FLOPs of small runs; "
           f"{sum(1 for r in done.values() if r.data.tags.get('lightning_scaling.summary') != 'true')} runs already "
           "finished", flush=True)
+    pm = plugins.plugin_manager()
+    family = WidthFamily()
+    pm.register(family, name="tiny-gpt-widths")
+    try:
+        code = _planned_stages(args, plan_name, experiment, start, done)
+    finally:
+        pm.unregister(family)
+    return code
+
+
+def _planned_stages(args, plan_name: str, experiment: str, start: float, done: dict) -> int:
+    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+
+    p = PLANS[plan_name]
     capped, trained = False, 0
     while not capped:
         store = MLflowRunStore(args.tracking_uri, experiment_name=experiment) if done else None

@@ -30,7 +30,8 @@ from ..integrations.loggers import mlflow_logger
 from ..options import check_confidence, check_positive, check_resamples
 from ..runs.records import STALE_AFTER_S
 from ..runs.secrets import redact
-from ._types import NonNegativeInt, OpenUnitInterval, PositiveFloat, UseCurves
+from ..advice.stages import FIRST_GROUPS, FIRST_SHARE, GROUP_SIZE, MIN_GROUP, MIN_STEPS
+from ._types import NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, UseCurves
 
 
 REFITS = 3  # refits when more runs finished while this hook was fitting
@@ -60,6 +61,12 @@ class ScalingLawAdvisor(Callback):
             the plan (``plan`` in recommendation.json, a line in the note and in the experiment's description): the
             next stage of small runs while budget is left (`advice.stages.plan_stage`), and N_opt at the target
             with its interval.
+        plan_min_steps: the shortest run the plan proposes, in optimizer steps of this run's size (default 100;
+            runs are planned in whole steps of this run's tokens per step).
+        plan_first_share, plan_first_groups, plan_group_size: the first stage, planned before the runs allow a
+            fit: its share of `plan_budget`, its isoFLOP groups and the sizes in each (defaults 0.1, 3 and 5:
+            `advice.stages`); a sweep that plans with other values gives them here too, so that the hook's plan
+            and the sweep's agree.
         use_curves: "auto" (default): the runs' validation checkpoints, corrected for the learning-rate schedule
             (`law.checkpoints`), join the fit when the forward-chaining backtest predicts held-out final losses
             better with them; "always"; "never" (final losses only). ``data`` in recommendation.json says which.
@@ -77,7 +84,9 @@ class ScalingLawAdvisor(Callback):
                  loss_key: str = "val_loss", bootstrap: NonNegativeInt = 1000, seed: int = 0,
                  confidence: OpenUnitInterval = 0.8, law: str = "auto", stale_after: PositiveFloat = STALE_AFTER_S,
                  use_curves: UseCurves = "auto", target_flops: PositiveFloat | None = None,
-                 plan_budget: PositiveFloat | None = None):
+                 plan_budget: PositiveFloat | None = None, plan_min_steps: PositiveInt = MIN_STEPS,
+                 plan_first_share: OpenUnitInterval = FIRST_SHARE, plan_first_groups: PositiveInt = FIRST_GROUPS,
+                 plan_group_size: PositiveInt = GROUP_SIZE):
         validate_budget(next_flops, growth)
         check_resamples(bootstrap, "bootstrap")
         check_confidence(confidence, "confidence")
@@ -103,8 +112,19 @@ class ScalingLawAdvisor(Callback):
         if target_flops is not None and plan_budget >= target_flops:
             raise ConfigurationError(f"`plan_budget` ({plan_budget:.3g}) must be below `target_flops` "
                                      f"({target_flops:.3g})")
+        for name, value, least in (("plan_min_steps", plan_min_steps, 1), ("plan_first_groups", plan_first_groups, 1),
+                                   ("plan_group_size", plan_group_size, MIN_GROUP)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigurationError(f"`{name}` must be an integer of at least {least}, got {value!r}")
+        if isinstance(plan_first_share, bool) or not (isinstance(plan_first_share, (int, float))
+                                                      and 0.0 < plan_first_share < 1.0):
+            raise ConfigurationError(f"`plan_first_share` must be in (0, 1), got {plan_first_share!r}")
         self.target_flops = target_flops
         self.plan_budget = plan_budget
+        self.plan_min_steps = plan_min_steps
+        self.plan_first_share = float(plan_first_share)
+        self.plan_first_groups = plan_first_groups
+        self.plan_group_size = plan_group_size
         self.recommendation: dict | None = None  # the last one made, for programmatic use
 
     @override
@@ -161,7 +181,7 @@ class ScalingLawAdvisor(Callback):
             rec["run_id"] = run_id
             rec["loss_key"] = self.loss_key
             if self.target_flops is not None:
-                rec["plan"] = self.plan(selection, hparams, settings, store)
+                rec["plan"] = self.plan(selection, hparams, settings, store, _tokens_per_step(trainer))
             store.publish_everywhere(rec, [run_id])
             if not store.more_usable_since(selection, read_at, current_run_id=run_id):
                 break
@@ -173,10 +193,12 @@ class ScalingLawAdvisor(Callback):
         plugins.notify_recommendation(rec)
         return rec
 
-    def plan(self, selection, hparams: dict, settings: dict, store=None) -> dict:
+    def plan(self, selection, hparams: dict, settings: dict, store=None, tokens_per_step: float | None = None
+             ) -> dict:
         """The next stage of the sweep from the runs used (`advice.stages`), as concrete architectures of this
-        run's model where the `propose_architecture` hook knows it; without muP and PowerLR settings to keep, the
-        learning rate from the team's own sweeps in `store` (each run's peak `scaling/lr`) where it holds some."""
+        run's model where the `propose_architecture` hook knows it, in whole steps of `tokens_per_step` (this
+        run's) when known; without muP and PowerLR settings to keep, the learning rate from the team's own sweeps
+        in `store` (each run's peak `scaling/lr`) where it holds some."""
         from ..advice.plan import law_inputs
         from ..advice.stages import family_realizer, plan_stage, with_family
 
@@ -185,11 +207,23 @@ class ScalingLawAdvisor(Callback):
             warnings.simplefilter("ignore")
             plan = plan_stage(self.target_flops, self.plan_budget, N, D, L, n_bootstrap=min(self.bootstrap, 200),
                               seed=self.seed, confidence=self.confidence,
-                              realize=family_realizer(hparams, plugins.propose_architecture))
+                              realize=family_realizer(hparams, plugins.propose_architecture, tokens_per_step,
+                                                      self.plan_min_steps),
+                              first_share=self.plan_first_share, first_groups=self.plan_first_groups,
+                              group_size=self.plan_group_size)
         sweeps = None
         if store is not None and not ("muP" in settings and "PowerLR" in settings):
             sweeps = (N, D, store.peak_learning_rates(selection.used), L)
         return with_family(plan, settings=settings, sweeps=sweeps)
+
+
+def _tokens_per_step(trainer) -> float | None:
+    """Tokens per optimizer step of this run (the tracker's clock), or None without a tracker."""
+    from .tracker import ScalingTracker
+
+    tracker = next((cb for cb in getattr(trainer, "callbacks", None) or [] if isinstance(cb, ScalingTracker)), None)
+    clock = getattr(tracker, "clock", None)
+    return float(clock.step_tokens) if clock is not None and clock.step_tokens else None
 
 
 def _settings(trainer) -> tuple[dict, dict | None]:
