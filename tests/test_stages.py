@@ -150,6 +150,37 @@ def test_the_planner_closes_the_loop_on_a_known_law():
     assert abs(planned / truth - 1) < abs(fixed.compute_optimal(target).params / truth - 1)
 
 
+def test_the_rollout_ends_lower_than_the_per_flop_rule_it_looks_ahead_with():
+    """After a first stage on a law whose optimum the prior misplaces (beta 0.20: many more tokens per parameter
+    than Chinchilla's), the stage chosen by rollout ends, in the design's own prediction, with a smaller sd of
+    log N_opt at the target than the per-FLOP rule spending the whole budget from here; and it is another group
+    than the per-FLOP rule's first (the rule alone missed this law in `benchmarks/planning.py`)."""
+    from lightning_scaling.advice.stages import _affordable, _arrays, _rollout, next_stage
+    from lightning_scaling.law.chinchilla import ChinchillaLaw
+    from lightning_scaling.law.intervals import scatter
+
+    law = ChinchillaLaw(E=1.69, A=406.4, B=180.0, alpha=0.34, beta=0.20)
+    target, budget = 1e21, 5e19
+    plan = plan_stage(target, budget, n_bootstrap=0)
+    N, D = (np.array([r[k] for r in plan["runs"]]) for k in ("params", "tokens"))
+    L = law.loss(N, D) * np.exp(np.random.default_rng(0).normal(0, 0.005, len(N)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = ChinchillaFit().fit(N, D, L)
+    sigma, left = max(scatter(fit, N, D, L), 0.002), budget - float((6 * N * D).sum())
+    theta = np.asarray(fit.theta_, float)
+    runs, expected = next_stage(fit, N, D, sigma, target, left, 2)
+    per_flop_end = _rollout(theta, fit, N, D, sigma, target, left, 2, float((6 * N * D).min()))
+    assert expected["sd_log_params_at_budget_end"] < per_flop_end
+    # the per-FLOP rule's own first group
+    scored = []
+    for group_runs, cost in _affordable(fit, N, D, target, 2, left, float((6 * N * D).min())):
+        sd0, sd1, _ = expected_shrink(theta, N, D, *_arrays(group_runs), target, sigma)
+        scored.append(((np.log(sd0) - np.log(sd1)) / cost, group_runs))
+    per_flop_first = max(scored, key=lambda x: x[0])[1]
+    assert runs[0]["group"] != per_flop_first[0]["group"] or len(runs) != len(per_flop_first)
+
+
 def test_a_family_gives_architectures_whole_steps_and_commands(tmp_path):
     family = read_family(CONFIG)
     assert family["tokens_per_step"] == 16 * 64 and set(family["settings"]) == {"muP", "PowerLR"}
