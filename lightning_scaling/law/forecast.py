@@ -281,7 +281,7 @@ class Forecast:
     progress: float  # last observed step / final planned step
     fit: SharedCurveFit | None = None
     notes: list = field(default_factory=list)
-    across: object = None  # `law.across.Stack`: the final loss stacked with the law across runs, when it was
+    across: object = None  # `law.across.Stack`: the final loss stacked with the law across runs (None: not stacked)
 
     @property
     def final(self) -> tuple[float, float, float]:
