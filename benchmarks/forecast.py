@@ -265,7 +265,6 @@ def callback_overhead(repeats: int = 3, steps: int = 300, pool_runs: int = 20) -
 
     from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
     from lightning_scaling.callbacks import LossForecast, PowerLR
-    from lightning_scaling.law.forecast import Forecaster
 
     torch.set_num_threads(1)
     pool = [c for cs in synthetic_runs(11, n_runs=pool_runs).values() for c in cs]

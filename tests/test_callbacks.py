@@ -7,7 +7,6 @@ exact resume from a checkpoint and an MLflow run in a temporary sqlite store.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import pytest

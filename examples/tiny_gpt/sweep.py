@@ -232,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
         return main_planned(args)
     import torch
 
-    from lightning_scaling.integrations.lightning_cli import run_cli
     from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and robust on a busy machine
