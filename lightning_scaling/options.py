@@ -37,12 +37,24 @@ def check_positive(value, name: str, or_none: bool = False) -> float | None:
     return float(number)
 
 
-def check_confidence(value, name: str = "confidence") -> float:
-    """The central probability of an interval, in (0, 1)."""
+def check_open_unit(value, name: str) -> float:
+    """A number in (0, 1): a probability, a share."""
     number = _number(value, name, "in (0, 1)")
     if not 0.0 < number < 1.0:
         raise ConfigurationError(f"`{name}` must be in (0, 1), got {value!r}")
     return float(number)
+
+
+def check_confidence(value, name: str = "confidence") -> float:
+    """The central probability of an interval, in (0, 1)."""
+    return check_open_unit(value, name)
+
+
+def check_int(value, name: str, least: int) -> int:
+    """An integer (not a bool) of at least `least`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigurationError(f"`{name}` must be an integer of at least {least}, got {value!r}")
+    return value
 
 
 def check_resamples(value, name: str = "bootstrap", allow_zero: bool = True) -> int:

@@ -4,9 +4,9 @@ The test runs `python -m examples.tiny_gpt.sweep --quick` into a temporary MLflo
 `mlflow server` on it, and opens the summary run `scaling-law` in headless Chromium. It checks that the run's
 description (the note the closing hook writes) renders as markdown with the recommendation sentence visible, and
 that the artifacts view shows `scaling_law/frontier.png` as an image, that the experiment's page shows its
-description (the state of the practice), and that the summary run's metrics page charts each refit's alpha. Screenshots go to the test's temporary
-directory and, when LIGHTNING_SCALING_SCREENSHOT_DIR is set, there too. LIGHTNING_SCALING_E2E_DEMO=full runs the
-full demo sweep (about 5 minutes) instead of the quick one; the README's pictures in docs/ come from
+description (the state of the practice), and that the summary run's metrics page charts each refit's alpha.
+Screenshots go to the test's temporary directory and, when LIGHTNING_SCALING_SCREENSHOT_DIR is set, there too.
+LIGHTNING_SCALING_E2E_DEMO=full runs the full demo sweep (about 4 minutes) instead of the quick one; the README's pictures in docs/ come from
 
     LIGHTNING_SCALING_E2E_DEMO=full LIGHTNING_SCALING_SCREENSHOT_DIR=docs pytest -m slow tests/test_e2e_ui.py
 

@@ -1,9 +1,10 @@
 """The demo sweep (`examples/tiny_gpt/sweep.py`, what `make demo` runs): re-running continues the experiment.
 
 The planned sweep (the default) resumes an interrupted stage and ends when its budget is spent. For the fixed list
-(`--fixed`), a shrunk plan of three tiny runs goes through the sweep's real path (LightningCLI, the shipped YAML configs, MLflow on
-sqlite, the closing hook after every run). An interrupted sweep resumes where it stopped, a failed run is trained
-again and left out of the fit with its reason, and a re-run of a complete plan trains nothing and corrupts nothing.
+(`--fixed`), a shrunk plan of three tiny runs goes through the sweep's real path (LightningCLI, the shipped YAML
+configs, MLflow on sqlite, the closing hook after every run). An interrupted sweep resumes where it stopped, a failed
+run is trained again and left out of the fit with its reason, and a re-run of a complete plan trains nothing and
+corrupts nothing.
 """
 
 from __future__ import annotations

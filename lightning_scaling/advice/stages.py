@@ -38,7 +38,7 @@ from ..errors import ConfigurationError, LightningScalingError
 from ..law.allocation import optimal_allocation
 from ..law.design import expected_shrink
 from ..law.synthetic import CHINCHILLA_PAPER_LAW
-from ..options import check_positive
+from ..options import check_int, check_positive
 from ..schedules.flops import FLOPS_PER_PARAM_TOKEN, training_compute
 
 PRIOR = CHINCHILLA_PAPER_LAW
@@ -252,9 +252,8 @@ def plan_stage(target_flops: float, budget: float, N=(), D=(), L=(), *, fit=None
         "sentence"}.
     """
     N, D, L = _check(target_flops, budget, N, D, L)
-    for name, value, least in (("first_groups", first_groups, 1), ("group_size", group_size, MIN_GROUP)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigurationError(f"`{name}` must be an integer of at least {least}, got {value!r}")
+    check_int(first_groups, "first_groups", 1)
+    check_int(group_size, "group_size", MIN_GROUP)
     if budget >= target_flops:
         raise ConfigurationError(f"`budget` ({budget:.3g}) must be below `target_flops` ({target_flops:.3g}): the "
                                  "small runs are there to size the target run")

@@ -27,7 +27,7 @@ from .. import plugins
 from ..errors import ConfigurationError
 from ..advice.plan import DEFAULT_GROWTH, USE_CURVES, plan_next_run, validate_budget
 from ..integrations.loggers import mlflow_logger
-from ..options import check_confidence, check_positive, check_resamples
+from ..options import check_confidence, check_int, check_open_unit, check_positive, check_resamples
 from ..runs.records import STALE_AFTER_S
 from ..runs.secrets import redact
 from ..advice.stages import FIRST_GROUPS, FIRST_SHARE, GROUP_SIZE, MIN_GROUP, MIN_STEPS
@@ -112,19 +112,12 @@ class ScalingLawAdvisor(Callback):
         if target_flops is not None and plan_budget >= target_flops:
             raise ConfigurationError(f"`plan_budget` ({plan_budget:.3g}) must be below `target_flops` "
                                      f"({target_flops:.3g})")
-        for name, value, least in (("plan_min_steps", plan_min_steps, 1), ("plan_first_groups", plan_first_groups, 1),
-                                   ("plan_group_size", plan_group_size, MIN_GROUP)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ConfigurationError(f"`{name}` must be an integer of at least {least}, got {value!r}")
-        if isinstance(plan_first_share, bool) or not (isinstance(plan_first_share, (int, float))
-                                                      and 0.0 < plan_first_share < 1.0):
-            raise ConfigurationError(f"`plan_first_share` must be in (0, 1), got {plan_first_share!r}")
         self.target_flops = target_flops
         self.plan_budget = plan_budget
-        self.plan_min_steps = plan_min_steps
-        self.plan_first_share = float(plan_first_share)
-        self.plan_first_groups = plan_first_groups
-        self.plan_group_size = plan_group_size
+        self.plan_min_steps = check_int(plan_min_steps, "plan_min_steps", 1)
+        self.plan_first_share = check_open_unit(plan_first_share, "plan_first_share")
+        self.plan_first_groups = check_int(plan_first_groups, "plan_first_groups", 1)
+        self.plan_group_size = check_int(plan_group_size, "plan_group_size", MIN_GROUP)
         self.recommendation: dict | None = None  # the last one made, for programmatic use
 
     @override

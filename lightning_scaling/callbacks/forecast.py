@@ -7,7 +7,8 @@ forecasts this run's loss at the end of its budget from its own curve so far and
 stacked with the law across the other runs' final losses at this run's N and token budget (`law.across`: the law
 carries the forecast early in the run, the curve near its end, as fits the other runs best), and logs
 `scaling/forecast_final_loss` with `_low` and `_high` (the interval at `confidence`). A forecast costs a few
-least-squares solves: milliseconds, only at validations (the law across runs is fitted at the first forecast).
+least-squares solves: milliseconds, only at validations (the law across runs and each run's error without it
+are fitted once, at the start of training).
 
 When the whole interval lies above what the law across runs predicts for this run's size and budget (the law's
 loss plus twice the runs' rms scatter around it; a law with a parameter on a bound is trusted only inside the

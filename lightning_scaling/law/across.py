@@ -8,9 +8,9 @@ end. The scaling law over their final losses (Hoffmann et al. 2022, L(N, D) = E 
 The two are combined geometrically, log L = w log L_law + (1 - w) log L_curve, with the weight chosen on the other
 runs (stacking; Wolpert 1992, Breiman 1996): for each of them the law's error comes from a fit without it (leave
 one out, the refits batched as the bootstrap's are) and the curve's error from the same forecast made from the same
-fraction of its curve (`Forecaster`). In logs the combined error is the same mix of the two errors, so w is the least-squares mix
-of the two error columns, clipped to [0, 1]; the interval is then the split-conformal quantile of the combined
-errors. Early in a run, when the curve says little, the law carries the forecast; near the end the curve does.
+fraction of its curve (`Forecaster`). In logs the combined error is the same mix of the two errors, so w is the
+least-squares mix of the two error columns, clipped to [0, 1]; the interval is then the split-conformal quantile of
+the combined errors. Early in a run, when the curve says little, the law carries the forecast; near the end the curve does.
 
 A run unlike the others is not pulled to the law: where it stands (its last loss seen over the law's forecast of its
 final loss) is compared with where the other runs stood at the same fraction of theirs (over the law fitted without

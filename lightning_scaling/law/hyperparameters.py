@@ -21,10 +21,14 @@ import numpy as np
 from ..schedules.flops import FLOPS_PER_PARAM_TOKEN
 
 
+STEP_LAW_EXPONENTS = (-0.713, 0.307)  # Step Law's exponents on N and D (Li et al. 2025, Eq. 1)
+
+
 def step_law(params, tokens) -> tuple[np.ndarray, np.ndarray]:
     """(learning rate, batch size in tokens) of the Step Law (module docstring)."""
     N, D = np.asarray(params, float), np.asarray(tokens, float)
-    return 1.79 * N**-0.713 * D**0.307, 0.58 * D**0.571
+    p, q = STEP_LAW_EXPONENTS
+    return 1.79 * N**p * D**q, 0.58 * D**0.571
 
 
 def deepseek(params, tokens) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +41,6 @@ def deepseek(params, tokens) -> tuple[np.ndarray, np.ndarray]:
 SAME_POINT = 0.02  # runs within 2% in both N and D are one point of a sweep (as `advice.stages.SAME_RUN`)
 MIN_SWEEP = 3  # a sweep has at least three distinct learning rates (a parabola in log lr)
 DISTINCT_LR = 0.05  # learning rates closer than 5% (in log) count as one
-STEP_LAW_EXPONENTS = (-0.713, 0.307)  # Step Law's exponents on N and D, kept where the sweeps do not pin them
 
 
 def lr_sweeps(params, tokens, lr, loss) -> tuple[list[dict], list[str]]:
@@ -110,16 +113,12 @@ def fit_lr_law(sweeps: list[dict]) -> dict | None:
         coef = np.linalg.lstsq(np.column_stack([np.ones(len(y)), x]), y, rcond=None)[0]
         logk, p, q, fitted = coef[0], coef[1], coef[2], ["p", "q"]
     elif len(y) >= 2 and (spread_N or spread_D):
-        # one direction: along it, the ratio of the exponents is Step Law's unless only one of N, D moves
-        if spread_N and not spread_D:
-            slope = np.polyfit(x[:, 0], y - q0 * x[:, 1], 1)[0]
-            p, q, fitted = slope, q0, ["p"]
-        elif spread_D and not spread_N:
-            slope = np.polyfit(x[:, 1], y - p0 * x[:, 0], 1)[0]
-            p, q, fitted = p0, slope, ["q"]
-        else:  # both move together (one tokens per parameter): N's exponent, with D's kept
-            slope = np.polyfit(x[:, 0], y - q0 * x[:, 1], 1)[0]
-            p, q, fitted = slope, q0, ["p"]
+        # one direction: D's exponent when only D moves, else N's (N alone, or both together at one tokens per
+        # parameter), the other kept from Step Law
+        if spread_D and not spread_N:
+            p, q, fitted = p0, np.polyfit(x[:, 1], y - p0 * x[:, 0], 1)[0], ["q"]
+        else:
+            p, q, fitted = np.polyfit(x[:, 0], y - q0 * x[:, 1], 1)[0], q0, ["p"]
         logk = float(np.mean(y - p * x[:, 0] - q * x[:, 1]))
     else:
         p, q, fitted = p0, q0, []
