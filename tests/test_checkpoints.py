@@ -12,7 +12,8 @@ from lightning_scaling.law.backtest import backtest
 from lightning_scaling.law.fit import ChinchillaFit
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.law.bootstrap import resample_counts
-from lightning_scaling.law.checkpoints import plan_rule, schedule_corrected
+from lightning_scaling.law import checkpoints
+from lightning_scaling.law.checkpoints import inside_hull, model_key, plan_rule, schedule_corrected
 from lightning_scaling.law.curve import AnnealingLaw, schedule_areas
 from lightning_scaling.law.forecast import Curve
 from lightning_scaling.runs.records import RunRecord, Selection
@@ -133,7 +134,10 @@ def test_the_closing_hook_fits_on_the_checkpoints_when_they_predict_better_and_s
     data = rec["data"]
     assert rec["status"] == "ok"
     assert data["used"] == "final losses and schedule-corrected checkpoints"
-    assert data["checkpoint_points"] == 5 * 5 + 15 * 6  # 300-step runs validate every 37 steps: 74 < 300 / 4
+    # the grid's final losses span a rectangle in (log N, log D): checkpoints count from a quarter of their run and
+    # from the shortest run's 300 steps on (the 300-step runs have none; 600: 300..525; 1200, 2400: 6 each)
+    assert data["checkpoint_points"] == 5 * (0 + 4 + 6 + 6)
+    assert data["checkpoints"]["outside_final_losses"] == 5 * (5 + 2)
     assert rec["n_runs"] == 20 and len(rec["runs"]["used"]) == 20  # the runs are counted once
     mape = data["backtest_mape"]
     assert mape["whole_curve"] < mape["final_only"]
@@ -141,7 +145,7 @@ def test_the_closing_hook_fits_on_the_checkpoints_when_they_predict_better_and_s
     iv = data["params_interval"]
     assert iv["whole_curve"][0] <= rec["params"] <= iv["whole_curve"][1]
     assert iv["whole_curve_ratio"] < iv["final_only_ratio"]
-    assert "120 checkpoints" not in data["sentence"] and "115 checkpoints" in data["sentence"]
+    assert "100 checkpoints" not in data["sentence"] and "(20 runs, 80 checkpoints)" in data["sentence"]
     assert "Data: fitted on final losses and schedule-corrected checkpoints" in recommendation_markdown(rec)
     never = plan_next_run(selection, n_bootstrap=0, curves=curves, use_curves="never")
     assert never["data"]["used"] == "final losses" and never["data"]["reason"] == "use_curves='never'"
@@ -149,7 +153,7 @@ def test_the_closing_hook_fits_on_the_checkpoints_when_they_predict_better_and_s
 
 
 def test_the_closing_hook_keeps_final_losses_when_the_checkpoints_predict_worse():
-    curves, ids, N, D, _ = family("wsd", GRID, noise=0.01, seed=2, every=10)
+    curves, ids, N, D, _ = family("wsd", GRID, noise=0.01, seed=0, every=10)
     selection = Selection(used=_records(N, D, curves), excluded=[])
     rec = plan_next_run(selection, n_bootstrap=0, curves=curves)
     mape = rec["data"]["backtest_mape"]
@@ -173,3 +177,65 @@ def test_a_sparse_run_gives_its_final_loss_only():
 def test_use_curves_is_checked():
     with pytest.raises(ConfigurationError, match="use_curves"):
         plan_next_run(Selection(used=[], excluded=[]), curves=[], use_curves="sometimes")
+
+
+def _correction_errors(points, laws, D, kind):
+    """|correction - true correction| / loss per checkpoint: the truth is the shorter run's final loss minus the
+    noiseless loss of the run at the checkpoint."""
+    out = []
+    for run, d, loss, measured in zip(points.run, points.D, points.loss, points.measured):
+        k, T = int(round(d / TOKENS_PER_STEP)), int(round(D[run] / TOKENS_PER_STEP))
+        S1, S2 = schedule_areas(np.arange(1, T + 1), schedule(T, kind), MOMENTUM)
+        clean = float(laws[run].loss(S1[k - 1], S2[k - 1]))
+        out.append(abs((loss - measured) - (short_run_final(laws[run], k, kind) - clean)) / loss)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_runs_of_one_model_share_the_annealing_law_which_measures_the_correction(seed, monkeypatch):
+    # 1% noise on 8 validations per run: one run alone barely sees its decay; its size's other lengths do
+    curves, ids, N, D, laws = family("wsd", GRID, noise=0.01, seed=seed, every=10)
+    points = schedule_corrected(curves, ids, N, D, {i: 0.2 for i in ids})
+    assert points.models == 5 and points.to_dict()["curve_law"]["models"] == 5
+    assert 0.98 <= points.momentum <= 0.995  # the truth is 0.99
+    shared = _correction_errors(points, laws, D, "wsd")
+    assert shared.mean() < 0.005
+    monkeypatch.setattr(checkpoints, "model_key", lambda params, tokens, curve: curve.run)  # each run its own law
+    alone = _correction_errors(schedule_corrected(curves, ids, N, D, {i: 0.2 for i in ids}), laws, D, "wsd")
+    assert alone.mean() > shared.mean() + 0.001
+
+
+def test_a_model_is_a_size_a_peak_learning_rate_and_a_batch():
+    steps = np.arange(10, 1001, 10)
+    lr = schedule(1000, "wsd")[steps - 1]
+    base = Curve("a", steps, lr, np.full(len(steps), np.nan))
+    key = model_key(1e6, 1000 * TOKENS_PER_STEP, base)
+    longer = Curve("b", np.arange(10, 2001, 10), schedule(2000, "cosine")[9::10], np.full(200, np.nan))
+    assert model_key(1e6, 2000 * TOKENS_PER_STEP, longer) == key  # another length and schedule: the same model
+    assert model_key(2e6, 1000 * TOKENS_PER_STEP, base) != key
+    assert model_key(1e6, 2000 * TOKENS_PER_STEP, base) != key  # twice the tokens per step
+    assert model_key(1e6, 1000 * TOKENS_PER_STEP, Curve("c", steps, 2 * lr, base.loss)) != key
+
+
+def test_inside_the_final_losses_hull():
+    N, D = np.array([1e6, 1e7, 1e6, 1e7]), np.array([1e9, 1e9, 1e10, 1e10])
+    inside = inside_hull(N, D, [3e6, 1e6, 1e6, 3e6, 1e5], [3e9, 5e9, 5e8, 2e10, 3e9])
+    assert inside.tolist() == [True, True, False, False, False]  # the second on the edge: the same N as two runs
+    assert not inside_hull([1e6, 1e6, 1e6], [1e9, 2e9, 4e9], [1e6], [2e9]).any()  # one size spans no area
+
+
+def test_the_backtest_fits_no_checkpoint_outside_its_training_runs_hull():
+    curves, ids, N, D, _ = family("wsd", GRID, noise=0.003, seed=0, every=10)
+    L = np.array([c.loss[np.isfinite(c.loss)][-1] for c in curves])
+    points = schedule_corrected(curves, ids, N, D, {i: 0.2 for i in ids}).within(N, D)
+    base = backtest(ChinchillaFit, N, D, L, checkpoints=points)["mape"]
+
+    def plus(n, d, loss, k=40):  # k more checkpoints of the first run, 30% above the law
+        return replace(points, run=np.append(points.run, [0] * k), N=np.append(points.N, [n] * k),
+                       D=np.append(points.D, [d] * k), loss=np.append(points.loss, [loss] * k),
+                       measured=np.append(points.measured, [loss] * k))
+
+    below = plus(N.min(), 0.5 * D.min(), 1.3 * L.max())  # fewer tokens than any run: outside every fold's hull
+    assert backtest(ChinchillaFit, N, D, L, checkpoints=below)["mape"] == base
+    within = plus(N.min(), D.min(), 1.3 * L.max())  # on the hull's edge: they are fitted
+    assert backtest(ChinchillaFit, N, D, L, checkpoints=within)["mape"] > base + 0.05

@@ -121,6 +121,10 @@ def _checkpoints(used, N, D, curves, use_curves: str):
     points = schedule_corrected(curves, [r.run_id for r in used], N, D, fractions)
     if not len(points):
         return None, "no run has a validation point between a quarter of the run and its end"
+    points = points.within(N, D)
+    if not len(points):
+        return None, ("no checkpoint lies where the final losses anchor the law (inside their range of sizes and "
+                      "tokens): run a size at two budgets or more")
     return points, None
 
 

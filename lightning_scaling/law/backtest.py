@@ -35,6 +35,7 @@ from ..errors import LightningScalingError
 from ..options import check_confidence
 from ..schedules.flops import training_compute
 from .form import DEFAULT_CONFIDENCE, check_law_form, extras_for, fit_runs, predict_runs
+from .checkpoints import inside_hull
 from .intervals import MIN_HELD_OUT, calibrate
 from .isoflop import group_by_flops, isoflop_groups
 
@@ -109,7 +110,8 @@ def backtest(factory: Callable, N, D, L, *, confidence: float = DEFAULT_CONFIDEN
         ``ratio``). The totals pool the folds; ``sentence`` is the last fold in words.
 
         With `checkpoints` (`law.checkpoints.CheckpointPoints` of these runs) each fold fits on its training runs'
-        final losses and their schedule-corrected checkpoints, and predicts the test runs' final losses (the folds
+        final losses and their schedule-corrected checkpoints (those inside the hull of the training runs' (log N,
+        log D), as `CheckpointPoints.within` keeps them for the whole fit), and predicts the test runs' final losses (the folds
         and the test points are the same as without): the whole-curve fit's backtest, without intervals.
     """
     check_confidence(confidence)
@@ -125,8 +127,9 @@ def backtest(factory: Callable, N, D, L, *, confidence: float = DEFAULT_CONFIDEN
     for fold in folds:
         cal = None
         train = fold.train
-        if checkpoints is not None:
-            train = np.concatenate([train, len(N) + np.nonzero(np.isin(checkpoints.run, fold.train))[0]])
+        if checkpoints is not None:  # the training runs' checkpoints where their final losses anchor the law
+            inside = inside_hull(N[fold.train], D[fold.train], checkpoints.N, checkpoints.D)
+            train = np.concatenate([train, len(N) + np.nonzero(np.isin(checkpoints.run, fold.train) & inside)[0]])
         if intervals:
             sub = {k: np.asarray(v, float)[fold.train] for k, v in (extra or {}).items()}
             try:

@@ -25,8 +25,19 @@ schedule *planned for k steps* (`planned_for`), by one of two rules (`plan_rule`
 For a constant schedule the correction is 0; at the run's last step the planned schedule is the actual one and the
 correction is 0 too, so the final losses are used unchanged.
 
+The annealing law is the law of one model under any schedule (Tissue et al. 2024 fit one (L0, A, C) per model and
+predict its other schedules with them), so runs of one model (`model_key`: the same N, peak learning rate and
+tokens per step, differing only in length or schedule) share (L0, A, C). That is what measures C: a short run's
+final decay and a longer run's stable phase at the same step differ by the annealing gain, while one run alone
+has a single decay at its end, often one or two validations, which the fit can also explain by A and alpha (on
+the demo's 300-800-step runs the per-run fit gave some runs no annealing gain at all and the shared momentum 0).
+
 The tokens of a checkpoint are D_T k / T (a fixed number of tokens per step). Checkpoints before `FROM_FRACTION`
 of the run are left out: the warmup and the first transient are what the law in (N, D) does not describe.
+The law in (N, D) is fitted on checkpoints only where the final losses anchor it (`CheckpointPoints.within`):
+inside the convex hull of the final losses' (log N, log D). Checkpoints densify the law where runs ended; a
+checkpoint at fewer tokens than any run of its size was planned for would extend the law to early training,
+where the loss need not follow E + A/N^alpha + B/D^beta, with nothing to check the correction against.
 A run's checkpoints are not independent of each other nor of its final loss: the bootstrap resamples runs
 (`law.bootstrap`, clusters), not points.
 """
@@ -34,7 +45,7 @@ A run's checkpoints are not independent of each other nor of its final loss: the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -45,6 +56,7 @@ FROM_FRACTION = 0.25  # checkpoints from a quarter of the run on
 DECAY_SLOPE = -1.0  # the decay phase: the learning rate falls faster than 1/step
 POWER_LAW_SLOPE_TOLERANCE = 0.2  # log-log slopes of the last two thirds before the decay within this: a power law
 CONSTANT_TOLERANCE = 0.05  # ... or the learning rate within 5% of its peak: constant
+HULL_TOLERANCE = 1e-9  # a checkpoint on the edge of the final losses' hull (the same N as a final) is inside
 
 
 def decay_start(steps, lr, decay_fraction: float | None = None) -> float:
@@ -140,16 +152,48 @@ class CheckpointPoints:
     momentum: float = math.nan
     runs_with_curves: int = 0
     skipped: dict = field(default_factory=dict)  # run name -> why its curve was not used
+    models: int = 0  # groups of runs sharing the annealing law's (L0, A, C) (`model_key`)
+    outside: int = 0  # checkpoints left out by `within`: outside the final losses' hull
 
     def __len__(self) -> int:
         return len(self.run)
 
+    def within(self, N, D) -> "CheckpointPoints":
+        """The checkpoints inside the convex hull of the final losses' (log N, log D) (module docstring)."""
+        keep = inside_hull(N, D, self.N, self.D)
+        return replace(self, run=self.run[keep], N=self.N[keep], D=self.D[keep], loss=self.loss[keep],
+                       measured=self.measured[keep], outside=self.outside + int((~keep).sum()))
+
     def to_dict(self) -> dict:
         correction = self.loss - self.measured
         return {"points": len(self), "runs_with_curves": self.runs_with_curves, "from_fraction": FROM_FRACTION,
-                "curve_law": {"alpha": self.alpha, "momentum": self.momentum},
+                "curve_law": {"alpha": self.alpha, "momentum": self.momentum, "models": self.models},
+                "outside_final_losses": self.outside,
                 "median_correction": float(np.median(correction)) if len(self) else None,
                 "skipped": {str(k): v for k, v in self.skipped.items()}}
+
+
+def inside_hull(N, D, at_N, at_D) -> np.ndarray:
+    """Whether each (at_N, at_D) lies in the convex hull of the points (N, D), in logs (on its edge counts);
+    all False when the points span no area (one size, or one token count)."""
+    from scipy.spatial import Delaunay, QhullError
+
+    at = np.column_stack([np.log(np.asarray(at_N, float)), np.log(np.asarray(at_D, float))])
+    base = np.unique(np.column_stack([np.log(np.asarray(N, float)), np.log(np.asarray(D, float))]), axis=0)
+    if len(at) == 0 or len(base) < 3:
+        return np.zeros(len(at), bool)
+    try:
+        triangulation = Delaunay(base)
+    except QhullError:  # collinear
+        return np.zeros(len(at), bool)
+    return triangulation.find_simplex(at, tol=HULL_TOLERANCE) >= 0
+
+
+def model_key(params: float, tokens: float, curve) -> str:
+    """Runs of one model for the annealing law: the same N, peak learning rate and tokens per step (`tokens`, the
+    run's, over its last step; module docstring); runs that differ only in length or schedule share it."""
+    per_step = float(tokens) / float(curve.steps[-1])
+    return f"N {params:.6g}, peak lr {float(np.max(curve.lr)):.4g}, tokens/step {per_step:.6g}"
 
 
 def schedule_corrected(curves, ids, N, D, decay_fractions=None, from_fraction: float = FROM_FRACTION
@@ -166,7 +210,7 @@ def schedule_corrected(curves, ids, N, D, decay_fractions=None, from_fraction: f
     Returns:
         `CheckpointPoints` (empty when no curve has a checkpoint in range).
     """
-    from .forecast import fit_shared
+    from .forecast import Curve, fit_shared
 
     N, D = np.asarray(N, float), np.asarray(D, float)
     index = {run: i for i, run in enumerate(ids)}
@@ -183,14 +227,16 @@ def schedule_corrected(curves, ids, N, D, decay_fractions=None, from_fraction: f
     empty = CheckpointPoints(*(np.zeros(0) for _ in range(5)), skipped=skipped)
     if not usable:
         return empty
+    model = {c.run: model_key(N[index[c.run]], D[index[c.run]], c) for c in usable}
     try:
-        shape = fit_shared(usable)
+        shape = fit_shared([Curve(model[c.run], c.steps, c.lr, c.loss) for c in usable])
     except ScalingDataError as err:
         return CheckpointPoints(*(np.zeros(0) for _ in range(5)),
                                 skipped={**skipped, **{c.run: str(err) for c in usable}})
     rows = []
+    models = len(set(model.values()))
     for c in usable:
-        law = shape.law(c.run)
+        law = shape.law(model[c.run])
         T = int(c.steps[-1])
         eta = dense_lr(c.steps, c.lr)
         rule = plan_rule(c.steps, c.lr, decay_fractions.get(c.run))
@@ -204,9 +250,9 @@ def schedule_corrected(curves, ids, N, D, decay_fractions=None, from_fraction: f
             rows.append((run, N[run], D[run] * k / T, float(c.loss[i]) + delta, float(c.loss[i])))
     if not rows:
         return CheckpointPoints(*(np.zeros(0) for _ in range(5)), alpha=shape.alpha, momentum=shape.momentum,
-                                runs_with_curves=len(usable), skipped=skipped)
+                                runs_with_curves=len(usable), skipped=skipped, models=models)
     run, n, d, corrected, measured = (np.array(x) for x in zip(*rows))
     keep = corrected > 0
     return CheckpointPoints(run[keep].astype(int), n[keep], d[keep], corrected[keep], measured[keep],
                             alpha=shape.alpha, momentum=shape.momentum, runs_with_curves=len(usable),
-                            skipped=skipped)
+                            skipped=skipped, models=models)
