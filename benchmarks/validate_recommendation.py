@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     import mlflow
     import torch
 
-    from examples.tiny_gpt.sweep import FULL_OVERRIDES, HERE, QUICK_OVERRIDES, TOKENS_PER_STEP
+    from examples.tiny_gpt.sweep import FULL_OVERRIDES, HERE, QUICK_OVERRIDES, TOKENS_PER_STEP, propose_width
     from lightning_scaling.plugins.builtin import gpt_non_embedding_params
     from lightning_scaling.integrations.lightning_cli import run_cli
     from lightning_scaling.integrations.mlflow_store import MLflowRunStore
@@ -54,10 +54,9 @@ def main(argv=None) -> int:
     arch = rec.get("architecture") or {}
     if rec.get("sparse_next"):
         # the law's N is N_avg; a dense run of that size is a point of the same law (Jin et al. 2025), and the
-        # architecture in the recommendation is for the sparse run's larger initial size
-        from lightning_scaling import plugins
-
-        arch = plugins.propose_architecture(rec["params"], {"d_model": 32, "n_layer": 2, "n_head": 2}) or {}
+        # architecture in the recommendation is for the sparse run's larger initial size: the demo's own family
+        # (two layers, the width alone: what the sweep trained and its closing hook proposes) sizes the dense run
+        arch = propose_width(rec["params"], {})
     d_model, n_layer, n_head = arch.get("d_model"), arch.get("n_layer"), arch.get("n_head")
     if not d_model:
         d_model, n_layer, n_head = 32, 2, 2
