@@ -111,8 +111,9 @@ def backtest(factory: Callable, N, D, L, *, confidence: float = DEFAULT_CONFIDEN
 
         With `checkpoints` (`law.checkpoints.CheckpointPoints` of these runs) each fold fits on its training runs'
         final losses and their schedule-corrected checkpoints (those inside the hull of the training runs' (log N,
-        log D), as `CheckpointPoints.within` keeps them for the whole fit), and predicts the test runs' final losses (the folds
-        and the test points are the same as without): the whole-curve fit's backtest, without intervals.
+        log D), as `CheckpointPoints.within` keeps them for the whole fit), and predicts the test runs' final
+        losses (the folds and the test points are the same as without): the whole-curve fit's backtest, without
+        intervals.
     """
     check_confidence(confidence)
     N, D, L = (np.asarray(x, float) for x in (N, D, L))

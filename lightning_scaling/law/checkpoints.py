@@ -227,7 +227,9 @@ def schedule_corrected(curves, ids, N, D, decay_fractions=None, from_fraction: f
     empty = CheckpointPoints(*(np.zeros(0) for _ in range(5)), skipped=skipped)
     if not usable:
         return empty
-    model = {c.run: model_key(N[index[c.run]], D[index[c.run]], c) for c in usable}
+    # a run's model from its longest curve (a cooldown branch ends earlier)
+    model = {c.run: model_key(N[index[c.run]], D[index[c.run]], c)
+             for c in sorted(usable, key=lambda c: float(c.steps[-1]))}
     try:
         shape = fit_shared([Curve(model[c.run], c.steps, c.lr, c.loss) for c in usable])
     except ScalingDataError as err:
