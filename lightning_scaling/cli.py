@@ -200,17 +200,22 @@ def _runs_text(out: dict) -> str:
     return "\n".join(lines)
 
 
-def _law_runs(args) -> tuple:
-    """(N, D, loss, extra, params_column) from RUNS.csv or from the MLflow experiment (as the closing hook reads it)."""
+def _law_runs(args, peak_lr: bool = False) -> tuple:
+    """(N, D, loss, extra, params_column) from RUNS.csv or from the MLflow experiment (as the closing hook reads it);
+    with `peak_lr`, each run's peak learning rate too (RUNS.csv's `lr` column, None without it; the store's largest
+    `scaling/lr` of each run)."""
     if args.runs is not None:
         from .runs.table import read_runs_csv
 
         table = read_runs_csv(args.runs)
-        return table.N, table.D, table.loss, table.extra, table.params_column
+        out = (table.N, table.D, table.loss, table.extra, table.params_column)
+        return out + (table.lr,) if peak_lr else out
     from .advice.plan import law_inputs
 
-    N, D, L, column = law_inputs(_store(args).select().used)
-    return N, D, L, None, column
+    store = _store(args)
+    used = store.select().used
+    N, D, L, column = law_inputs(used)
+    return (N, D, L, None, column) + ((store.peak_learning_rates(used),) if peak_lr else ())
 
 
 def run_backtest(args) -> dict:
@@ -259,20 +264,10 @@ def run_plan(args) -> dict:
     from .advice.stages import family_realizer, plan_stage, with_family
 
     sweeps = None
-    if args.runs is not None:
-        from .runs.table import read_runs_csv
-
-        table = read_runs_csv(args.runs)
-        N, D, L = table.N, table.D, table.loss
-        if table.lr is not None:
-            sweeps = (N, D, table.lr, L)
-    elif args.tracking_uri or args.experiment:
-        from .advice.plan import law_inputs
-
-        store = _store(args)
-        used = store.select().used
-        N, D, L, _ = law_inputs(used)
-        sweeps = (N, D, store.peak_learning_rates(used), L)
+    if args.runs is not None or args.tracking_uri or args.experiment:
+        N, D, L, _, _, lr = _law_runs(args, peak_lr=True)
+        if lr is not None:
+            sweeps = (N, D, lr, L)
     else:
         N = D = L = np.zeros(0)
     family, realize, command = None, None, None

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lightning_scaling.advice.stages import VALIDATIONS, validation_interval
 from lightning_scaling.plugins import hookimpl
+from lightning_scaling.schedules.sparsity import average_params
 
 HERE = Path(__file__).resolve().parent
 
@@ -144,7 +145,7 @@ PLANS = {
                   time_cap_s=150),
 }
 WARMUP_TOKENS = 20000  # PowerLR's warmup in config.yaml
-SPARSE_KEEP = 1.0 - 0.5 * (0.75 * 0.5 + 0.25)  # config_sparse.yaml: 50% on the cubic schedule from 25% to 75%
+SPARSE_FINAL = 0.5  # config_sparse.yaml: 50% on the cubic schedule from 25% to 75% of training (the defaults)
 
 
 def propose_width(params: float, hparams: dict) -> dict:
@@ -187,7 +188,7 @@ def stage_runs(plan: dict) -> list[Run]:
         largest = max(plan["runs"], key=lambda r: (r["flops"], r["params"]))
         arch = largest["architecture"]
         prunable = 12 * arch["d_model"] ** 2 * arch["n_layer"]  # the blocks' Linear weights
-        keep = 1.0 - (1.0 - SPARSE_KEEP) * prunable / largest["params"]
+        keep = average_params(1.0, SPARSE_FINAL, prunable_fraction=prunable / largest["params"])  # N_avg / N
         steps = VALIDATIONS * int(round(largest["steps"] / keep / VALIDATIONS))
         runs.append(Run(f"s{plan['stage']}-sparse", arch["d_model"], arch["n_head"], steps, sparse=True,
                         n_layer=arch["n_layer"]))

@@ -412,6 +412,12 @@ TRANSFER = ("muP keeps the best base learning rate of the small proxy at every w
             "Power schedule's a and b hold across batch sizes and token budgets (Shen et al. 2024): keep them")
 
 
+def transfers(settings: dict | None) -> bool:
+    """Whether the family's settings carry muP and PowerLR, whose learning rate and batch size transfer as they
+    are (`TRANSFER`)."""
+    return bool(settings) and "muP" in settings and "PowerLR" in settings
+
+
 def hyperparameters(runs: list[dict], settings: dict | None = None, sweeps=None) -> dict:
     """The learning rate and batch size for the planned runs: with muP and PowerLR in the family's settings, the
     ones that transfer and why; otherwise, per run, the team's own learning-rate law when the runs so far hold
@@ -420,7 +426,7 @@ def hyperparameters(runs: list[dict], settings: dict | None = None, sweeps=None)
     from ..law.hyperparameters import deepseek, fit_lr_law, lr_from_law, lr_sweeps, step_law
 
     settings = settings or {}
-    if "muP" in settings and "PowerLR" in settings:
+    if transfers(settings):
         return {"kind": "transfer", "settings": {k: settings[k] for k in ("muP", "PowerLR")}, "why": TRANSFER}
     found, reasons = lr_sweeps(*sweeps) if sweeps is not None else ([], [])
     law = fit_lr_law(found)

@@ -193,7 +193,7 @@ class ScalingLawAdvisor(Callback):
         run's) when known; without muP and PowerLR settings to keep, the learning rate from the team's own sweeps
         in `store` (each run's peak `scaling/lr`) where it holds some."""
         from ..advice.plan import law_inputs
-        from ..advice.stages import family_realizer, plan_stage, with_family
+        from ..advice.stages import family_realizer, plan_stage, transfers, with_family
 
         N, D, L, _ = law_inputs(selection.used)
         with warnings.catch_warnings():
@@ -205,7 +205,7 @@ class ScalingLawAdvisor(Callback):
                               first_share=self.plan_first_share, first_groups=self.plan_first_groups,
                               group_size=self.plan_group_size)
         sweeps = None
-        if store is not None and not ("muP" in settings and "PowerLR" in settings):
+        if store is not None and not transfers(settings):  # the store's histories only where they are used
             sweeps = (N, D, store.peak_learning_rates(selection.used), L)
         return with_family(plan, settings=settings, sweeps=sweeps)
 
