@@ -1,4 +1,4 @@
-"""Forecast the final loss of each run from its first 30% (`lightning_scaling.law.forecast`), leave one run out.
+"""Forecast the final loss of each run from its first 30% (`lightning_scaling.curves.forecast`), leave one run out.
 
     python benchmarks/forecast.py [--fraction 0.3] [--confidence 0.8] [--gemstones DIR] [--synthetic-seeds 5]
 
@@ -36,8 +36,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning_scaling.law.curve import AnnealingLaw, schedule_areas  # noqa: E402
-from lightning_scaling.law.forecast import Curve, Forecaster, fit_shared, forecast  # noqa: E402
+from lightning_scaling.curves.annealing import AnnealingLaw, schedule_areas  # noqa: E402
+from lightning_scaling.curves.forecast import Curve, Forecaster, fit_shared, forecast  # noqa: E402
 
 GEMSTONES = REPO.parent / "shared" / "data" / "gemstones"
 COOLDOWN_SHARE = 1.1  # a cooldown branch's tokens over its checkpoint's

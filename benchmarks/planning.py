@@ -1,4 +1,4 @@
-"""Closed-loop simulation of the planner (`lightning_scaling.advice.stages`) against known laws.
+"""Closed-loop simulation of the planner (`lightning_scaling.planner.stages`) against known laws.
 
     python benchmarks/planning.py [--seeds 10] [--target 1e21] [--budget 5e19] [--noise 0.005]
 
@@ -29,8 +29,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning_scaling.advice.plan import plan_next_run  # noqa: E402
-from lightning_scaling.advice.stages import fixed_design, plan_stage  # noqa: E402
+from lightning_scaling.planner.next_run import plan_next_run  # noqa: E402
+from lightning_scaling.planner.stages import fixed_design, plan_stage  # noqa: E402
 from lightning_scaling.law.allocation import optimal_allocation  # noqa: E402
 from lightning_scaling.law.chinchilla import ChinchillaLaw  # noqa: E402
 from lightning_scaling.law.fit import ChinchillaFit  # noqa: E402

@@ -3,7 +3,7 @@
     python benchmarks/whole_curve.py [--tracking-uri sqlite:///mlflow.db --experiment tiny-gpt-demo] [--seeds 5]
 
 For each set of runs, `plan_next_run` twice (`use_curves="never"` and `"always"`) and a table of:
-- the forward-chaining backtest MAPE of the held-out runs' final losses (`law.backtest`; the same folds and the
+- the forward-chaining backtest MAPE of the held-out runs' final losses (`evaluation.backtest`; the same folds and the
   same held-out runs both ways; the checkpoints of held-out runs are never seen);
 - the bootstrap interval on N_opt at the same compute (the recommendation's budget), as high / low, with the
   bootstrap drawing whole runs (a run's checkpoints with it);
@@ -30,9 +30,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning_scaling.advice.plan import plan_next_run  # noqa: E402
-from lightning_scaling.law.curve import AnnealingLaw, schedule_areas  # noqa: E402
-from lightning_scaling.law.forecast import Curve  # noqa: E402
+from lightning_scaling.planner.next_run import plan_next_run  # noqa: E402
+from lightning_scaling.curves.annealing import AnnealingLaw, schedule_areas  # noqa: E402
+from lightning_scaling.curves.forecast import Curve  # noqa: E402
 from lightning_scaling.runs.records import RunRecord, Selection  # noqa: E402
 from lightning_scaling.schedules.lr import PowerSchedule  # noqa: E402
 

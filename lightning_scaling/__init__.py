@@ -5,15 +5,15 @@ bootstrap intervals, isoFLOP analysis and run validation. Lightning callbacks li
 `lightning_scaling.callbacks`, MLflow and LightningCLI adapters in `lightning_scaling.integrations`.
 """
 
-from .errors import (
+from lightning_scaling.errors import (
     ConfigurationError,
     InsufficientRunsError,
     LightningScalingError,
     NotFittedError,
     ScalingDataError,
 )
-from .law.fit import ChinchillaFit, FitWarning
-from .law.chinchilla import ChinchillaLaw
+from lightning_scaling.law.fit import ChinchillaFit, FitWarning
+from lightning_scaling.law.chinchilla import ChinchillaLaw
 
 __version__ = "0.1.0"
 

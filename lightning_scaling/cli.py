@@ -25,10 +25,10 @@ import warnings
 
 import numpy as np
 
-from .errors import ConfigurationError, LightningScalingError
-from .options import check_confidence, check_positive, check_resamples
-from .runs.records import STALE_AFTER_S
-from .runs.secrets import redact
+from lightning_scaling.errors import ConfigurationError, LightningScalingError
+from lightning_scaling.options import check_confidence, check_positive, check_resamples
+from lightning_scaling.runs.records import STALE_AFTER_S
+from lightning_scaling.runs.secrets import redact
 
 EPILOG = ("CSV columns: params, tokens, loss; optional flops, params_avg (used as N when present), run_id, "
           "unique_tokens (lets the data-constrained law form compete).")
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fit_table(table):
-    from .law.fit import ChinchillaFit
+    from lightning_scaling.law.fit import ChinchillaFit
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # boundary messages are reported in the output instead
@@ -176,11 +176,11 @@ def _fit_table(table):
 
 
 def _store(args):
-    from .errors import ConfigurationError
+    from lightning_scaling.errors import ConfigurationError
 
     if not args.tracking_uri or not args.experiment:
         raise ConfigurationError("give both --tracking-uri and --experiment (or, for `recommend`, a RUNS.csv)")
-    from .integrations.mlflow_store import MLflowRunStore
+    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 
     return MLflowRunStore(args.tracking_uri, experiment_name=args.experiment, loss_key=args.loss_key,
                           stale_after=args.stale_after)
@@ -205,12 +205,12 @@ def _law_runs(args, peak_lr: bool = False) -> tuple:
     with `peak_lr`, each run's peak learning rate too (RUNS.csv's `lr` column, None without it; the store's largest
     `scaling/lr` of each run)."""
     if args.runs is not None:
-        from .runs.table import read_runs_csv
+        from lightning_scaling.runs.table import read_runs_csv
 
         table = read_runs_csv(args.runs)
         out = (table.N, table.D, table.loss, table.extra, table.params_column)
         return out + (table.lr,) if peak_lr else out
-    from .advice.plan import law_inputs
+    from lightning_scaling.planner.next_run import law_inputs
 
     store = _store(args)
     used = store.select().used
@@ -219,17 +219,17 @@ def _law_runs(args, peak_lr: bool = False) -> tuple:
 
 
 def run_backtest(args) -> dict:
-    from . import plugins
-    from .advice.predict import backtest_runs
+    from lightning_scaling import plugins
+    from lightning_scaling.planner.predict import backtest_runs
 
     N, D, L, extra, _ = _law_runs(args)
     return backtest_runs(N, D, L, forms=plugins.law_forms(), law=args.law, confidence=args.confidence, extra=extra)
 
 
 def run_predict(args) -> list:
-    from . import plugins
-    from .advice.predict import predict_points
-    from .runs.table import read_points_csv
+    from lightning_scaling import plugins
+    from lightning_scaling.planner.predict import predict_points
+    from lightning_scaling.runs.table import read_points_csv
 
     N, D, L, extra, column = _law_runs(args)
     points = read_points_csv(args.at)
@@ -247,8 +247,8 @@ def _predict_text(rows: list) -> str:
 
 
 def run_recommend_mlflow(args) -> dict:
-    from . import plugins
-    from .advice.plan import DEFAULT_GROWTH, plan_next_run
+    from lightning_scaling import plugins
+    from lightning_scaling.planner.next_run import DEFAULT_GROWTH, plan_next_run
 
     store = _store(args)
     rec = plan_next_run(store.select(), next_flops=args.flops, growth=args.growth or DEFAULT_GROWTH,
@@ -260,8 +260,8 @@ def run_recommend_mlflow(args) -> dict:
 
 
 def run_plan(args) -> dict:
-    from . import plugins
-    from .advice.stages import family_realizer, plan_stage, with_family
+    from lightning_scaling import plugins
+    from lightning_scaling.planner.stages import family_realizer, plan_stage, with_family
 
     sweeps = None
     if args.runs is not None or args.tracking_uri or args.experiment:
@@ -272,7 +272,7 @@ def run_plan(args) -> dict:
         N = D = L = np.zeros(0)
     family, realize, command = None, None, None
     if args.config:
-        from .integrations.family import read_family, train_command
+        from lightning_scaling.integrations.family import read_family, train_command
 
         family = read_family(args.config)
         realize = family_realizer(family["hparams"], plugins.propose_architecture, family["tokens_per_step"])
@@ -288,7 +288,7 @@ def run_plan(args) -> dict:
 
 
 def _plan_text(plan: dict) -> str:
-    from .advice.recommendation import format_count
+    from lightning_scaling.planner.recommendation import format_count
 
     lines = [plan["sentence"], ""]
     if plan["basis"] == "prior":
@@ -313,13 +313,13 @@ def _plan_text(plan: dict) -> str:
 
 
 def run_fit(args) -> dict:
-    from .advice.recommendation import recommend, summarize_fit
-    from .runs.table import read_runs_csv
+    from lightning_scaling.planner.recommendation import recommend, summarize_fit
+    from lightning_scaling.runs.table import read_runs_csv
 
     if args.command == "recommend" and args.runs is None:
         return run_recommend_mlflow(args)
     if args.command == "recommend" and args.flops is None:
-        from .errors import ConfigurationError
+        from lightning_scaling.errors import ConfigurationError
 
         raise ConfigurationError("`recommend RUNS.csv` needs --flops C (the next run's compute budget)")
     table = read_runs_csv(args.runs)
@@ -331,10 +331,10 @@ def run_fit(args) -> dict:
 
 
 def run_demo(args) -> dict:
-    from .law.fit import ChinchillaFit
-    from .advice.recommendation import recommend
-    from .law.synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
-    from .law.allocation import compute_optimal
+    from lightning_scaling.law.fit import ChinchillaFit
+    from lightning_scaling.planner.recommendation import recommend
+    from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
+    from lightning_scaling.law.allocation import compute_optimal
 
     law = CHINCHILLA_PAPER_LAW
     budgets = [1e18, 3e18, 1e19, 3e19]
@@ -357,7 +357,7 @@ def run_demo(args) -> dict:
 
 
 def _demo_text(out: dict) -> str:
-    from .advice.recommendation import format_text
+    from lightning_scaling.planner.recommendation import format_text
 
     demo = out["demo"]
     truth, true_law = demo["true_optimum"], demo["true_law"]
@@ -382,8 +382,8 @@ def run_coord_check(args) -> dict:
 
     import yaml
 
-    from .errors import ConfigurationError
-    from .nn.coord_check import coord_check_from_config
+    from lightning_scaling.errors import ConfigurationError
+    from lightning_scaling.nn.coord_check import coord_check_from_config
 
     try:
         config = yaml.safe_load(Path(args.config).read_text())
@@ -417,9 +417,9 @@ def _coord_check_text(report: dict) -> str:
 
 
 def run_forecast(args) -> dict:
-    """Forecast the planned rows of CURVE.csv (`law.forecast`)."""
-    from .law.forecast import Curve, forecast
-    from .runs.curves import read_curves_csv
+    """Forecast the planned rows of CURVE.csv (`curves.forecast`)."""
+    from lightning_scaling.curves.forecast import Curve, forecast
+    from lightning_scaling.runs.curve_table import read_curves_csv
 
     target, pool = read_curves_csv(args.curve)
     pool = [Curve(**c) for c in pool]
@@ -456,7 +456,7 @@ def _forecast_text(out: dict) -> str:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
-        from .integrations.lightning_cli import run_cli
+        from lightning_scaling.integrations.lightning_cli import run_cli
 
         return run_cli(argv[1:])
     args = build_parser().parse_args(argv)
@@ -476,7 +476,7 @@ def main(argv=None) -> int:
     elif args.command == "runs":
         print(_runs_text(out))
     elif args.command == "backtest":
-        from .advice.predict import backtest_text
+        from lightning_scaling.planner.predict import backtest_text
 
         print(backtest_text(out))
     elif args.command == "predict":
@@ -486,11 +486,11 @@ def main(argv=None) -> int:
     elif args.command == "plan":
         print(_plan_text(out))
     elif args.command == "recommend" and args.runs is None:
-        from .advice.recommendation import recommendation_markdown
+        from lightning_scaling.planner.recommendation import recommendation_markdown
 
         print(recommendation_markdown(out))
     else:
-        from .advice.recommendation import format_text
+        from lightning_scaling.planner.recommendation import format_text
 
         print(format_text(out))
     return 0

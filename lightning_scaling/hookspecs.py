@@ -3,5 +3,5 @@
 Their one home is `lightning_scaling.plugins.hookspecs`; this module re-exports it.
 """
 
-from .plugins.hookspecs import *  # noqa: F401,F403
-from .plugins.hookspecs import PROJECT_NAME, hookimpl, hookspec  # noqa: F401
+from lightning_scaling.plugins.hookspecs import *  # noqa: F401,F403
+from lightning_scaling.plugins.hookspecs import PROJECT_NAME, hookimpl, hookspec  # noqa: F401

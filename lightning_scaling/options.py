@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import ConfigurationError
+from lightning_scaling.errors import ConfigurationError
 
 MIN_RESAMPLES = 10  # fewer bootstrap replicates cannot give a 10th and a 90th percentile apart
 

@@ -1,5 +1,5 @@
-"""The law across runs as a second forecast of a run's final loss, stacked with its curve's (`law.across`), and
-what it changes in `law.forecast`, the curve CSV and the store's curves."""
+"""The law across runs as a second forecast of a run's final loss, stacked with its curve's (`curves.stacking`), and
+what it changes in `curves.forecast`, the curve CSV and the store's curves."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from lightning_scaling.cli import main
 from lightning_scaling.errors import ScalingDataError
-from lightning_scaling.law.across import MIN_RUNS, UNLIKE, final_law, stack
+from lightning_scaling.curves.stacking import MIN_RUNS, UNLIKE, final_law, stack
 from lightning_scaling.law.chinchilla import ChinchillaLaw
-from lightning_scaling.law.forecast import Curve, Forecaster, forecast
+from lightning_scaling.curves.forecast import Curve, Forecaster, forecast
 
 LAW = ChinchillaLaw(E=1.5, A=400.0, B=600.0, alpha=0.4, beta=0.35)
 TOKENS_PER_STEP = 4096

@@ -268,7 +268,7 @@ def test_server_down_before_the_hook_only_warns(server, tmp_path):
 
 def test_recommendation_is_in_the_runs_unit_and_mixed_units_are_refused():
     from lightning_scaling.errors import ScalingDataError
-    from lightning_scaling.advice.plan import plan_next_run
+    from lightning_scaling.planner.next_run import plan_next_run
     from lightning_scaling.runs.records import RunRecord, Selection
     from conftest import grid_runs
 

@@ -391,7 +391,7 @@ def test_group_multipliers_reference():
 
 
 def test_strategies_that_cannot_be_supported_are_refused_by_name():
-    from lightning_scaling.callbacks._compat import check_strategy
+    from lightning_scaling.integrations.lightning import check_strategy
 
     class FSDPStrategy:  # stands for Lightning's FSDP1 strategy, which Lightning refuses to run on CPU
         pass
@@ -422,7 +422,7 @@ def test_a_failed_flop_measurement_falls_back_to_the_analytic_count_with_one_war
 
 
 def test_a_misspelt_hook_marked_override_fails_when_the_class_is_defined():
-    from lightning_scaling.callbacks._compat import Callback, override
+    from lightning_scaling.integrations.lightning import Callback, override
 
     with pytest.raises(TypeError, match=r"on_train_batch_strat is marked @override, but no base class has"):
         class Misspelt(Callback):

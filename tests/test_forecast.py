@@ -1,4 +1,4 @@
-"""Forecasting the rest of a run from its first part and other runs' curves (`law.forecast`), the curve CSV and
+"""Forecasting the rest of a run from its first part and other runs' curves (`curves.forecast`), the curve CSV and
 `lightning-scaling forecast`."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 from benchmarks.forecast import SCHEDULES, schedule, synthetic_runs
 from lightning_scaling.cli import main
 from lightning_scaling.errors import ScalingDataError
-from lightning_scaling.law.curve import AnnealingLaw, schedule_areas
-from lightning_scaling.law.forecast import (MOMENTUM_GRID, Curve, Forecaster, conformal_quantile, fit_shared,
+from lightning_scaling.curves.annealing import AnnealingLaw, schedule_areas
+from lightning_scaling.curves.forecast import (MOMENTUM_GRID, Curve, Forecaster, conformal_quantile, fit_shared,
                                             forecast)
-from lightning_scaling.runs.curves import read_curves_csv
+from lightning_scaling.runs.curve_table import read_curves_csv
 
 
 def run_curve(name, law, lr, noise=0.002, seed=0, every=10):

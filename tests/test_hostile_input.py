@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lightning_scaling.advice.plan import plan_next_run
+from lightning_scaling.planner.next_run import plan_next_run
 from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingLawAdvisor, ScalingTracker
 from lightning_scaling.cli import main
 from lightning_scaling.errors import ConfigurationError, LightningScalingError

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = ("lightning", "pytorch_lightning", "lightning_fabric", "torch", "mlflow", "mup")
-PURE = ("law", "runs", "advice", "schedules", "plugins")
+PURE = ("law", "evaluation", "curves", "runs", "planner", "schedules", "plugins")
 
 
 def test_import_contracts_hold():

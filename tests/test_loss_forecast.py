@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
 from lightning_scaling.callbacks import LossForecast, PowerLR, ScalingTracker
-from lightning_scaling.callbacks.forecast import FORECAST, LossForecastWarning
+from lightning_scaling.callbacks.loss_forecast import FORECAST, LossForecastWarning
 from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 from lightning_scaling.runs.records import RunRecord, select_runs
 from lightning_scaling.runs.schema import LR, STOPPED_EARLY_TAG
@@ -119,7 +119,7 @@ def test_the_store_reads_curves_with_the_learning_rate_at_each_validation(tmp_pa
 
 
 def test_the_stores_curves_carry_each_runs_n_and_tokens_but_a_stopped_runs_no_n(tmp_path):
-    """The law across runs (`law.across`) reads N and the tokens at each step from the store's curves; a run
+    """The law across runs (`curves.stacking`) reads N and the tokens at each step from the store's curves; a run
     stopped early has no final loss of its budget, so it gives no N there."""
     from lightning_scaling.runs.records import Selection
 
@@ -167,7 +167,7 @@ def test_no_store_means_the_runs_own_curve(tmp_path):
 
 
 def test_the_law_across_runs_judges_inside_its_range_when_degenerate():
-    from lightning_scaling.callbacks.forecast import _law_across
+    from lightning_scaling.callbacks.loss_forecast import _law_across
     from lightning_scaling.law.chinchilla import ChinchillaLaw
 
     law = ChinchillaLaw(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.37)

@@ -1,4 +1,4 @@
-"""The team's own learning-rate law from sweeps (`law.hyperparameters`), and the plan that uses it.
+"""The team's own learning-rate law from sweeps (`planner.hyperparameters`), and the plan that uses it.
 
 Sweeps are simulated from a known law eta* = k N^p D^q with a loss that is a parabola in log lr around it (as
 learning-rate sweeps look near their optimum, Li et al. 2025 Fig. 2), plus noise.
@@ -13,9 +13,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from lightning_scaling.advice.stages import hyperparameters, plan_stage, with_family
+from lightning_scaling.planner.stages import hyperparameters, plan_stage, with_family
 from lightning_scaling.cli import main
-from lightning_scaling.law.hyperparameters import STEP_LAW_EXPONENTS, fit_lr_law, lr_from_law, lr_sweeps
+from lightning_scaling.planner.hyperparameters import STEP_LAW_EXPONENTS, fit_lr_law, lr_from_law, lr_sweeps
 
 TRUE = {"k": 40.0, "p": -0.55, "q": 0.18}  # not Step Law's exponents: a fit that keeps them must fail
 

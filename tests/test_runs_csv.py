@@ -7,7 +7,7 @@ import pytest
 from conftest import grid_runs
 
 from lightning_scaling import InsufficientRunsError, ScalingDataError
-from lightning_scaling.runs.suggest import suggest_runs
+from lightning_scaling.runs.validation import suggest_runs
 from lightning_scaling.runs.table import read_runs_csv
 from lightning_scaling.runs.validation import distinct
 

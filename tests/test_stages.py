@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from lightning_scaling import plugins
-from lightning_scaling.advice.stages import (FIRST_SHARE, MIN_STEPS, family_realizer, fixed_design, hyperparameters,
+from lightning_scaling.planner.stages import (FIRST_SHARE, MIN_STEPS, family_realizer, fixed_design, hyperparameters,
                                              plan_stage, prior_optimum, validation_interval, with_family)
 from lightning_scaling.cli import main
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.integrations.family import read_family, train_command
-from lightning_scaling.law.design import expected_shrink, jacobian
+from lightning_scaling.planner.design import expected_shrink, jacobian
 from lightning_scaling.law.fit import ChinchillaFit
 from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW as LAW, synthetic_runs
 
@@ -155,9 +155,9 @@ def test_the_rollout_ends_lower_than_the_per_flop_rule_it_looks_ahead_with():
     than Chinchilla's), the stage chosen by rollout ends, in the design's own prediction, with a smaller sd of
     log N_opt at the target than the per-FLOP rule spending the whole budget from here; and it is another group
     than the per-FLOP rule's first (the rule alone missed this law in `benchmarks/planning.py`)."""
-    from lightning_scaling.advice.stages import _affordable, _arrays, _rollout, next_stage
+    from lightning_scaling.planner.stages import _affordable, _arrays, _rollout, next_stage
     from lightning_scaling.law.chinchilla import ChinchillaLaw
-    from lightning_scaling.law.intervals import scatter
+    from lightning_scaling.evaluation.intervals import scatter
 
     law = ChinchillaLaw(E=1.69, A=406.4, B=180.0, alpha=0.34, beta=0.20)
     target, budget = 1e21, 5e19
@@ -242,7 +242,7 @@ def test_validation_interval_divides_the_steps():
 def test_the_sparse_next_run_starts_from_the_dense_size_whose_average_is_the_optimum():
     """Integrated step by step over the cubic schedule (not the closed form), the planned run's N_avg is the
     recommended one only when the prunable fraction is taken into account."""
-    from lightning_scaling.advice.plan import plan_next_run
+    from lightning_scaling.planner.next_run import plan_next_run
     from lightning_scaling.runs.records import RunRecord, Selection
     from lightning_scaling.schedules.sparsity import cubic_sparsity
 
@@ -268,7 +268,7 @@ def _records(seed=0):
 
 
 def test_the_closing_hook_plans_the_next_stage_and_names_the_target():
-    from lightning_scaling.advice.recommendation import recommendation_markdown
+    from lightning_scaling.planner.recommendation import recommendation_markdown
     from lightning_scaling.callbacks import ScalingLawAdvisor
     from lightning_scaling.runs.records import Selection
 
@@ -280,7 +280,7 @@ def test_the_closing_hook_plans_the_next_stage_and_names_the_target():
     assert plan["basis"] == "fit" and plan["runs"] and plan["fit"]["params_opt_low"] < plan["fit"]["params_opt_high"]
     assert all(r["architecture"]["params"] == r["params"] for r in plan["runs"])
     assert plan["hyperparameters"]["kind"] == "prior"
-    from lightning_scaling.advice.plan import plan_next_run
+    from lightning_scaling.planner.next_run import plan_next_run
 
     rec = {**plan_next_run(selection, n_bootstrap=100), "plan": plan}
     note = recommendation_markdown(rec)
@@ -325,7 +325,7 @@ def test_the_closing_hooks_plan_is_the_sweeps_when_given_the_sweeps_options():
 def test_the_summary_run_charts_each_refit_and_the_experiment_describes_the_state(tmp_path):
     import mlflow
 
-    from lightning_scaling.advice.plan import plan_next_run
+    from lightning_scaling.planner.next_run import plan_next_run
     from lightning_scaling.integrations.mlflow_store import MLflowRunStore
     from lightning_scaling.runs.records import Selection
 

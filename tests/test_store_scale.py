@@ -17,8 +17,8 @@ from conftest import grid_runs
 from test_callbacks import B, T, make_data, make_model, make_trainer
 
 from lightning_scaling import ChinchillaFit
-from lightning_scaling.advice.plan import plan_next_run
-from lightning_scaling.advice.recommendation import FIGURE_GROUPS, figure_data
+from lightning_scaling.planner.next_run import plan_next_run
+from lightning_scaling.planner.recommendation import FIGURE_GROUPS, figure_data
 from lightning_scaling.callbacks import ScalingTracker
 from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 from lightning_scaling.law import bootstrap as boot
@@ -187,7 +187,7 @@ def test_fits_are_shared_within_a_plan_and_only_for_the_same_runs():
 def test_a_plan_is_the_same_with_shared_fits(monkeypatch):
     import contextlib
 
-    import lightning_scaling.advice.plan as plan_module
+    import lightning_scaling.planner.next_run as plan_module
 
     N, D, L = grid_runs(noise=0.01, seed=2)
     used = [RunRecord(run_id=f"r{i}", schema="1", params=n, tokens=d, flops=6.5 * n * d, loss=l)

@@ -2,7 +2,7 @@
 path a user takes (`lightning-scaling train --config examples/tiny_gpt/config.yaml ...`), all logged to one MLflow
 experiment; the closing hook refits the law after every run.
 
-The planner chooses the runs (`lightning_scaling.advice.stages`, as `lightning-scaling plan` does): from Chinchilla's
+The planner chooses the runs (`lightning_scaling.planner.stages`, as `lightning-scaling plan` does): from Chinchilla's
 law as the prior, a first stage of isoFLOP groups (Hoffmann et al. 2022, Approach 2) bracketing the prior's
 optimum widely, in widths of the demo's two-layer GPT; then, from the fit, stage by stage the group that most
 narrows the interval on N_opt at the target compute, until the budget of small runs is spent. The first stage adds
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_scaling.advice.stages import VALIDATIONS, validation_interval
+from lightning_scaling.planner.stages import VALIDATIONS, validation_interval
 from lightning_scaling.plugins import hookimpl
 from lightning_scaling.schedules.sparsity import average_params
 
@@ -121,7 +121,7 @@ def _next_run(store, tokens_per_step: int) -> Run | None:
                steps, n_layer=int(arch["n_layer"]))
 
 
-# The planned sweep (the default): `lightning_scaling.advice.stages` chooses the runs, stage by stage, toward a
+# The planned sweep (the default): `lightning_scaling.planner.stages` chooses the runs, stage by stage, toward a
 # target compute. Per mode: the target run's compute and the compute the small runs may spend (C = 6ND), the first
 # stage's share of it, its isoFLOP groups and sizes per group (this family's smallest models cannot train the tiny
 # runs a tenth of the budget would give; see `plan_stage`), the shortest run in warmups, and the time cap.
@@ -161,8 +161,8 @@ def next_stage(store, plan_name: str) -> dict:
     """The next stage of the planned sweep from the runs in the store (none yet: from the prior)."""
     import warnings
 
-    from lightning_scaling.advice.plan import law_inputs
-    from lightning_scaling.advice.stages import family_realizer, plan_stage, with_family
+    from lightning_scaling.planner.next_run import law_inputs
+    from lightning_scaling.planner.stages import family_realizer, plan_stage, with_family
 
     p = PLANS[plan_name]
     used = store.select().used if store is not None else []

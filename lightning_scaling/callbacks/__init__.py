@@ -9,11 +9,11 @@
 - `MuP`: muP (Yang et al. 2022) on Microsoft's `mup` package: base shapes, MuReadout, muP optimizer groups.
 """
 
-from .advisor import ScalingLawAdvisor
-from .forecast import LossForecast
-from .mup import MuP
-from .power_lr import PowerLR
-from .pruning import GradualPruning
-from .tracker import ScalingTracker
+from lightning_scaling.callbacks.advisor import ScalingLawAdvisor
+from lightning_scaling.callbacks.loss_forecast import LossForecast
+from lightning_scaling.callbacks.mup import MuP
+from lightning_scaling.callbacks.power_lr import PowerLR
+from lightning_scaling.callbacks.pruning import GradualPruning
+from lightning_scaling.callbacks.tracker import ScalingTracker
 
 __all__ = ["GradualPruning", "LossForecast", "MuP", "PowerLR", "ScalingLawAdvisor", "ScalingTracker"]

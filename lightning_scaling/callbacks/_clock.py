@@ -28,9 +28,9 @@ from collections.abc import Callable
 
 import torch
 
-from ..errors import ConfigurationError
-from ..nn.measure import data_unit, default_sequences, default_tokens
-from ._compat import running_trainer, warn_rank_zero
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.nn.measure import data_unit, default_sequences, default_tokens
+from lightning_scaling.integrations.lightning import running_trainer, warn_rank_zero
 
 STATE_VERSION = 2
 

@@ -8,7 +8,7 @@ zero without a word.
 
 from __future__ import annotations
 
-from ..errors import ConfigurationError
+from lightning_scaling.errors import ConfigurationError
 
 
 def check_state_version(owner: str, state_dict: dict, version: int) -> None:

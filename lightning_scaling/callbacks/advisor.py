@@ -18,20 +18,20 @@ from typing import TYPE_CHECKING
 import time
 import warnings
 
-from ._compat import Callback, override
+from lightning_scaling.integrations.lightning import Callback, override
 
 if TYPE_CHECKING:
-    from ._compat import LightningModule, Trainer
+    from lightning_scaling.integrations.lightning import LightningModule, Trainer
 
-from .. import plugins
-from ..errors import ConfigurationError
-from ..advice.plan import DEFAULT_GROWTH, USE_CURVES, plan_next_run, validate_budget
-from ..integrations.loggers import mlflow_logger
-from ..options import check_confidence, check_int, check_open_unit, check_positive, check_resamples
-from ..runs.records import STALE_AFTER_S
-from ..runs.secrets import redact
-from ..advice.stages import FIRST_GROUPS, FIRST_SHARE, GROUP_SIZE, MIN_GROUP, MIN_STEPS
-from ._types import NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, UseCurves
+from lightning_scaling import plugins
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.planner.next_run import DEFAULT_GROWTH, USE_CURVES, plan_next_run, validate_budget
+from lightning_scaling.integrations.loggers import mlflow_logger
+from lightning_scaling.options import check_confidence, check_int, check_open_unit, check_positive, check_resamples
+from lightning_scaling.runs.records import STALE_AFTER_S
+from lightning_scaling.runs.secrets import redact
+from lightning_scaling.planner.stages import FIRST_GROUPS, FIRST_SHARE, GROUP_SIZE, MIN_GROUP, MIN_STEPS
+from lightning_scaling.callbacks._types import NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, UseCurves
 
 
 REFITS = 3  # refits when more runs finished while this hook was fitting
@@ -52,23 +52,23 @@ class ScalingLawAdvisor(Callback):
         seed: seed of the bootstrap.
         confidence: central probability of the intervals (default 0.8).
         law: "auto" (default): choose among the registered law forms by forward-chaining error, Chinchilla's
-            unless another predicts the held-out runs clearly better (`law.backtest.choose_form`); or the name of
+            unless another predicts the held-out runs clearly better (`evaluation.backtest.choose_form`); or the name of
             one form (built-in: "chinchilla", "exponent_interaction"; plugins may register others).
         stale_after: seconds without a new metric after which a RUNNING run is taken for a killed process and left
             out with that reason (it comes back when resumed under the same run id).
         target_flops, plan_budget: the compute of the run to size in the end and the compute to spend on small
             runs before it (all stages; the runs so far count against it). With both, the recommendation carries
             the plan (``plan`` in recommendation.json, a line in the note and in the experiment's description): the
-            next stage of small runs while budget is left (`advice.stages.plan_stage`), and N_opt at the target
+            next stage of small runs while budget is left (`planner.stages.plan_stage`), and N_opt at the target
             with its interval.
         plan_min_steps: the shortest run the plan proposes, in optimizer steps of this run's size (default 100;
             runs are planned in whole steps of this run's tokens per step).
         plan_first_share, plan_first_groups, plan_group_size: the first stage, planned before the runs allow a
             fit: its share of `plan_budget`, its isoFLOP groups and the sizes in each (defaults 0.1, 3 and 5:
-            `advice.stages`); a sweep that plans with other values gives them here too, so that the hook's plan
+            `planner.stages`); a sweep that plans with other values gives them here too, so that the hook's plan
             and the sweep's agree.
         use_curves: "auto" (default): the runs' validation checkpoints, corrected for the learning-rate schedule
-            (`law.checkpoints`), join the fit when the forward-chaining backtest predicts held-out final losses
+            (`curves.correction`), join the fit when the forward-chaining backtest predicts held-out final losses
             better with them; "always"; "never" (final losses only). ``data`` in recommendation.json says which.
 
     Raises:
@@ -131,7 +131,7 @@ class ScalingLawAdvisor(Callback):
             return
         store = None
         try:
-            from ..integrations.mlflow_store import MLflowRunStore
+            from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 
             store = MLflowRunStore(logger.experiment.tracking_uri, experiment_id=logger.experiment_id,
                                    loss_key=self.loss_key, stale_after=self.stale_after)
@@ -188,12 +188,12 @@ class ScalingLawAdvisor(Callback):
 
     def plan(self, selection, hparams: dict, settings: dict, store=None, tokens_per_step: float | None = None
              ) -> dict:
-        """The next stage of the sweep from the runs used (`advice.stages`), as concrete architectures of this
+        """The next stage of the sweep from the runs used (`planner.stages`), as concrete architectures of this
         run's model where the `propose_architecture` hook knows it, in whole steps of `tokens_per_step` (this
         run's) when known; without muP and PowerLR settings to keep, the learning rate from the team's own sweeps
         in `store` (each run's peak `scaling/lr`) where it holds some."""
-        from ..advice.plan import law_inputs
-        from ..advice.stages import family_realizer, plan_stage, transfers, with_family
+        from lightning_scaling.planner.next_run import law_inputs
+        from lightning_scaling.planner.stages import family_realizer, plan_stage, transfers, with_family
 
         N, D, L, _ = law_inputs(selection.used)
         with warnings.catch_warnings():
@@ -212,7 +212,7 @@ class ScalingLawAdvisor(Callback):
 
 def _tokens_per_step(trainer) -> float | None:
     """Tokens per optimizer step of this run (the tracker's clock), or None without a tracker."""
-    from .tracker import ScalingTracker
+    from lightning_scaling.callbacks.tracker import ScalingTracker
 
     tracker = next((cb for cb in getattr(trainer, "callbacks", None) or [] if isinstance(cb, ScalingTracker)), None)
     clock = getattr(tracker, "clock", None)
@@ -221,10 +221,10 @@ def _tokens_per_step(trainer) -> float | None:
 
 def _settings(trainer) -> tuple[dict, dict | None]:
     """The learning-rate, muP and pruning settings of this run's callbacks, to reuse for the next run."""
-    from .mup import MuP
-    from .power_lr import PowerLR
-    from .pruning import GradualPruning
-    from .tracker import ScalingTracker
+    from lightning_scaling.callbacks.mup import MuP
+    from lightning_scaling.callbacks.power_lr import PowerLR
+    from lightning_scaling.callbacks.pruning import GradualPruning
+    from lightning_scaling.callbacks.tracker import ScalingTracker
 
     settings: dict = {}
     pruning = None

@@ -32,9 +32,9 @@ import types
 import weakref
 from collections.abc import Mapping
 
-from ..errors import ConfigurationError
-from ..nn.mup_optim import KINDS, make_optimizer_mup, split_optimizers_and_schedulers
-from ..nn.mup_shapes import (
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.nn.mup_optim import KINDS, make_optimizer_mup, split_optimizers_and_schedulers
+from lightning_scaling.nn.mup_shapes import (
     attach,
     attention_scale_problems,
     base_shapes_from_hparams,
@@ -48,12 +48,12 @@ from ..nn.mup_shapes import (
     rescale_init,
 )
 
-from ._compat import Callback, check_strategy, override, warn_rank_zero
+from lightning_scaling.integrations.lightning import Callback, check_strategy, override, warn_rank_zero
 
 if TYPE_CHECKING:
-    from ._compat import LightningModule, Trainer
-from ._state import check_state_version
-from ._types import HiddenInit, OptimizerKind
+    from lightning_scaling.integrations.lightning import LightningModule, Trainer
+from lightning_scaling.callbacks._state import check_state_version
+from lightning_scaling.callbacks._types import HiddenInit, OptimizerKind
 
 STATE_VERSION = 1
 HIDDEN_INITS = ("fan_in", "fixed")

@@ -20,16 +20,16 @@ import dataclasses
 import math
 from collections.abc import Callable
 
-from ..errors import ConfigurationError
-from ..runs.schema import LR, POWER_DECAY_FRACTION
-from ..schedules.lr import PowerSchedule, validate_power_args
-from ._clock import RunClock, clock_of, release_clock
-from ._compat import Callback, override, warn_rank_zero
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.runs.schema import LR, POWER_DECAY_FRACTION
+from lightning_scaling.schedules.lr import PowerSchedule, validate_power_args
+from lightning_scaling.callbacks._clock import RunClock, clock_of, release_clock
+from lightning_scaling.integrations.lightning import Callback, override, warn_rank_zero
 
 if TYPE_CHECKING:
-    from ._compat import LightningModule, Optimizer, Trainer
-from ._state import changed_settings, check_state_version
-from ._types import ClosedUnitInterval, DecayShape, NonNegativeFloat, PositiveFloat, PositiveInt, PowerExponent
+    from lightning_scaling.integrations.lightning import LightningModule, Optimizer, Trainer
+from lightning_scaling.callbacks._state import changed_settings, check_state_version
+from lightning_scaling.callbacks._types import ClosedUnitInterval, DecayShape, NonNegativeFloat, PositiveFloat, PositiveInt, PowerExponent
 
 STATE_VERSION = 2
 

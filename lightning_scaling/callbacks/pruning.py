@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..errors import ConfigurationError
-from ..nn.masks import (
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.nn.masks import (
     SCOPES,
     apply_masks,
     full_masks,
@@ -34,14 +34,14 @@ from ..nn.masks import (
     reset_optimizer_state,
     sparsity_of,
 )
-from ..schedules.sparsity import END_FRACTION, START_FRACTION, cubic_sparsity, validate_pruning_args
-from ._clock import RunClock, clock_of, release_clock
-from ._compat import Callback, check_strategy, override, warn_rank_zero
+from lightning_scaling.schedules.sparsity import END_FRACTION, START_FRACTION, cubic_sparsity, validate_pruning_args
+from lightning_scaling.callbacks._clock import RunClock, clock_of, release_clock
+from lightning_scaling.integrations.lightning import Callback, check_strategy, override, warn_rank_zero
 
 if TYPE_CHECKING:
-    from ._compat import LightningModule, Optimizer, Trainer
-from ._state import changed_settings, check_state_version
-from ._types import ClosedUnitInterval, PositiveInt, PruningScope, Sparsity
+    from lightning_scaling.integrations.lightning import LightningModule, Optimizer, Trainer
+from lightning_scaling.callbacks._state import changed_settings, check_state_version
+from lightning_scaling.callbacks._types import ClosedUnitInterval, PositiveInt, PruningScope, Sparsity
 
 STATE_VERSION = 2
 

@@ -33,13 +33,13 @@ from collections.abc import Callable
 
 import torch
 
-from .. import plugins
-from ..errors import ConfigurationError
-from ..schedules.flops import transformer_training_flops
-from ..integrations.loggers import keep_credentials_out_of_output, log_schema, run_id_of, set_run_tags
-from ..runs import schema
-from ..runs.schema import BEST_TAG, COMPLETE_TAG, RESUMED_FROM_TAG, SCHEMA_VERSION
-from ..nn.measure import (
+from lightning_scaling import plugins
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.schedules.flops import transformer_training_flops
+from lightning_scaling.integrations.loggers import keep_credentials_out_of_output, log_schema, run_id_of, set_run_tags
+from lightning_scaling.runs import schema
+from lightning_scaling.runs.schema import BEST_TAG, COMPLETE_TAG, RESUMED_FROM_TAG, SCHEMA_VERSION
+from lightning_scaling.nn.measure import (
     PARAMS_BASES,
     StepFlops,
     basis_parameters,
@@ -48,13 +48,13 @@ from ..nn.measure import (
     default_input,
     is_sharded,
 )
-from ._clock import RunClock, clock_of, release_clock
-from ._compat import Callback, check_strategy, override, running_trainer, warn_rank_zero
+from lightning_scaling.callbacks._clock import RunClock, clock_of, release_clock
+from lightning_scaling.integrations.lightning import Callback, check_strategy, override, running_trainer, warn_rank_zero
 
 if TYPE_CHECKING:
-    from ._compat import LightningModule, Optimizer, Trainer
-from ._state import check_state_version
-from ._types import ParamsBasis, PositiveInt
+    from lightning_scaling.integrations.lightning import LightningModule, Optimizer, Trainer
+from lightning_scaling.callbacks._state import check_state_version
+from lightning_scaling.callbacks._types import ParamsBasis, PositiveInt
 
 STATE_VERSION = 2
 MAX_BEST = 20  # loss metrics whose lowest value is kept

@@ -1,10 +1,10 @@
 """A model family from a LightningCLI config: the size knobs and the run settings a plan needs.
 
-`read_family(path)` reads the YAML `lightning-scaling train --config` takes and returns what `advice.stages`
+`read_family(path)` reads the YAML `lightning-scaling train --config` takes and returns what `planner.stages`
 needs to turn a planned (N, D) into a run: the model's ``init_args`` (the knobs `propose_architecture` reads, e.g.
 ``d_model``, ``n_layer``, ``n_head``), the tokens per optimizer step (``data.init_args.batch_size`` x
 ``seq_len`` when the data module has both, times the devices' count when given), which of this package's callbacks
-the config lists (muP and PowerLR settings transfer; see `advice.stages.hyperparameters`), and a builder of the
+the config lists (muP and PowerLR settings transfer; see `planner.stages.hyperparameters`), and a builder of the
 command line that trains a planned run.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from ..errors import ConfigurationError
+from lightning_scaling.errors import ConfigurationError
 
 SIZE_KNOBS = ("d_model", "n_layer", "n_head")
 

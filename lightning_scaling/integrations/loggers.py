@@ -6,8 +6,8 @@ Duck-typed so that this module imports neither MLflow nor any logger package: an
 
 from __future__ import annotations
 
-from ..runs.schema import SCHEMA_TAG
-from ..runs.secrets import keep_uri_out_of_output
+from lightning_scaling.runs.schema import SCHEMA_TAG
+from lightning_scaling.runs.secrets import keep_uri_out_of_output
 
 
 def run_id_of(logger) -> str | None:

@@ -25,13 +25,13 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ..errors import ConfigurationError, LightningScalingError
-from ..runs.secrets import keep_uri_out_of_output, redact
-from ..advice.recommendation import experiment_markdown, recommendation_markdown, refit_metrics
-from ..runs.records import RunRecord, Selection, select_runs
-from ..runs import schema
-from ..runs.records import STALE_AFTER_S
-from ..runs.schema import (BEST_TAG, COMPLETE_TAG, N_RUNS_TAG, RESUMED_FROM_TAG, SCHEMA_TAG, STOPPED_EARLY_TAG,
+from lightning_scaling.errors import ConfigurationError, LightningScalingError
+from lightning_scaling.runs.secrets import keep_uri_out_of_output, redact
+from lightning_scaling.planner.recommendation import experiment_markdown, recommendation_markdown, refit_metrics
+from lightning_scaling.runs.records import RunRecord, Selection, select_runs
+from lightning_scaling.runs import schema
+from lightning_scaling.runs.records import STALE_AFTER_S
+from lightning_scaling.runs.schema import (BEST_TAG, COMPLETE_TAG, N_RUNS_TAG, RESUMED_FROM_TAG, SCHEMA_TAG, STOPPED_EARLY_TAG,
                            SUMMARY_TAG)
 
 SUMMARY_RUN_NAME = "scaling-law"
@@ -173,14 +173,14 @@ class MLflowRunStore:
 
     def curves(self, selection: Selection, max_runs: int = 64, dense_lr: bool = False,
                stopped: bool = True) -> list:
-        """The loss curves (`law.forecast.Curve`) of the runs used by `selection` and (with `stopped`) of the runs
+        """The loss curves (`curves.forecast.Curve`) of the runs used by `selection` and (with `stopped`) of the runs
         stopped early: the loss metric's history at each validation with `scaling/lr` interpolated there; the
         `max_runs` most recent, two history requests each. Runs without both histories are skipped. With
         `dense_lr` the curve also holds every step at which the learning rate was logged (its loss NaN there):
-        the schedule at full resolution, for the checkpoints' correction (`law.checkpoints`)."""
+        the schedule at full resolution, for the checkpoints' correction (`curves.correction`)."""
         import numpy as np
 
-        from ..law.forecast import Curve
+        from lightning_scaling.curves.forecast import Curve
 
         early = [r for r, why in selection.excluded if why.startswith("stopped early")] if stopped else []
         runs = sorted([*selection.used, *early], key=lambda r: -(r.start_time or 0))[:max_runs]
@@ -203,7 +203,7 @@ class MLflowRunStore:
                 steps = every
             lr_at = np.interp(steps, [s for s, _ in lr], [v for _, v in lr])
             # tokens at each step at the run's own rate (its tokens over its last step), and its N: the law across
-            # runs' final losses (`law.across`) reads both; a run stopped early has no final loss, so no N here
+            # runs' final losses (`curves.stacking`) reads both; a run stopped early has no final loss, so no N here
             tokens = (steps * (r.tokens / steps[-1]) if r.tokens and r.tokens > 0 and math.isfinite(r.tokens)
                       else None)
             params = (r.params if r not in early and r.params and r.params > 0 and math.isfinite(r.params)
@@ -216,7 +216,7 @@ class MLflowRunStore:
 
     def peak_learning_rates(self, records) -> list[float]:
         """Each record's peak learning rate: the largest `scaling/lr` it logged (PowerLR or LossForecast write it),
-        NaN where it logged none; one history request per run (for learning-rate sweeps, `law.hyperparameters`)."""
+        NaN where it logged none; one history request per run (for learning-rate sweeps, `planner.hyperparameters`)."""
         out = []
         for r in records:
             try:
@@ -305,7 +305,7 @@ class MLflowRunStore:
         does not overwrite the other (`force`: write it anyway, as `recommend --publish` does); returns whether the
         summary was written.
         """
-        from .plots import frontier_figure, isoflop_figure
+        from lightning_scaling.integrations.plots import frontier_figure, isoflop_figure
 
         self.mark_training_experiment()
         summary_id = self.summary_run_id()

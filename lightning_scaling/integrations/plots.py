@@ -6,14 +6,14 @@ L_opt(C) from the smallest run to past the recommendation, and the recommended r
 prediction along each group's isoFLOP curve C = 6 N D and each group's minimum.
 
 Both only draw: the curves come in the recommendation (`rec["figures"]`, made by
-`advice.recommendation.figure_data` from the law form itself), so any registered law form is drawn correctly.
+`planner.recommendation.figure_data` from the law form itself), so any registered law form is drawn correctly.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..schedules.flops import training_compute
+from lightning_scaling.schedules.flops import training_compute
 
 
 def _pyplot():

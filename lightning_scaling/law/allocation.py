@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigurationError
-from .chinchilla import ChinchillaLaw
-from ..schedules.flops import FLOPS_PER_PARAM_TOKEN, training_compute
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.law.chinchilla import ChinchillaLaw
+from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN, training_compute
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .allocation import optimal_allocation
-from ..errors import ConfigurationError
-from ..options import check_confidence, check_resamples
-from .chinchilla import PARAM_NAMES
-from .objective import objective
-from .form import DEFAULT_CONFIDENCE
-from .search import newton
+from lightning_scaling.law.allocation import optimal_allocation
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.options import check_confidence, check_resamples
+from lightning_scaling.law.chinchilla import PARAM_NAMES
+from lightning_scaling.law.objective import objective
+from lightning_scaling.law.form import DEFAULT_CONFIDENCE
+from lightning_scaling.law.search import newton
 
 
 
@@ -101,7 +101,7 @@ PILOT = 100  # replicates that try every start; the others try the runner-up bas
 
 def resample_counts(rng, n: int, n_resamples: int, groups=None) -> np.ndarray:
     """(n_resamples, n) integer weights: how often each point is drawn in each replicate. With `groups` (a run index
-    per point: the checkpoints of one run, `law.checkpoints`) whole runs are drawn, each point weighted by how often
+    per point: the checkpoints of one run, `curves.correction`) whole runs are drawn, each point weighted by how often
     its run was, so that points of one run, which are not independent, never count as independent evidence."""
     if groups is None:
         draws = rng.integers(0, n, size=(n_resamples, n))

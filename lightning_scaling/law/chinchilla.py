@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import ConfigurationError
+from lightning_scaling.errors import ConfigurationError
 
 #: Names of the five parameters in the log (LSE) parametrisation, in the order the fitter uses.
 LOG_PARAM_NAMES = ("a", "b", "e", "alpha", "beta")

@@ -22,12 +22,12 @@ import warnings
 
 import numpy as np
 
-from ..errors import ConfigurationError, NotFittedError
-from .chinchilla import PARAM_NAMES, ChinchillaLaw
-from .form import DEFAULT_CONFIDENCE
-from .objective import HUBER_DELTA, huber_objective
-from ..runs.validation import check_enough_runs, validate_runs
-from .search import SCAN_RUNS, basin_starts, box_polish, newton, profile_scan, scan_subset
+from lightning_scaling.errors import ConfigurationError, NotFittedError
+from lightning_scaling.law.chinchilla import PARAM_NAMES, ChinchillaLaw
+from lightning_scaling.law.form import DEFAULT_CONFIDENCE
+from lightning_scaling.law.objective import HUBER_DELTA, huber_objective
+from lightning_scaling.runs.validation import check_enough_runs, validate_runs
+from lightning_scaling.law.search import SCAN_RUNS, basin_starts, box_polish, newton, profile_scan, scan_subset
 
 PARAMS_COLUMNS = ("params", "params_avg")
 VANISHING_TERM = 1e-3  # a term that moves the loss by less than 0.1% over all the runs carries no information
@@ -157,7 +157,7 @@ class ChinchillaFit:
         lacks spread ("N", "D", or "compute" for E). A degenerate fit still predicts. An exponent on its bound or a
         vanishing term ``refuses`` the recommendation: the allocation N_opt = G (C/6)^(beta/(alpha+beta)) is then
         not measured. E at 0 is flagged but does not refuse: the allocation does not involve E, and the predicted
-        loss carries the calibrated extrapolation interval (`law.intervals`), which sees such a bias in the
+        loss carries the calibrated extrapolation interval (`evaluation.intervals`), which sees such a bias in the
         forward-chaining residuals.
         """
         out: list[dict] = []
@@ -203,13 +203,13 @@ class ChinchillaFit:
 
     def compute_optimal(self, flops):
         """The compute-optimal run at budget `flops` (C = 6ND): an `Allocation` (Hoffmann et al. 2022, Eq. 4)."""
-        from .allocation import compute_optimal
+        from lightning_scaling.law.allocation import compute_optimal
 
         return compute_optimal(self.law_, flops)
 
     def bootstrap(self, n_resamples: int = 1000, seed: int = 0, confidence: float = DEFAULT_CONFIDENCE):
         """Percentile intervals from refits on resampled runs: a `BootstrapResult` (see `law.bootstrap`)."""
-        from .bootstrap import bootstrap
+        from lightning_scaling.law.bootstrap import bootstrap
 
         return bootstrap(self, n_resamples, seed=seed, confidence=confidence)
 

@@ -34,7 +34,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import ConfigurationError
+from lightning_scaling.errors import ConfigurationError
 
 METHODS = ("fit", "predict", "compute_optimal", "bootstrap", "to_dict")
 DEFAULT_CONFIDENCE = 0.8  # an 80% interval (10th to 90th percentile): wide enough to act on, not a guarantee

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..runs.validation import distinct
-from ..schedules.flops import training_compute
+from lightning_scaling.runs.validation import distinct
+from lightning_scaling.schedules.flops import training_compute
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .objective import HUBER_DELTA, huber, objective, objective_grad_hess
+from lightning_scaling.law.objective import HUBER_DELTA, huber, objective, objective_grad_hess
 
 # Sub-models of (E, A, B) tried when the full least-squares solve gives a non-positive coefficient: the
 # positive optimum then lies on a face where that term vanishes (a boundary of the log parametrisation).

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .allocation import optimal_allocation
-from .chinchilla import ChinchillaLaw
-from ..schedules.flops import FLOPS_PER_PARAM_TOKEN
+from lightning_scaling.law.allocation import optimal_allocation
+from lightning_scaling.law.chinchilla import ChinchillaLaw
+from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
 
 #: Hoffmann et al. 2022, Eq. 10: the published Chinchilla law, the demo's ground truth.
 CHINCHILLA_PAPER_LAW = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)

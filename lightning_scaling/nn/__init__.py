@@ -8,9 +8,9 @@
   place, the attention scale, and the coordinate check.
 """
 
-from .coord_check import CoordCheckResult, coord_check
-from .mup_optim import make_optimizer_mup, mup_param_groups
-from .mup_shapes import (
+from lightning_scaling.nn.coord_check import CoordCheckResult, coord_check
+from lightning_scaling.nn.mup_optim import make_optimizer_mup, mup_param_groups
+from lightning_scaling.nn.mup_shapes import (
     attach,
     attention_scale,
     base_shapes_from_hparams,

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigurationError
-from .mup_optim import make_optimizer_mup
-from .mup_shapes import attach, rescale_fixed_init, serialize
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.nn.mup_optim import make_optimizer_mup
+from lightning_scaling.nn.mup_shapes import attach, rescale_fixed_init, serialize
 
 PARAMETRIZATIONS = ("mup", "sp")
 

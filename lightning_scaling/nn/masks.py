@@ -23,9 +23,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..errors import ConfigurationError
-from .layers import embedding_parameter_ids, linear_weights, module_kinds, readout_names
-from .measure import local_tensor
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.nn.layers import embedding_parameter_ids, linear_weights, module_kinds, readout_names
+from lightning_scaling.nn.measure import local_tensor
 
 SCOPES = ("layer", "global")
 

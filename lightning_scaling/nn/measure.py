@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from .layers import embedding_parameter_ids
+from lightning_scaling.nn.layers import embedding_parameter_ids
 
 PARAMS_BASES = ("non_embedding", "total")
 DATA_UNITS = ("tokens", "samples")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigurationError
+from lightning_scaling.errors import ConfigurationError
 
 ADAM_LIKE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "SparseAdam")
 SGD_LIKE = ("SGD", "ASGD")

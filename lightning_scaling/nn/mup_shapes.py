@@ -25,8 +25,8 @@ import mup
 import torch
 from torch import nn
 
-from ..errors import ConfigurationError
-from .layers import is_linear, readout_names, tied_embedding
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.nn.layers import is_linear, readout_names, tied_embedding
 
 SHAPES_ATTR = "_lightning_scaling_base_shapes"  # module attribute: {param name: base shape list}
 #: Attribute names under which attention modules keep their head width and their logit scale.

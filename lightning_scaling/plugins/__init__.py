@@ -6,8 +6,8 @@ built-in plugin.
 - `builtin`: what the package does out of the box, registered through the same hooks third parties use.
 """
 
-from .hookspecs import hookimpl, hookspec
-from .manager import (
+from lightning_scaling.plugins.hookspecs import hookimpl, hookspec
+from lightning_scaling.plugins.manager import (
     BUILTIN_NAME,
     DISABLE_AUTOLOAD_ENV,
     ENTRY_POINT_GROUP,

@@ -34,9 +34,9 @@ import math
 from collections.abc import Mapping
 from numbers import Integral, Real
 
-from ..errors import ConfigurationError
-from ..law.fit import ChinchillaFit
-from .hookspecs import hookimpl
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.law.fit import ChinchillaFit
+from lightning_scaling.plugins.hookspecs import hookimpl
 
 #: The hyperparameters that mark a GPT-like model; without all of them `propose_architecture` returns None.
 GPT_KEYS = ("d_model", "n_layer", "n_head")
@@ -169,7 +169,7 @@ def register_law_forms(register) -> None:
     the baseline; ``"exponent_interaction"``: the data exponent moves with N (`ExponentInteractionFit`);
     ``"data_constrained"``: repeated tokens worth less (Muennighoff et al. 2023, `DataConstrainedFit`, for runs
     that give their unique tokens)."""
-    from ..law.general import DataConstrainedFit, ExponentInteractionFit
+    from lightning_scaling.law.separable import DataConstrainedFit, ExponentInteractionFit
 
     register("chinchilla", ChinchillaFit)
     register("exponent_interaction", ExponentInteractionFit)

@@ -37,9 +37,9 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from ..errors import ConfigurationError
-from .hookspecs import PROJECT_NAME
+from lightning_scaling.plugins import hookspecs
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.plugins.hookspecs import PROJECT_NAME
 
 #: The entry point group third-party plugins declare.
 ENTRY_POINT_GROUP = PROJECT_NAME
@@ -111,7 +111,7 @@ def plugin_manager() -> pluggy.PluginManager:
     global _manager
     with _manager_lock:
         if _manager is None:
-            from . import builtin as builtin_plugins
+            from lightning_scaling.plugins import builtin as builtin_plugins
 
             pm = pluggy.PluginManager(PROJECT_NAME)
             pm.add_hookspecs(hookspecs)

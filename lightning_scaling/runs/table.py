@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InsufficientRunsError, ScalingDataError
-from .suggest import suggest_runs
-from .validation import check_plausible, validate_runs
+from lightning_scaling.errors import InsufficientRunsError, ScalingDataError
+from lightning_scaling.runs.validation import suggest_runs
+from lightning_scaling.runs.validation import check_plausible, validate_runs
 
 REQUIRED_COLUMNS = ("params", "tokens", "loss")
 OPTIONAL_COLUMNS = ("flops", "params_avg", "run_id", "unique_tokens", "lr")

@@ -3,7 +3,8 @@
 A run is (N, D, L): parameters (dense, or the average non-zero count N_avg of a sparse run), training tokens and
 final loss. `validate_runs` turns user input into clean float arrays or raises `ScalingDataError` naming the
 row; `check_enough_runs` raises `InsufficientRunsError` with a list of runs that would constrain the fit
-(`suggest.suggest_runs`).
+(`suggest_runs`: an isoFLOP group at the largest compute so far, the runs that
+would constrain the law, named beside the check that asks for them).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import InsufficientRunsError, ScalingDataError
-from .suggest import suggest_runs
+from lightning_scaling.errors import InsufficientRunsError, ScalingDataError
+from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN, training_compute
 
 # Magnitudes no training run has, for runs given as counts (run records, run tables): a value outside its range is a
 # logging or unit error (1e30 parameters, 1 token), refused with the row named rather than fitted. Generous on both
@@ -23,6 +24,48 @@ PLAUSIBLE = {"params": (10.0, 1e15), "params_avg": (10.0, 1e15), "tokens": (100.
              "unique_tokens": (100.0, 1e17), "flops": (1e3, 1e32)}
 MIN_RUNS = 5  # five parameters in the law: fewer runs cannot determine it
 MIN_DISTINCT = 3  # a power law plus offset along an axis needs at least three distinct values on it
+TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022, Table 3: ~20 tokens per parameter is compute-optimal
+
+
+def suggest_runs(N, D, n_more: int = 3, tokens_per_param: float = TOKENS_PER_PARAM,
+                 at_flops: float | None = None) -> list[dict]:
+    """Runs that would best constrain a fit of the law, given the runs so far.
+
+    The design is an isoFLOP group (Hoffmann et al. 2022, Approach 2) at the largest compute so far: three model
+    sizes around the compute-optimal size (a third of it, it, three times it) with the tokens that spend the same
+    compute. Such a group pins both exponents (varying N and D against each other) and its curvature pins E.
+    Runs already present are skipped; if a group is not enough, the next one is at four times the compute.
+
+    Args:
+        N, D: the runs so far (possibly empty).
+        n_more: how many runs to propose.
+        tokens_per_param: the D/N ratio assumed optimal before any fit exists.
+        at_flops: the compute of the first group (default: the largest so far).
+
+    Returns:
+        A list of ``{"params": N, "tokens": D, "flops": 6 N D}`` dicts.
+    """
+    N = np.asarray(N, float)
+    D = np.asarray(D, float)
+    C = float(training_compute(N, D).max()) if len(N) else FLOPS_PER_PARAM_TOKEN * tokens_per_param * 1e12
+    C = float(at_flops) if at_flops is not None else C
+    have = {(round(math.log(n), 2), round(math.log(d), 2)) for n, d in zip(N, D)}
+    out: list[dict] = []
+    while len(out) < n_more:
+        N_c = math.sqrt(C / (FLOPS_PER_PARAM_TOKEN * tokens_per_param))
+        for factor in (1.0, 1 / 3, 3.0, 1 / 9, 9.0):
+            n = float(f"{N_c * factor:.3g}")
+            d = float(f"{C / (FLOPS_PER_PARAM_TOKEN * n):.3g}")
+            key = (round(math.log(n), 2), round(math.log(d), 2))
+            if key in have:
+                continue
+            have.add(key)
+            out.append({"params": n, "tokens": d, "flops": training_compute(n, d)})
+            if len(out) >= n_more:
+                break
+        C *= 4.0
+    return out
+
 
 
 def _label(i: int, labels: Sequence[str] | None) -> str:

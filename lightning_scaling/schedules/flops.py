@@ -13,7 +13,7 @@ the work of QK^T and of the attention-weighted sum of values. Fused kernels, and
 
 from __future__ import annotations
 
-from ..errors import ConfigurationError
+from lightning_scaling.errors import ConfigurationError
 
 FORWARD_FLOPS_PER_PARAM = 2  # a multiply and an add per weight per token (Kaplan et al. 2020, Table 1)
 TRAINING_MULTIPLIER = 3  # backward = 2 x forward (Kaplan et al. 2020, Sec. 2.1)

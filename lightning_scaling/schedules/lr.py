@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..errors import ConfigurationError
+from lightning_scaling.errors import ConfigurationError
 
 DECAY_SHAPES = ("exponential", "linear", "1-sqrt")
 # The exponential decay falls by e^-EXP_DECAY_RATE over the decay phase before being shifted to end exactly at 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import ConfigurationError
+from lightning_scaling.errors import ConfigurationError
 
 START_FRACTION = 0.25  # Jin et al. 2025, Sec. 4: start pruning at 25% of training compute
 END_FRACTION = 0.75  # Jin et al. 2025, Sec. 4: reach the final sparsity at 75%

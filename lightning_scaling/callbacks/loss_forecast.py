@@ -2,9 +2,9 @@
 
 At the start of training (rank zero) the callback reads the curves of the experiment's other runs from the
 MLflow store (the loss metric's history and `scaling/lr`) and fits the annealing law's shape on them once
-(`law.forecast.Forecaster`), and fits the scaling law L(N, D) across their final losses. At each validation it
+(`curves.forecast.Forecaster`), and fits the scaling law L(N, D) across their final losses. At each validation it
 forecasts this run's loss at the end of its budget from its own curve so far and the learning rates to come,
-stacked with the law across the other runs' final losses at this run's N and token budget (`law.across`: the law
+stacked with the law across the other runs' final losses at this run's N and token budget (`curves.stacking`: the law
 carries the forecast early in the run, the curve near its end, as fits the other runs best), and logs
 `scaling/forecast_final_loss` with `_low` and `_high` (the interval at `confidence`). A forecast costs a few
 least-squares solves: milliseconds, only at validations (the law across runs and each run's error without it
@@ -32,16 +32,16 @@ from dataclasses import dataclass
 
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigurationError
-from ..options import check_confidence
-from ..runs.schema import LR, STOPPED_EARLY_TAG
-from ..runs.secrets import redact
-from ._clock import clock_of
-from ._compat import Callback, override
-from ._types import NonNegativeInt, OpenUnitInterval
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.options import check_confidence
+from lightning_scaling.runs.schema import LR, STOPPED_EARLY_TAG
+from lightning_scaling.runs.secrets import redact
+from lightning_scaling.callbacks._clock import clock_of
+from lightning_scaling.integrations.lightning import Callback, override
+from lightning_scaling.callbacks._types import NonNegativeInt, OpenUnitInterval
 
 if TYPE_CHECKING:
-    from ._compat import LightningModule, Trainer
+    from lightning_scaling.integrations.lightning import LightningModule, Trainer
 
 FORECAST = "scaling/forecast_final_loss"
 PLANNED_POINTS = 200  # points of the planned rest of the run given to the law
@@ -92,7 +92,7 @@ class LossForecast(Callback):
         self.momentum = momentum
         self.forecaster = None
         self.law = None  # the scaling law across the store's runs (a fitted estimator), when there is one
-        self.last = None  # the last forecast (`law.forecast.Forecast`)
+        self.last = None  # the last forecast (`curves.forecast.Forecast`)
         self.seconds: list[float] = []  # time of each forecast
         self.stopped: str | None = None
         self._lr_steps, self._lr = array("d"), array("d")
@@ -105,7 +105,7 @@ class LossForecast(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
-            from .power_lr import PowerLR
+            from lightning_scaling.callbacks.power_lr import PowerLR
 
             self.clock = clock_of(trainer, "LossForecast")
             # the callback that drives the learning rate, looked up once: its rate is read at every step
@@ -115,14 +115,14 @@ class LossForecast(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        from ..integrations.loggers import mlflow_logger
-        from ..law.forecast import Forecaster
+        from lightning_scaling.integrations.loggers import mlflow_logger
+        from lightning_scaling.curves.forecast import Forecaster
 
         logger = mlflow_logger(trainer)
         pool = []
         if logger is not None:
             try:
-                from ..integrations.mlflow_store import MLflowRunStore
+                from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 
                 store = MLflowRunStore(logger.experiment.tracking_uri, experiment_id=logger.experiment_id,
                                        loss_key=self.loss_key)
@@ -160,7 +160,7 @@ class LossForecast(Callback):
         self._val_steps.append(step)
         self._val.append(loss)
         final = _final_step(trainer)
-        from ..law.forecast import MIN_ALONE, MIN_OBSERVED
+        from lightning_scaling.curves.forecast import MIN_ALONE, MIN_OBSERVED
 
         needed = MIN_OBSERVED if self.forecaster.shape is not None else MIN_ALONE
         if final is None or step >= final or step < self.min_progress * final or len(self._val) < needed:
@@ -188,7 +188,7 @@ class LossForecast(Callback):
         """This run as a `Curve`: its learning rates so far (thinned), its validation losses, the planned rest."""
         import numpy as np
 
-        from ..law.forecast import Curve
+        from lightning_scaling.curves.forecast import Curve
 
         lr_steps = np.frombuffer(self._lr_steps, dtype=float) if self._lr_steps else np.array([1.0])
         lrs = np.frombuffer(self._lr, dtype=float) if self._lr else np.array([self._base_lr(trainer)])
@@ -252,7 +252,7 @@ class LossForecast(Callback):
         if self.stop_if_hopeless:
             self.stopped = message
             trainer.should_stop = True
-            from ..integrations.loggers import mlflow_logger, set_run_tags
+            from lightning_scaling.integrations.loggers import mlflow_logger, set_run_tags
 
             logger = mlflow_logger(trainer)
             if logger is not None:
@@ -294,7 +294,7 @@ def _final_step(trainer) -> int | None:
 
 def _params(trainer, pl_module) -> float | None:
     """N as the tracker counts it (its basis), or every parameter without a tracker."""
-    from .tracker import ScalingTracker
+    from lightning_scaling.callbacks.tracker import ScalingTracker
 
     tracker = next((c for c in trainer.callbacks if isinstance(c, ScalingTracker)), None)
     counts = getattr(tracker, "param_counts", None)
@@ -328,7 +328,7 @@ def _law_across(records) -> LawAcross | None:
         return None
     import numpy as np
 
-    from ..law.fit import ChinchillaFit
+    from lightning_scaling.law.fit import ChinchillaFit
 
     N = np.array([r.params for r in records], float)
     D = np.array([r.tokens for r in records], float)

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..schedules.flops import FLOPS_PER_PARAM_TOKEN
+from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
 
 
 STEP_LAW_EXPONENTS = (-0.713, 0.307)  # Step Law's exponents on N and D (Li et al. 2025, Eq. 1)
@@ -38,7 +38,7 @@ def deepseek(params, tokens) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- the team's own learning-rate law, from sweeps in the store ---------------------------------------------------
-SAME_POINT = 0.02  # runs within 2% in both N and D are one point of a sweep (as `advice.stages.SAME_RUN`)
+SAME_POINT = 0.02  # runs within 2% in both N and D are one point of a sweep (as `planner.stages.SAME_RUN`)
 MIN_SWEEP = 3  # a sweep has at least three distinct learning rates (a parabola in log lr)
 DISTINCT_LR = 0.05  # learning rates closer than 5% (in log) count as one
 

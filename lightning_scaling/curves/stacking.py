@@ -1,6 +1,6 @@
 """The law across runs as a second forecast of a run's final loss, stacked with the forecast from its own curve.
 
-A run's curve forecast (`law.forecast`) extrapolates its first part; at 30% of a short, noisy run that rests on a few
+A run's curve forecast (`curves.forecast`) extrapolates its first part; at 30% of a short, noisy run that rests on a few
 points. The other runs of the store say something the run's own curve cannot: where runs of this size and budget
 end. The scaling law over their final losses (Hoffmann et al. 2022, L(N, D) = E + A/N^alpha + B/D^beta, fitted as
 `law.fit.ChinchillaFit` does) forecasts the run's final loss from its (N, D) alone.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import LightningScalingError
+from lightning_scaling.errors import LightningScalingError
 
 MIN_RUNS = 6  # the law has five parameters and each run's error comes from a fit without it
 UNLIKE = 2.0  # a run further from the others' median level than this many times the furthest of them is unlike them
@@ -50,7 +50,7 @@ class FinalLaw:
 
 
 def _fit(N, D, L):
-    from .fit import ChinchillaFit
+    from lightning_scaling.law.fit import ChinchillaFit
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -68,7 +68,7 @@ def final_law(ends: dict) -> FinalLaw | None:
         fit = _fit(N, D, L)
     except LightningScalingError:
         return None
-    from .bootstrap import weighted_refits
+    from lightning_scaling.law.bootstrap import weighted_refits
 
     # every run left out in turn: one batched refit, from the full fit's basins (`law.bootstrap`)
     E, A, B, alpha, beta = weighted_refits(fit, 1.0 - np.eye(len(runs))).T

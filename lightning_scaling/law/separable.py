@@ -24,15 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import NotFittedError, ScalingDataError
-from ..options import check_confidence, check_resamples
-from ..runs.validation import check_enough_runs, validate_runs
-from ..schedules.flops import FLOPS_PER_PARAM_TOKEN
-from .allocation import Allocation
-from .search import scan_subset
-from .bootstrap import percentile_interval, resample_counts
-from .form import DEFAULT_CONFIDENCE
-from .objective import HUBER_DELTA, huber
+from lightning_scaling.errors import NotFittedError, ScalingDataError
+from lightning_scaling.options import check_confidence, check_resamples
+from lightning_scaling.runs.validation import check_enough_runs, validate_runs
+from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
+from lightning_scaling.law.allocation import Allocation
+from lightning_scaling.law.search import scan_subset
+from lightning_scaling.law.bootstrap import percentile_interval, resample_counts
+from lightning_scaling.law.form import DEFAULT_CONFIDENCE
+from lightning_scaling.law.objective import HUBER_DELTA, huber
 
 GRID_POINTS = 9  # per nonlinear parameter of the scan
 N_POLISH = 3  # best grid cells polished

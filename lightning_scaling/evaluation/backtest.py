@@ -12,7 +12,7 @@ a compute level and predicts the next ones, the way the recommendation will be u
 
 The test blocks are disjoint, so each run is predicted once, by the fit that extrapolates to it the least.
 
-`backtest` reports per fold the MAPE, the coverage of the prediction intervals (`law.intervals`, calibrated on the
+`backtest` reports per fold the MAPE, the coverage of the prediction intervals (`evaluation.intervals`, calibrated on the
 fold's own training runs: nothing of the test block is seen) and, where the test block is an isoFLOP group, the
 law's compute-optimal N at that budget against the minimum of the group's parabola in log N (`law.isoflop`).
 
@@ -31,13 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import LightningScalingError
-from ..options import check_confidence
-from ..schedules.flops import training_compute
-from .form import DEFAULT_CONFIDENCE, check_law_form, extras_for, fit_runs, predict_runs
-from .checkpoints import inside_hull
-from .intervals import MIN_HELD_OUT, calibrate
-from .isoflop import group_by_flops, isoflop_groups
+from lightning_scaling.errors import LightningScalingError
+from lightning_scaling.options import check_confidence
+from lightning_scaling.schedules.flops import training_compute
+from lightning_scaling.law.form import DEFAULT_CONFIDENCE, check_law_form, extras_for, fit_runs, predict_runs
+from lightning_scaling.evaluation.intervals import MIN_HELD_OUT, calibrate
+from lightning_scaling.law.isoflop import group_by_flops, isoflop_groups
 
 MIN_GROUPS = 3  # isoFLOP folds need at least three budgets (two to fit on, one to predict)
 MIN_GROUP_SIZE = 3  # ... with a median of three runs each (the sizes of a parabola)
@@ -45,7 +44,24 @@ PREFIX_FOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)  # otherwise: fit on these shares of th
 FOLD_STEP = 0.1  # ... and predict the next share
 MIN_TRAIN = 5  # a fold trains on at least this many runs
 MAX_FOLDS = 5  # isoFLOP folds: the largest budgets (the extrapolations that matter, and a bounded cost)
+HULL_TOLERANCE = 1e-9  # a checkpoint on the edge of the final losses' hull (the same N as a final) is inside
 SELECTION_T = 2.0  # an alternative form replaces the baseline only when it predicts better with paired t above this
+
+
+def inside_hull(N, D, at_N, at_D) -> np.ndarray:
+    """Whether each (at_N, at_D) lies in the convex hull of the points (N, D), in logs (on its edge counts);
+    all False when the points span no area (one size, or one token count)."""
+    from scipy.spatial import Delaunay, QhullError
+
+    at = np.column_stack([np.log(np.asarray(at_N, float)), np.log(np.asarray(at_D, float))])
+    base = np.unique(np.column_stack([np.log(np.asarray(N, float)), np.log(np.asarray(D, float))]), axis=0)
+    if len(at) == 0 or len(base) < 3:
+        return np.zeros(len(at), bool)
+    try:
+        triangulation = Delaunay(base)
+    except QhullError:  # collinear
+        return np.zeros(len(at), bool)
+    return triangulation.find_simplex(at, tol=HULL_TOLERANCE) >= 0
 
 
 @dataclass(frozen=True)
@@ -109,7 +125,7 @@ def backtest(factory: Callable, N, D, L, *, confidence: float = DEFAULT_CONFIDEN
         False), ``isoflop`` (per group of the test block: ``flops``, ``params_opt_isoflop``, ``params_opt_law``,
         ``ratio``). The totals pool the folds; ``sentence`` is the last fold in words.
 
-        With `checkpoints` (`law.checkpoints.CheckpointPoints` of these runs) each fold fits on its training runs'
+        With `checkpoints` (`curves.correction.CheckpointPoints` of these runs) each fold fits on its training runs'
         final losses and their schedule-corrected checkpoints (those inside the hull of the training runs' (log N,
         log D), as `CheckpointPoints.within` keeps them for the whole fit), and predicts the test runs' final
         losses (the folds and the test points are the same as without): the whole-curve fit's backtest, without

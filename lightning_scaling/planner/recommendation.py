@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from ..law.form import DEFAULT_CONFIDENCE, Intervals
-from ..law.isoflop import group_by_flops, isoflop_analysis
-from ..schedules.flops import FLOPS_PER_PARAM_TOKEN
+from lightning_scaling.law.form import DEFAULT_CONFIDENCE, Intervals
+from lightning_scaling.law.isoflop import group_by_flops, isoflop_analysis
+from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
 
 ALLOCATION_KEYS = ("params", "tokens", "flops", "loss")
 
@@ -256,7 +256,7 @@ def refit_metrics(rec: dict) -> dict[str, float]:
 
 
 def plan_line(plan: dict) -> str:
-    """The plan in one line: the target's N_opt with its interval, then the next stage (`advice.stages`)."""
+    """The plan in one line: the target's N_opt with its interval, then the next stage (`planner.stages`)."""
     fit = plan.get("fit") or {}
     s = ""
     if fit.get("params_opt_at_target"):

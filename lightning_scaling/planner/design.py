@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from ..schedules.flops import FLOPS_PER_PARAM_TOKEN
+from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
 
 RIDGE = 1e-10  # relative to the trace of J^T J over the runs so far (1e-6 swamped its smallest eigenvalues, ~1e-7 of it)
 

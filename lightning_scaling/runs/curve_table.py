@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ScalingDataError
+from lightning_scaling.errors import ScalingDataError
 
 REQUIRED = ("step", "lr", "loss")
 
@@ -39,7 +39,7 @@ def _number(text: str, line: int, column: str, empty_ok: bool = False) -> float:
 def read_curves_csv(path) -> tuple[list[dict], list[dict]]:
     """(the target run's curves, the other runs' curves) from a curve CSV (module docstring), each curve a dict of
     `run`, `steps`, `lr`, `loss` (NaN where planned), `tokens` and `params` (None without them): the fields of
-    `law.forecast.Curve`."""
+    `curves.forecast.Curve`."""
     path = Path(path)
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)

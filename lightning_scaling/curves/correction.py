@@ -4,7 +4,7 @@ A run of T steps logs its loss at checkpoints k < T too, but L(k) is not the fin
 run planned for T steps had not yet annealed its learning rate at k (a WSD or Power run is still in its stable
 phase; a cosine run is at a higher learning rate than a cosine of length k would be at its end). Read as final
 losses, checkpoints would lie above the law and bias beta low. The correction comes from the run's own whole-curve
-law (`law.forecast.fit_shared`: the annealing law of Tissue et al. 2024 with shared alpha and momentum and the run's
+law (`curves.forecast.fit_shared`: the annealing law of Tissue et al. 2024 with shared alpha and momentum and the run's
 own L0, A, C):
 
     L*(N, D_k) = L(k) + [law(S1*, S2*) - law(S1(k), S2(k))]
@@ -49,14 +49,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..errors import ScalingDataError
-from .curve import schedule_areas
+from lightning_scaling.errors import ScalingDataError
+from lightning_scaling.evaluation.backtest import inside_hull
+from lightning_scaling.curves.annealing import schedule_areas
 
 FROM_FRACTION = 0.25  # checkpoints from a quarter of the run on
 DECAY_SLOPE = -1.0  # the decay phase: the learning rate falls faster than 1/step
 POWER_LAW_SLOPE_TOLERANCE = 0.2  # log-log slopes of the last two thirds before the decay within this: a power law
 CONSTANT_TOLERANCE = 0.05  # ... or the learning rate within 5% of its peak: constant
-HULL_TOLERANCE = 1e-9  # a checkpoint on the edge of the final losses' hull (the same N as a final) is inside
 
 
 def decay_start(steps, lr, decay_fraction: float | None = None) -> float:
@@ -173,22 +173,6 @@ class CheckpointPoints:
                 "skipped": {str(k): v for k, v in self.skipped.items()}}
 
 
-def inside_hull(N, D, at_N, at_D) -> np.ndarray:
-    """Whether each (at_N, at_D) lies in the convex hull of the points (N, D), in logs (on its edge counts);
-    all False when the points span no area (one size, or one token count)."""
-    from scipy.spatial import Delaunay, QhullError
-
-    at = np.column_stack([np.log(np.asarray(at_N, float)), np.log(np.asarray(at_D, float))])
-    base = np.unique(np.column_stack([np.log(np.asarray(N, float)), np.log(np.asarray(D, float))]), axis=0)
-    if len(at) == 0 or len(base) < 3:
-        return np.zeros(len(at), bool)
-    try:
-        triangulation = Delaunay(base)
-    except QhullError:  # collinear
-        return np.zeros(len(at), bool)
-    return triangulation.find_simplex(at, tol=HULL_TOLERANCE) >= 0
-
-
 def model_key(params: float, tokens: float, curve) -> str:
     """Runs of one model for the annealing law: the same N, peak learning rate and tokens per step (`tokens`, the
     run's, over its last step; module docstring); runs that differ only in length or schedule share it."""
@@ -201,7 +185,7 @@ def schedule_corrected(curves, ids, N, D, decay_fractions=None, from_fraction: f
     """The checkpoints of the runs' curves as (N, D_k, L*) points (module docstring).
 
     Args:
-        curves: `law.forecast.Curve`s, one per run, their loss NaN at steps where only the learning rate is
+        curves: `curves.forecast.Curve`s, one per run, their loss NaN at steps where only the learning rate is
             known; curves of runs not in `ids` are ignored.
         ids: the runs' names (a curve's `run`), aligned with `N` and `D`.
         N, D: each run's size and final tokens.
@@ -210,7 +194,7 @@ def schedule_corrected(curves, ids, N, D, decay_fractions=None, from_fraction: f
     Returns:
         `CheckpointPoints` (empty when no curve has a checkpoint in range).
     """
-    from .forecast import Curve, fit_shared
+    from lightning_scaling.curves.forecast import Curve, fit_shared
 
     N, D = np.asarray(N, float), np.asarray(D, float)
     index = {run: i for i, run in enumerate(ids)}

@@ -2,10 +2,10 @@
 `predict` and `backtest` commands' answers, for runs read from a CSV or from the run store.
 
 `select_law` resolves the law form to use: "auto" chooses among the registered forms that the runs can feed (a
-data-constrained form needs each run's unique tokens) by forward-chaining error (`law.backtest.choose_form`); a
+data-constrained form needs each run's unique tokens) by forward-chaining error (`evaluation.backtest.choose_form`); a
 name picks one. `predict_points` gives the loss with its prediction interval at each (N, D) asked: calibrated by
-forward chaining (`law.intervals`) when the runs allow, else the bootstrap interval widened by the runs' scatter,
-said in each row's ``interval``. `backtest_runs` is `law.backtest.backtest` of the chosen form, with the choice.
+forward chaining (`evaluation.intervals`) when the runs allow, else the bootstrap interval widened by the runs' scatter,
+said in each row's ``interval``. `backtest_runs` is `evaluation.backtest.backtest` of the chosen form, with the choice.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import ConfigurationError, LightningScalingError, ScalingDataError
-from ..law.backtest import applicable_forms, backtest, choose_form
-from ..law.form import DEFAULT_CONFIDENCE, fit_runs
-from ..law.intervals import calibrate, scatter, widen_by_scatter
+from lightning_scaling.errors import ConfigurationError, LightningScalingError, ScalingDataError
+from lightning_scaling.evaluation.backtest import applicable_forms, backtest, choose_form
+from lightning_scaling.law.form import DEFAULT_CONFIDENCE, fit_runs
+from lightning_scaling.evaluation.intervals import calibrate, scatter, widen_by_scatter
 
 AUTO = "auto"
 POINT_BOOTSTRAP = 200  # replicates of the fallback interval (10th-90th percentiles need no more)
@@ -86,7 +86,7 @@ def _scatter_widened(fit, N, D, L, pN, pD, confidence, seed, extra):
 
 def backtest_runs(N, D, L, *, forms: dict[str, Callable], law: str = AUTO, confidence: float = DEFAULT_CONFIDENCE,
                   extra: dict | None = None) -> dict:
-    """`law.backtest.backtest` of the form `select_law` picks, with ``law_selection`` (None for a named form)."""
+    """`evaluation.backtest.backtest` of the form `select_law` picks, with ``law_selection`` (None for a named form)."""
     name, factory, choice = select_law(forms, law, N, D, L, extra)
     out = backtest(factory, N, D, L, confidence=confidence, extra=extra, name=name)
     out["law_selection"] = choice

@@ -10,7 +10,7 @@ tokens spending it), whose sizes bracket the predicted optimum of its budget.
   it carries over to another model family up to the family's own tokens per parameter, which the first stage is
   there to measure: it brackets wide, `FIRST_GROUPS` groups of `GROUP_SIZE` sizes from 1/`FIRST_SPREAD` to
   `FIRST_SPREAD` times the prior's optimum, at budgets `FIRST_RATIO` apart, spending `FIRST_SHARE` of the budget.
-- **With runs** (a fit of the law exists): sequential c-optimal design (`law.design`) at the current estimate and
+- **With runs** (a fit of the law exists): sequential c-optimal design (`planner.design`) at the current estimate and
   the runs' scatter, by rollout (Bertsekas' rollout policy: one step of lookahead over a base policy). The
   candidate groups are a budget of `BUDGET_STEPS` times the largest compute so far, `GROUP_COUNTS` sizes spanning
   1/s..s of the fitted optimum there, s in `SPREADS`, and groups spending what is left of the budget. The base policy
@@ -34,12 +34,12 @@ import warnings
 
 import numpy as np
 
-from ..errors import ConfigurationError, LightningScalingError
-from ..law.allocation import optimal_allocation
-from ..law.design import expected_shrink
-from ..law.synthetic import CHINCHILLA_PAPER_LAW
-from ..options import check_int, check_positive
-from ..schedules.flops import FLOPS_PER_PARAM_TOKEN, training_compute
+from lightning_scaling.errors import ConfigurationError, LightningScalingError
+from lightning_scaling.law.allocation import optimal_allocation
+from lightning_scaling.planner.design import expected_shrink
+from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW
+from lightning_scaling.options import check_int, check_positive
+from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN, training_compute
 
 PRIOR = CHINCHILLA_PAPER_LAW
 PRIOR_NAME = "Chinchilla (Hoffmann et al. 2022, Eq. 10: E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)"
@@ -286,7 +286,7 @@ def plan_stage(target_flops: float, budget: float, N=(), D=(), L=(), *, fit=None
         if len(N):
             out["prior"]["why"] = "the runs so far do not allow a fit of the law yet"
     else:
-        from ..law.intervals import scatter
+        from lightning_scaling.evaluation.intervals import scatter
 
         sigma = scatter(fit, N, D, L)
         runs, expected = (next_stage(fit, N, D, sigma, target_flops, left, stage, realize) if left > 0
@@ -335,7 +335,7 @@ def stage_number(N, D, first: list[dict] | None = None) -> int:
     """The next stage's number from the runs so far: 1 without runs, 2 after the first stage, then one more for
     each further compute level (a later stage is one group; levels as `law.isoflop.group_by_flops` tells them
     apart). The first stage spans as many levels as its design `first` has groups (`FIRST_GROUPS` without one)."""
-    from ..law.isoflop import group_by_flops
+    from lightning_scaling.law.isoflop import group_by_flops
 
     if not len(N):
         return 1
@@ -344,7 +344,7 @@ def stage_number(N, D, first: list[dict] | None = None) -> int:
 
 
 def _fit(N, D, L, law_factory):
-    from ..law.fit import ChinchillaFit
+    from lightning_scaling.law.fit import ChinchillaFit
 
     factory = law_factory or ChinchillaFit
     try:
@@ -361,7 +361,7 @@ LEFT_OVER = 0.05  # a plan done with more than this share of its budget left say
 
 
 def stage_sentence(plan: dict) -> str:
-    from .recommendation import format_count
+    from lightning_scaling.planner.recommendation import format_count
 
     if plan["done"] and plan.get("left_out") and plan["budget_left"] > 0:
         return (f"No stage this family can train: {plan['left_out'][0]['reason']} (every group of the "
@@ -421,9 +421,9 @@ def transfers(settings: dict | None) -> bool:
 def hyperparameters(runs: list[dict], settings: dict | None = None, sweeps=None) -> dict:
     """The learning rate and batch size for the planned runs: with muP and PowerLR in the family's settings, the
     ones that transfer and why; otherwise, per run, the team's own learning-rate law when the runs so far hold
-    learning-rate sweeps (`sweeps` = (N, D, peak lr, loss) of those runs; `law.hyperparameters.lr_sweeps`), and the
-    published laws beside it as priors (`law.hyperparameters`)."""
-    from ..law.hyperparameters import deepseek, fit_lr_law, lr_from_law, lr_sweeps, step_law
+    learning-rate sweeps (`sweeps` = (N, D, peak lr, loss) of those runs; `planner.hyperparameters.lr_sweeps`), and the
+    published laws beside it as priors (`planner.hyperparameters`)."""
+    from lightning_scaling.planner.hyperparameters import deepseek, fit_lr_law, lr_from_law, lr_sweeps, step_law
 
     settings = settings or {}
     if transfers(settings):

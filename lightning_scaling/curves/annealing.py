@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import ConfigurationError, NotFittedError, ScalingDataError
+from lightning_scaling.errors import ConfigurationError, NotFittedError, ScalingDataError
 
 MOMENTUM = 0.999  # Tissue et al. 2024, Sec. 3
 ALPHA_GRID = np.linspace(0.02, 2.0, 100)

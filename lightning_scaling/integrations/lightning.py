@@ -129,7 +129,7 @@ def check_strategy(trainer, owner: str, reads_parameters: bool = True) -> None:
     Raises:
         ConfigurationError: the trainer's strategy is one of `REFUSED_STRATEGIES` and `reads_parameters`.
     """
-    from ..errors import ConfigurationError
+    from lightning_scaling.errors import ConfigurationError
 
     names = [klass.__name__ for klass in type(trainer.strategy).__mro__]
     if any(name in SUPPORTED_STRATEGIES for name in names):

@@ -18,19 +18,19 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import ConfigurationError, InsufficientRunsError, LightningScalingError, ScalingDataError
-from ..law.backtest import applicable_forms, backtest, choose_form
-from ..law.fit import ChinchillaFit
-from ..law.intervals import MIN_HELD_OUT, calibrate, scatter, widen_by_scatter
-from ..options import check_positive
-from ..law.form import DEFAULT_CONFIDENCE, LawForm, check_law_form, shared_fits
-from ..runs.records import Selection
-from ..law.checkpoints import schedule_corrected
-from ..runs.schema import DATA_UNIT, POWER_DECAY_FRACTION
-from ..schedules.flops import training_compute
-from ..schedules.sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
-from ..runs.suggest import suggest_runs
-from .recommendation import figure_data, format_count, recommend, recommendation_sentence, summarize_fit
+from lightning_scaling.errors import ConfigurationError, InsufficientRunsError, LightningScalingError, ScalingDataError
+from lightning_scaling.evaluation.backtest import applicable_forms, backtest, choose_form
+from lightning_scaling.law.fit import ChinchillaFit
+from lightning_scaling.evaluation.intervals import MIN_HELD_OUT, calibrate, scatter, widen_by_scatter
+from lightning_scaling.options import check_positive
+from lightning_scaling.law.form import DEFAULT_CONFIDENCE, LawForm, check_law_form, shared_fits
+from lightning_scaling.runs.records import Selection
+from lightning_scaling.curves.correction import schedule_corrected
+from lightning_scaling.runs.schema import DATA_UNIT, POWER_DECAY_FRACTION
+from lightning_scaling.schedules.flops import training_compute
+from lightning_scaling.schedules.sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
+from lightning_scaling.runs.validation import suggest_runs
+from lightning_scaling.planner.recommendation import figure_data, format_count, recommend, recommendation_sentence, summarize_fit
 
 DEFAULT_GROWTH = 4.0  # each run 4x the compute of the largest so far: big enough to learn, small enough to be safe
 
@@ -81,12 +81,12 @@ def plan_next_run(
         hparams: the hyperparameters of the run just finished (for the architecture proposal).
         propose_architecture: `f(params, hparams) -> dict | None`.
         law_factory: builds the estimator: any law form (`lightning_scaling.law.form`), e.g. a registered one.
-        law_forms: several forms to choose from by forward-chaining error (`law.backtest.choose_form`; the first,
+        law_forms: several forms to choose from by forward-chaining error (`evaluation.backtest.choose_form`; the first,
             or "chinchilla" when present, is the baseline); forms that need per-run extras the runs do not carry
             (unique tokens) are left out. Overrides `law_factory`; the choice, its reason and every form's
             prediction are in ``law_selection``.
-        curves: the runs' loss curves (`law.forecast.Curve`, `run` = the run id; the store's `curves(...,
-            dense_lr=True)`): their checkpoints, corrected for the schedule (`law.checkpoints`), join the fit.
+        curves: the runs' loss curves (`curves.forecast.Curve`, `run` = the run id; the store's `curves(...,
+            dense_lr=True)`): their checkpoints, corrected for the schedule (`curves.correction`), join the fit.
         use_curves: "auto" (default): fit on the final losses and the checkpoints when the forward-chaining
             backtest predicts the held-out runs' final losses better that way than from final losses alone;
             "always"; "never". ``data`` in the result says which data the fit used, and why.
@@ -294,7 +294,7 @@ INTERVAL_MEANING = {
 
 def prediction_intervals(out: dict, fit, factory, N, D, L, confidence: float, budget: float, fit_kwargs: dict) -> dict:
     """Set ``loss_low``/``loss_high`` (and widen ``params``/``tokens`` intervals) in `out` from the calibrated
-    prediction intervals (`law.intervals`), or, with too few runs to calibrate, from the bootstrap widened by the
+    prediction intervals (`evaluation.intervals`), or, with too few runs to calibrate, from the bootstrap widened by the
     runs' scatter; returns what was done, with the words saying what the interval means."""
     pct = int(round(100 * confidence))
     try:

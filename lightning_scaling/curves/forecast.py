@@ -1,6 +1,6 @@
 """Forecast the rest of a run's loss curve from its first part and the curves of other runs.
 
-The law is the learning-rate annealing law of `law.curve` (Tissue et al. 2024),
+The law is the learning-rate annealing law of `curves.annealing` (Tissue et al. 2024),
 
     L(s) = L0 + A S1(s)^-alpha - C S2(s),
 
@@ -29,7 +29,7 @@ Forecasting a run from its first part (`forecast`):
    largest error of the other runs seen; the output says which method was used;
 4. where the runs give their parameters and tokens, the final loss is also forecast by the scaling law across the
    other runs' final losses and the two forecasts are stacked, with the weight that fits the other runs' errors
-   at the same fraction best (`law.across`); the interval is then the conformal quantile of the stacked errors.
+   at the same fraction best (`curves.stacking`); the interval is then the conformal quantile of the stacked errors.
 
 The multi-power law (Luo et al. 2025, "A Multi-Power Law for Loss Curve Prediction Across Learning Rate
 Schedules") models each drop of the learning rate by its own saturating term and reports 0.1-0.2% mean error on
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..errors import ConfigurationError, ScalingDataError
-from .curve import ALPHA_GRID, AnnealingLaw, check_points, schedule_areas
+from lightning_scaling.errors import ConfigurationError, ScalingDataError
+from lightning_scaling.curves.annealing import ALPHA_GRID, AnnealingLaw, check_points, schedule_areas
 
 MOMENTUM_GRID = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 C_MEASURED = 0.5  # C counts as measured when the observed S2 reaches half the S2 at the end of the plan
@@ -62,7 +62,7 @@ class Curve:
     `loss` is NaN at the steps not observed (the planned rest of the run). `run` names the run the curve belongs
     to: curves of one run share its coefficients (a cooldown branch and its main curve). `tokens` (at each step)
     and `params` (the run's N: non-embedding or average non-zero parameters, as the store counts them) let the law
-    across runs (`law.across`) forecast the run's final loss too."""
+    across runs (`curves.stacking`) forecast the run's final loss too."""
 
     run: str
     steps: np.ndarray
@@ -281,7 +281,7 @@ class Forecast:
     progress: float  # last observed step / final planned step
     fit: SharedCurveFit | None = None
     notes: list = field(default_factory=list)
-    across: object = None  # `law.across.Stack`: the final loss stacked with the law across runs (None: not stacked)
+    across: object = None  # `curves.stacking.Stack`: the final loss stacked with the law across runs (None: not stacked)
 
     @property
     def final(self) -> tuple[float, float, float]:
@@ -495,10 +495,10 @@ class Forecaster:
         return min(ends, key=lambda c: (abs(math.log(c.final_step / main.final_step)), -c.final_step))
 
     def _stack(self, target, main: Curve, curve_loss: float, curve_errors: dict, seen: dict):
-        """The law across the other runs' final losses stacked with the curve's forecast (`law.across`), when the
+        """The law across the other runs' final losses stacked with the curve's forecast (`curves.stacking`), when the
         run and at least `across.MIN_RUNS` other runs give their parameters and tokens (`seen`: run -> log(last loss
         seen at the same fraction / final loss), from `_errors`)."""
-        from .across import stack
+        from lightning_scaling.curves.stacking import stack
 
         N = next((c.params for c in target if c.params is not None), None)
         D = main.final_tokens
@@ -516,7 +516,7 @@ class Forecaster:
     def _final_law(self, main: Curve):
         """The law over the other runs' final losses, each run's end the curve most like `main` (`_end`); fitted
         once per choice of ends."""
-        from .across import final_law
+        from lightning_scaling.curves.stacking import final_law
 
         ends = {}
         for r in self.pool_runs:
