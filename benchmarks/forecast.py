@@ -132,8 +132,8 @@ def tinygpt_runs(runs=TINYGPT, every: int = 25) -> dict[str, list[Curve]]:
     """The demo's model family trained here: TinyGPT (2 layers, d_head 16, seq 64, batch 16) with the demo's
     PowerLR settings (warmup 20,000 tokens, exponential decay over the last 10%), validated every `every` steps
     on 4 batches; the curve is each validation's loss with the base learning rate at every step."""
-    import torch
     import lightning.pytorch as pl
+    import torch
 
     from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
     from lightning_scaling.callbacks import PowerLR
@@ -260,8 +260,8 @@ def callback_overhead(repeats: int = 3, steps: int = 300, pool_runs: int = 20) -
     the forecaster's pool is `pool_runs` synthetic curves (the callback's own read of the store is left out: it
     happens once, before training). Returns medians: seconds per run of each, their ratio (noisy on a shared
     machine), the seconds per forecast, and the share of the run spent inside the callback's hooks (timed)."""
-    import torch
     import lightning.pytorch as pl
+    import torch
 
     from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
     from lightning_scaling.callbacks import LossForecast, PowerLR

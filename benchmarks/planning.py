@@ -29,11 +29,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning_scaling.planner.next_run import plan_next_run  # noqa: E402
-from lightning_scaling.planner.stages import fixed_design, plan_stage  # noqa: E402
 from lightning_scaling.law.allocation import optimal_allocation  # noqa: E402
 from lightning_scaling.law.chinchilla import ChinchillaLaw  # noqa: E402
 from lightning_scaling.law.fit import ChinchillaFit  # noqa: E402
+from lightning_scaling.planner.next_run import plan_next_run  # noqa: E402
+from lightning_scaling.planner.stages import fixed_design, plan_stage  # noqa: E402
 from lightning_scaling.runs.records import RunRecord, Selection  # noqa: E402
 
 LAWS = {

@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.hoffmann_grid import hoffmann_grid_fit, random_box_starts  # noqa: E402
 from lightning_scaling import ChinchillaFit  # noqa: E402
-from lightning_scaling.planner.next_run import plan_next_run  # noqa: E402
 from lightning_scaling.evaluation.backtest import choose_form  # noqa: E402
 from lightning_scaling.evaluation.intervals import calibrate  # noqa: E402
 from lightning_scaling.law.isoflop import isoflop_groups  # noqa: E402
+from lightning_scaling.planner.next_run import plan_next_run  # noqa: E402
 from lightning_scaling.plugins import law_forms  # noqa: E402
 from lightning_scaling.runs.records import RunRecord, Selection  # noqa: E402
 
@@ -170,8 +170,8 @@ def main() -> None:
     data = Path(args.data)
     pct = int(round(100 * args.confidence))
     print(f"held-out top 20% by C = 6ND (fit on the lowest 80%), {pct}% intervals")
-    print(f"| set | runs | held out | chosen form | MAPE Chinchilla | MAPE chosen | coverage | median width "
-          f"| bootstrap-only coverage | N_opt law / isoFLOP |")
+    print("| set | runs | held out | chosen form | MAPE Chinchilla | MAPE chosen | coverage | median width "
+          "| bootstrap-only coverage | N_opt law / isoFLOP |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, s in load_sets(data).items():
         r = held_out(s, args.confidence)

@@ -34,9 +34,9 @@ def main(argv=None) -> int:
     import torch
 
     from examples.tiny_gpt.sweep import FULL_OVERRIDES, HERE, QUICK_OVERRIDES, TOKENS_PER_STEP, propose_width
-    from lightning_scaling.plugins.builtin import gpt_non_embedding_params
     from lightning_scaling.integrations.lightning_cli import run_cli
     from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+    from lightning_scaling.plugins.builtin import gpt_non_embedding_params
 
     torch.set_num_threads(1)
     client = mlflow.MlflowClient(args.tracking_uri)

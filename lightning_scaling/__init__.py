@@ -12,8 +12,8 @@ from lightning_scaling.errors import (
     NotFittedError,
     ScalingDataError,
 )
-from lightning_scaling.law.fit import ChinchillaFit, FitWarning
 from lightning_scaling.law.chinchilla import ChinchillaLaw
+from lightning_scaling.law.fit import ChinchillaFit, FitWarning
 
 __version__ = "0.1.0"
 

@@ -331,10 +331,10 @@ def run_fit(args) -> dict:
 
 
 def run_demo(args) -> dict:
-    from lightning_scaling.law.fit import ChinchillaFit
-    from lightning_scaling.planner.recommendation import recommend
-    from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
     from lightning_scaling.law.allocation import compute_optimal
+    from lightning_scaling.law.fit import ChinchillaFit
+    from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
+    from lightning_scaling.planner.recommendation import recommend
 
     law = CHINCHILLA_PAPER_LAW
     budgets = [1e18, 3e18, 1e19, 3e19]

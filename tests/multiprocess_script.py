@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import warnings
 from collections import Counter
@@ -78,10 +77,10 @@ def main(argv: list[str]) -> None:
     _count_collectives()
 
     import lightning.pytorch as lp
+    from compat_models import HFGPT2
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from compat_models import HFGPT2
     from lightning_scaling.callbacks import GradualPruning, MuP, PowerLR, ScalingLawAdvisor, ScalingTracker
 
     callbacks_mup = []

@@ -167,7 +167,7 @@ class MlflowServer:
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "MlflowServer":
+    def start(self) -> MlflowServer:
         self.proc = start_mlflow_server(self.tmp, self.port, self.backend, workers=self.workers)
         try:
             wait_healthy(self.proc, self.uri, self.tmp / "mlflow-server.log")

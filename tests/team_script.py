@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import torch
-
-from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import MLFlowLogger
+
+from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling.callbacks import PowerLR, ScalingLawAdvisor, ScalingTracker
 from lightning_scaling.integrations.loggers import open_mlflow_runs
 

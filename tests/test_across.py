@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from lightning_scaling.cli import main
-from lightning_scaling.errors import ScalingDataError
-from lightning_scaling.curves.stacking import MIN_RUNS, UNLIKE, final_law, stack
-from lightning_scaling.law.chinchilla import ChinchillaLaw
 from lightning_scaling.curves.forecast import Curve, Forecaster, forecast
+from lightning_scaling.curves.stacking import MIN_RUNS, UNLIKE, final_law, stack
+from lightning_scaling.errors import ScalingDataError
+from lightning_scaling.law.chinchilla import ChinchillaLaw
 
 LAW = ChinchillaLaw(E=1.5, A=400.0, B=600.0, alpha=0.4, beta=0.35)
 TOKENS_PER_STEP = 4096

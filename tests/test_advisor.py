@@ -9,26 +9,22 @@ normally with a warning.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 
+import lightning.pytorch as pl
 import mlflow
 import pytest
-import lightning.pytorch as pl
-import torch
+from conftest import stop_at
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
-
-from conftest import stop_at
 from servers import MlflowServer
 
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
-from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingLawAdvisor, ScalingTracker
+from lightning_scaling.callbacks import PowerLR, ScalingLawAdvisor, ScalingTracker
 from lightning_scaling.callbacks.advisor import ScalingLawAdvisorWarning
 from lightning_scaling.cli import main
-from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 
 T = 32
 EXPERIMENT = "advisor-test"
@@ -267,10 +263,11 @@ def test_server_down_before_the_hook_only_warns(server, tmp_path):
 
 
 def test_recommendation_is_in_the_runs_unit_and_mixed_units_are_refused():
+    from conftest import grid_runs
+
     from lightning_scaling.errors import ScalingDataError
     from lightning_scaling.planner.next_run import plan_next_run
     from lightning_scaling.runs.records import RunRecord, Selection
-    from conftest import grid_runs
 
     N, D, L = grid_runs()
     records = [RunRecord(run_id=f"r{i}", run_name=f"mlp-{i}", schema="1", params=float(n), params_dense=float(n),

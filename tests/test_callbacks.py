@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import warnings
 
-import pytest
 import lightning.pytorch as pl
+import pytest
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-
 from conftest import stop_at
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
 from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingTracker
-from lightning_scaling.nn.measure import count_params
 from lightning_scaling.nn.masks import prunable_parameters
+from lightning_scaling.nn.measure import count_params
 from lightning_scaling.schedules.lr import PowerSchedule
 from lightning_scaling.schedules.sparsity import cubic_sparsity, mean_sparsity
 

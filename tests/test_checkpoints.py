@@ -6,16 +6,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from lightning_scaling.curves import correction as checkpoints
+from lightning_scaling.curves.annealing import AnnealingLaw, schedule_areas
+from lightning_scaling.curves.correction import inside_hull, model_key, plan_rule, schedule_corrected
+from lightning_scaling.curves.forecast import Curve
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.evaluation.backtest import backtest
+from lightning_scaling.law.bootstrap import resample_counts
+from lightning_scaling.law.fit import ChinchillaFit
 from lightning_scaling.planner.next_run import plan_next_run
 from lightning_scaling.planner.recommendation import recommendation_markdown
-from lightning_scaling.evaluation.backtest import backtest
-from lightning_scaling.law.fit import ChinchillaFit
-from lightning_scaling.errors import ConfigurationError
-from lightning_scaling.law.bootstrap import resample_counts
-from lightning_scaling.curves import correction as checkpoints
-from lightning_scaling.curves.correction import inside_hull, model_key, plan_rule, schedule_corrected
-from lightning_scaling.curves.annealing import AnnealingLaw, schedule_areas
-from lightning_scaling.curves.forecast import Curve
 from lightning_scaling.runs.records import RunRecord, Selection
 from lightning_scaling.schedules.lr import PowerSchedule
 

@@ -1,13 +1,12 @@
 """The command line: `fit`, `recommend` and `demo`, JSON keys, text output, and errors with exit status 2."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_REASON, grid_runs, shared_csv
+from conftest import grid_runs, shared_csv
 
 from lightning_scaling.cli import main
 
@@ -149,6 +148,7 @@ def test_recommend_on_the_chinchilla_data(capsys):
 @pytest.fixture
 def isoflop_csv(tmp_path):
     from conftest import TRUE_LAW
+
     from lightning_scaling.law.synthetic import synthetic_runs
 
     N, D, L = synthetic_runs(TRUE_LAW, [1e17, 3e17, 1e18, 3e18, 1e19, 3e19], sizes_per_budget=5, noise=0.005, seed=1)

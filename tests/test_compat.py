@@ -20,8 +20,8 @@ from torch import nn
 transformers = pytest.importorskip("transformers")
 
 import lightning.pytorch as lp  # noqa: E402
+from compat_models import HFGPT2, DemoTransformer, HFLlama, independent_flops, mlp_class  # noqa: E402
 
-from compat_models import DemoTransformer, HFGPT2, HFLlama, independent_flops, mlp_class  # noqa: E402
 from lightning_scaling.callbacks import GradualPruning, MuP, PowerLR, ScalingLawAdvisor, ScalingTracker  # noqa: E402
 from lightning_scaling.schedules.lr import PowerSchedule  # noqa: E402
 

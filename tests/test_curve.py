@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightning_scaling.errors import ScalingDataError
 from lightning_scaling.curves.annealing import AnnealingLaw, CurveFit, schedule_areas
+from lightning_scaling.errors import ScalingDataError
 
 TRUE = AnnealingLaw(L0=2.0, A=1.5, C=0.1, alpha=0.45)
 T, PEAK, WARMUP = 3000, 3e-3, 100

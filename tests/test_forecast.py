@@ -10,10 +10,9 @@ import pytest
 
 from benchmarks.forecast import SCHEDULES, schedule, synthetic_runs
 from lightning_scaling.cli import main
-from lightning_scaling.errors import ScalingDataError
 from lightning_scaling.curves.annealing import AnnealingLaw, schedule_areas
-from lightning_scaling.curves.forecast import (MOMENTUM_GRID, Curve, Forecaster, conformal_quantile, fit_shared,
-                                            forecast)
+from lightning_scaling.curves.forecast import MOMENTUM_GRID, Curve, Forecaster, conformal_quantile, fit_shared, forecast
+from lightning_scaling.errors import ScalingDataError
 from lightning_scaling.runs.curve_table import read_curves_csv
 
 

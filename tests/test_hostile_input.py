@@ -19,12 +19,12 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lightning_scaling.planner.next_run import plan_next_run
 from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingLawAdvisor, ScalingTracker
 from lightning_scaling.cli import main
 from lightning_scaling.errors import ConfigurationError, LightningScalingError
 from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW as LAW
+from lightning_scaling.planner.next_run import plan_next_run
 from lightning_scaling.runs import schema
 from lightning_scaling.runs.records import FLOPS_RATIO, USABLE_STATUSES, select_runs
 from lightning_scaling.runs.table import read_runs_csv

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import torch
 import yaml
 
 from lightning_scaling.cli import main

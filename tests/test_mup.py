@@ -7,14 +7,13 @@ import copy
 import json
 import warnings
 
+import lightning.pytorch as pl
 import mup
 import pytest
-import lightning.pytorch as pl
 import torch
+from conftest import stop_at
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
-
-from conftest import stop_at
 
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError

@@ -11,11 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_scaling import ChinchillaFit, ConfigurationError
-from lightning_scaling import plugins
-from lightning_scaling.plugins import builtin as builtin_plugins
-from lightning_scaling.plugins.builtin import gpt_non_embedding_params, gpt_shape_for
-from lightning_scaling.plugins.hookspecs import hookimpl
+from lightning_scaling import ChinchillaFit, ConfigurationError, plugins
 from lightning_scaling.plugins import (
     PluginWarning,
     check_plugins,
@@ -26,6 +22,9 @@ from lightning_scaling.plugins import (
     propose_architecture,
     reset_plugin_manager,
 )
+from lightning_scaling.plugins import builtin as builtin_plugins
+from lightning_scaling.plugins.builtin import gpt_non_embedding_params, gpt_shape_for
+from lightning_scaling.plugins.hookspecs import hookimpl
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_PLUGIN_DIR = ROOT / "examples" / "plugin"

@@ -7,20 +7,21 @@ import warnings
 
 import numpy as np
 import pytest
-from benchmarks.hoffmann_grid import hoffmann_grid_fit, random_box_starts
 from conftest import TRUE_LAW, grid_runs
-from lightning_scaling import ChinchillaFit, ChinchillaLaw
-from lightning_scaling.planner.next_run import plan_next_run
-from lightning_scaling.planner.predict import predict_points, select_law
+
+from benchmarks.hoffmann_grid import hoffmann_grid_fit, random_box_starts
+from lightning_scaling import ChinchillaFit
 from lightning_scaling.errors import ConfigurationError, ScalingDataError
-from lightning_scaling.law.allocation import compute_optimal
 from lightning_scaling.evaluation.backtest import SELECTION_T, backtest, choose_form, forward_folds
-from lightning_scaling.law.bootstrap import percentile_interval
-from lightning_scaling.law.separable import DataConstrainedFit, ExponentInteractionFit
 from lightning_scaling.evaluation.intervals import calibrate, conformal_quantile
+from lightning_scaling.law.allocation import compute_optimal
+from lightning_scaling.law.bootstrap import percentile_interval
 from lightning_scaling.law.isoflop import isoflop_groups
 from lightning_scaling.law.objective import HUBER_DELTA
+from lightning_scaling.law.separable import DataConstrainedFit, ExponentInteractionFit
 from lightning_scaling.law.synthetic import synthetic_runs
+from lightning_scaling.planner.next_run import plan_next_run
+from lightning_scaling.planner.predict import predict_points, select_law
 from lightning_scaling.plugins import law_forms
 from lightning_scaling.runs.records import RunRecord, Selection
 

@@ -9,14 +9,24 @@ import numpy as np
 import pytest
 
 from lightning_scaling import plugins
-from lightning_scaling.planner.stages import (FIRST_SHARE, MIN_STEPS, family_realizer, fixed_design, hyperparameters,
-                                             plan_stage, prior_optimum, validation_interval, with_family)
 from lightning_scaling.cli import main
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.integrations.family import read_family, train_command
-from lightning_scaling.planner.design import expected_shrink, jacobian
 from lightning_scaling.law.fit import ChinchillaFit
-from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW as LAW, synthetic_runs
+from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW as LAW
+from lightning_scaling.law.synthetic import synthetic_runs
+from lightning_scaling.planner.design import expected_shrink, jacobian
+from lightning_scaling.planner.stages import (
+    FIRST_SHARE,
+    MIN_STEPS,
+    family_realizer,
+    fixed_design,
+    hyperparameters,
+    plan_stage,
+    prior_optimum,
+    validation_interval,
+    with_family,
+)
 
 THETA = np.array([math.log(LAW.A), math.log(LAW.B), math.log(LAW.E), LAW.alpha, LAW.beta])
 CONFIG = "examples/tiny_gpt/config.yaml"
@@ -155,9 +165,9 @@ def test_the_rollout_ends_lower_than_the_per_flop_rule_it_looks_ahead_with():
     than Chinchilla's), the stage chosen by rollout ends, in the design's own prediction, with a smaller sd of
     log N_opt at the target than the per-FLOP rule spending the whole budget from here; and it is another group
     than the per-FLOP rule's first (the rule alone missed this law in `benchmarks/planning.py`)."""
-    from lightning_scaling.planner.stages import _affordable, _arrays, _rollout, next_stage
-    from lightning_scaling.law.chinchilla import ChinchillaLaw
     from lightning_scaling.evaluation.intervals import scatter
+    from lightning_scaling.law.chinchilla import ChinchillaLaw
+    from lightning_scaling.planner.stages import _affordable, _arrays, _rollout, next_stage
 
     law = ChinchillaLaw(E=1.69, A=406.4, B=180.0, alpha=0.34, beta=0.20)
     target, budget = 1e21, 5e19
@@ -268,8 +278,8 @@ def _records(seed=0):
 
 
 def test_the_closing_hook_plans_the_next_stage_and_names_the_target():
-    from lightning_scaling.planner.recommendation import recommendation_markdown
     from lightning_scaling.callbacks import ScalingLawAdvisor
+    from lightning_scaling.planner.recommendation import recommendation_markdown
     from lightning_scaling.runs.records import Selection
 
     records = _records()
@@ -325,8 +335,8 @@ def test_the_closing_hooks_plan_is_the_sweeps_when_given_the_sweeps_options():
 def test_the_summary_run_charts_each_refit_and_the_experiment_describes_the_state(tmp_path):
     import mlflow
 
-    from lightning_scaling.planner.next_run import plan_next_run
     from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+    from lightning_scaling.planner.next_run import plan_next_run
     from lightning_scaling.runs.records import Selection
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -17,8 +17,6 @@ from conftest import grid_runs
 from test_callbacks import B, T, make_data, make_model, make_trainer
 
 from lightning_scaling import ChinchillaFit
-from lightning_scaling.planner.next_run import plan_next_run
-from lightning_scaling.planner.recommendation import FIGURE_GROUPS, figure_data
 from lightning_scaling.callbacks import ScalingTracker
 from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 from lightning_scaling.law import bootstrap as boot
@@ -26,6 +24,8 @@ from lightning_scaling.law import search
 from lightning_scaling.law.allocation import optimal_allocation
 from lightning_scaling.law.form import fit_runs, shared_fits
 from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW as LAW
+from lightning_scaling.planner.next_run import plan_next_run
+from lightning_scaling.planner.recommendation import FIGURE_GROUPS, figure_data
 from lightning_scaling.runs import schema
 from lightning_scaling.runs.records import RunRecord, Selection, select_runs
 

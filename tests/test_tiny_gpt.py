@@ -23,10 +23,10 @@ from __future__ import annotations
 import math
 import warnings
 
+import lightning.pytorch as pl
 import mup
 import numpy as np
 import pytest
-import lightning.pytorch as pl
 import torch
 from torch import nn
 

@@ -29,8 +29,8 @@ from collections.abc import Callable
 import torch
 
 from lightning_scaling.errors import ConfigurationError
-from lightning_scaling.nn.measure import data_unit, default_sequences, default_tokens
 from lightning_scaling.integrations.lightning import running_trainer, warn_rank_zero
+from lightning_scaling.nn.measure import data_unit, default_sequences, default_tokens
 
 STATE_VERSION = 2
 
@@ -219,7 +219,7 @@ def _run_steps(trainer) -> int | None:
     return int(steps)
 
 
-_CLOCKS: "weakref.WeakKeyDictionary[object, RunClock]" = weakref.WeakKeyDictionary()
+_CLOCKS: weakref.WeakKeyDictionary[object, RunClock] = weakref.WeakKeyDictionary()
 
 
 def clock_of(trainer, owner: str, tokens_fn: Callable | None = None,

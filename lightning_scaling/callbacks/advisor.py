@@ -13,10 +13,9 @@ MLflow can still be written, a note on the run saying why. The checkpoint and th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 from lightning_scaling.integrations.lightning import Callback, override
 
@@ -24,15 +23,14 @@ if TYPE_CHECKING:
     from lightning_scaling.integrations.lightning import LightningModule, Trainer
 
 from lightning_scaling import plugins
+from lightning_scaling.callbacks._types import NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, UseCurves
 from lightning_scaling.errors import ConfigurationError
-from lightning_scaling.planner.next_run import DEFAULT_GROWTH, USE_CURVES, plan_next_run, validate_budget
 from lightning_scaling.integrations.loggers import mlflow_logger
 from lightning_scaling.options import check_confidence, check_int, check_open_unit, check_positive, check_resamples
+from lightning_scaling.planner.next_run import DEFAULT_GROWTH, USE_CURVES, plan_next_run, validate_budget
+from lightning_scaling.planner.stages import FIRST_GROUPS, FIRST_SHARE, GROUP_SIZE, MIN_GROUP, MIN_STEPS
 from lightning_scaling.runs.records import STALE_AFTER_S
 from lightning_scaling.runs.secrets import redact
-from lightning_scaling.planner.stages import FIRST_GROUPS, FIRST_SHARE, GROUP_SIZE, MIN_GROUP, MIN_STEPS
-from lightning_scaling.callbacks._types import NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, UseCurves
-
 
 REFITS = 3  # refits when more runs finished while this hook was fitting
 

@@ -29,16 +29,15 @@ import time
 import warnings
 from array import array
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
+from lightning_scaling.callbacks._clock import clock_of
+from lightning_scaling.callbacks._types import NonNegativeInt, OpenUnitInterval
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.integrations.lightning import Callback, override
 from lightning_scaling.options import check_confidence
 from lightning_scaling.runs.schema import LR, STOPPED_EARLY_TAG
 from lightning_scaling.runs.secrets import redact
-from lightning_scaling.callbacks._clock import clock_of
-from lightning_scaling.integrations.lightning import Callback, override
-from lightning_scaling.callbacks._types import NonNegativeInt, OpenUnitInterval
 
 if TYPE_CHECKING:
     from lightning_scaling.integrations.lightning import LightningModule, Trainer
@@ -115,8 +114,8 @@ class LossForecast(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        from lightning_scaling.integrations.loggers import mlflow_logger
         from lightning_scaling.curves.forecast import Forecaster
+        from lightning_scaling.integrations.loggers import mlflow_logger
 
         logger = mlflow_logger(trainer)
         pool = []

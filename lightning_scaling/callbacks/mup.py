@@ -26,13 +26,13 @@ The base shapes are kept in the callback's checkpoint state, and on the module s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import types
 import weakref
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.integrations.lightning import Callback, check_strategy, override, warn_rank_zero
 from lightning_scaling.nn.mup_optim import KINDS, make_optimizer_mup, split_optimizers_and_schedulers
 from lightning_scaling.nn.mup_shapes import (
     attach,
@@ -47,8 +47,6 @@ from lightning_scaling.nn.mup_shapes import (
     rescale_fixed_init,
     rescale_init,
 )
-
-from lightning_scaling.integrations.lightning import Callback, check_strategy, override, warn_rank_zero
 
 if TYPE_CHECKING:
     from lightning_scaling.integrations.lightning import LightningModule, Trainer

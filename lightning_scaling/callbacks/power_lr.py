@@ -14,22 +14,28 @@ other settings continues from the checkpoint's tokens with the new settings, and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from lightning_scaling.callbacks._clock import RunClock, clock_of, release_clock
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.integrations.lightning import Callback, override, warn_rank_zero
 from lightning_scaling.runs.schema import LR, POWER_DECAY_FRACTION
 from lightning_scaling.schedules.lr import PowerSchedule, validate_power_args
-from lightning_scaling.callbacks._clock import RunClock, clock_of, release_clock
-from lightning_scaling.integrations.lightning import Callback, override, warn_rank_zero
 
 if TYPE_CHECKING:
     from lightning_scaling.integrations.lightning import LightningModule, Optimizer, Trainer
 from lightning_scaling.callbacks._state import changed_settings, check_state_version
-from lightning_scaling.callbacks._types import ClosedUnitInterval, DecayShape, NonNegativeFloat, PositiveFloat, PositiveInt, PowerExponent
+from lightning_scaling.callbacks._types import (
+    ClosedUnitInterval,
+    DecayShape,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    PowerExponent,
+)
 
 STATE_VERSION = 2
 

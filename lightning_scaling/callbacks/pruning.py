@@ -16,14 +16,15 @@ model and restored the checkpoint. The run's token budget comes from `total_toke
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
+from lightning_scaling.callbacks._clock import RunClock, clock_of, release_clock
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.integrations.lightning import Callback, check_strategy, override, warn_rank_zero
 from lightning_scaling.nn.masks import (
     SCOPES,
     apply_masks,
@@ -35,8 +36,6 @@ from lightning_scaling.nn.masks import (
     sparsity_of,
 )
 from lightning_scaling.schedules.sparsity import END_FRACTION, START_FRACTION, cubic_sparsity, validate_pruning_args
-from lightning_scaling.callbacks._clock import RunClock, clock_of, release_clock
-from lightning_scaling.integrations.lightning import Callback, check_strategy, override, warn_rank_zero
 
 if TYPE_CHECKING:
     from lightning_scaling.integrations.lightning import LightningModule, Optimizer, Trainer

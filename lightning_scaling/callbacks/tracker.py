@@ -24,21 +24,19 @@ are pruned (and at each log). The host reads and the collective happen only at t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import json
 import math
 import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from lightning_scaling import plugins
+from lightning_scaling.callbacks._clock import RunClock, clock_of, release_clock
 from lightning_scaling.errors import ConfigurationError
-from lightning_scaling.schedules.flops import transformer_training_flops
+from lightning_scaling.integrations.lightning import Callback, check_strategy, override, running_trainer, warn_rank_zero
 from lightning_scaling.integrations.loggers import keep_credentials_out_of_output, log_schema, run_id_of, set_run_tags
-from lightning_scaling.runs import schema
-from lightning_scaling.runs.schema import BEST_TAG, COMPLETE_TAG, RESUMED_FROM_TAG, SCHEMA_VERSION
 from lightning_scaling.nn.measure import (
     PARAMS_BASES,
     StepFlops,
@@ -48,8 +46,9 @@ from lightning_scaling.nn.measure import (
     default_input,
     is_sharded,
 )
-from lightning_scaling.callbacks._clock import RunClock, clock_of, release_clock
-from lightning_scaling.integrations.lightning import Callback, check_strategy, override, running_trainer, warn_rank_zero
+from lightning_scaling.runs import schema
+from lightning_scaling.runs.schema import BEST_TAG, COMPLETE_TAG, RESUMED_FROM_TAG, SCHEMA_VERSION
+from lightning_scaling.schedules.flops import transformer_training_flops
 
 if TYPE_CHECKING:
     from lightning_scaling.integrations.lightning import LightningModule, Optimizer, Trainer

@@ -135,7 +135,7 @@ class CurveFit:
             raise ConfigurationError(f"`momentum` must be in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
 
-    def fit(self, steps, lr, loss) -> "CurveFit":
+    def fit(self, steps, lr, loss) -> CurveFit:
         steps, lr, loss = _check_curve(steps, lr, loss)
         S1, S2 = schedule_areas(steps, lr, self.momentum)
         self.steps_, self.lr_, self.loss_ = steps, lr, loss

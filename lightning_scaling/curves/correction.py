@@ -49,9 +49,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from lightning_scaling.curves.annealing import schedule_areas
 from lightning_scaling.errors import ScalingDataError
 from lightning_scaling.evaluation.backtest import inside_hull
-from lightning_scaling.curves.annealing import schedule_areas
 
 FROM_FRACTION = 0.25  # checkpoints from a quarter of the run on
 DECAY_SLOPE = -1.0  # the decay phase: the learning rate falls faster than 1/step
@@ -158,7 +158,7 @@ class CheckpointPoints:
     def __len__(self) -> int:
         return len(self.run)
 
-    def within(self, N, D) -> "CheckpointPoints":
+    def within(self, N, D) -> CheckpointPoints:
         """The checkpoints inside the convex hull of the final losses' (log N, log D) (module docstring)."""
         keep = inside_hull(N, D, self.N, self.D)
         return replace(self, run=self.run[keep], N=self.N[keep], D=self.D[keep], loss=self.loss[keep],

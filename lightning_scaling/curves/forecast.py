@@ -43,8 +43,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from lightning_scaling.errors import ConfigurationError, ScalingDataError
 from lightning_scaling.curves.annealing import ALPHA_GRID, AnnealingLaw, check_points, schedule_areas
+from lightning_scaling.errors import ConfigurationError, ScalingDataError
 
 MOMENTUM_GRID = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 C_MEASURED = 0.5  # C counts as measured when the observed S2 reaches half the S2 at the end of the plan
@@ -100,7 +100,7 @@ class Curve:
             self._areas[momentum] = schedule_areas(self.steps, self.lr, momentum)
         return self._areas[momentum]
 
-    def until(self, step: float) -> "Curve":
+    def until(self, step: float) -> Curve:
         """The same curve with the losses after `step` hidden (the schedule kept)."""
         loss = np.where(self.steps <= step, self.loss, np.nan)
         out = replace(self, loss=loss)
@@ -532,7 +532,7 @@ class Forecaster:
 
 def _last_seen(curves: list[Curve]) -> float:
     """The loss at the last observed step of a run's curves."""
-    return max(((float(c.steps[c.observed][-1]), float(c.loss[c.observed][-1])) for c in curves if c.observed.any()))[1]
+    return max((float(c.steps[c.observed][-1]), float(c.loss[c.observed][-1])) for c in curves if c.observed.any())[1]
 
 
 def _bootstrap_band(target, shape, coef, pool_C, main, planned, point, confidence, seed):

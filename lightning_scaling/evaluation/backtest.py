@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightning_scaling.errors import LightningScalingError
+from lightning_scaling.evaluation.intervals import MIN_HELD_OUT, calibrate
+from lightning_scaling.law.form import DEFAULT_CONFIDENCE, check_law_form, extras_for, fit_runs, predict_runs
+from lightning_scaling.law.isoflop import group_by_flops, isoflop_groups
 from lightning_scaling.options import check_confidence
 from lightning_scaling.schedules.flops import training_compute
-from lightning_scaling.law.form import DEFAULT_CONFIDENCE, check_law_form, extras_for, fit_runs, predict_runs
-from lightning_scaling.evaluation.intervals import MIN_HELD_OUT, calibrate
-from lightning_scaling.law.isoflop import group_by_flops, isoflop_groups
 
 MIN_GROUPS = 3  # isoFLOP folds need at least three budgets (two to fit on, one to predict)
 MIN_GROUP_SIZE = 3  # ... with a median of three runs each (the sizes of a parabola)

@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lightning_scaling.errors import LightningScalingError
+from lightning_scaling.law.form import DEFAULT_CONFIDENCE, fit_runs, predict_runs
 from lightning_scaling.options import check_confidence
 from lightning_scaling.schedules.flops import training_compute
-from lightning_scaling.law.form import DEFAULT_CONFIDENCE, fit_runs, predict_runs
 
 PREFIXES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # nested prefixes of the runs ordered by compute
 DRIFT_FITS = 2  # the drift compares a fit with this many previous prefix fits

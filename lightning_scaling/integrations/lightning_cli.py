@@ -20,10 +20,10 @@ import os
 import sys
 from pathlib import Path
 
-from lightning_scaling.integrations.lightning import INSTALLED, cli_module, namespace_of
 from lightning_scaling.errors import ConfigurationError
-from lightning_scaling.runs.secrets import redact
+from lightning_scaling.integrations.lightning import INSTALLED, cli_module, namespace_of
 from lightning_scaling.integrations.loggers import keep_credentials_out_of_output, open_mlflow_runs, run_id_of
+from lightning_scaling.runs.secrets import redact
 
 _SAVE_BASES = tuple(cli_module(name).SaveConfigCallback for name in INSTALLED)
 _SaveConfigBase = _SAVE_BASES[0] if len(_SAVE_BASES) == 1 else type("SaveConfigCallback", _SAVE_BASES, {})

@@ -26,13 +26,19 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from lightning_scaling.errors import ConfigurationError, LightningScalingError
-from lightning_scaling.runs.secrets import keep_uri_out_of_output, redact
 from lightning_scaling.planner.recommendation import experiment_markdown, recommendation_markdown, refit_metrics
-from lightning_scaling.runs.records import RunRecord, Selection, select_runs
 from lightning_scaling.runs import schema
-from lightning_scaling.runs.records import STALE_AFTER_S
-from lightning_scaling.runs.schema import (BEST_TAG, COMPLETE_TAG, N_RUNS_TAG, RESUMED_FROM_TAG, SCHEMA_TAG, STOPPED_EARLY_TAG,
-                           SUMMARY_TAG)
+from lightning_scaling.runs.records import STALE_AFTER_S, RunRecord, Selection, select_runs
+from lightning_scaling.runs.schema import (
+    BEST_TAG,
+    COMPLETE_TAG,
+    N_RUNS_TAG,
+    RESUMED_FROM_TAG,
+    SCHEMA_TAG,
+    STOPPED_EARLY_TAG,
+    SUMMARY_TAG,
+)
+from lightning_scaling.runs.secrets import keep_uri_out_of_output, redact
 
 SUMMARY_RUN_NAME = "scaling-law"
 NOTE_TAG = "mlflow.note.content"

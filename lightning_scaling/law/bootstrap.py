@@ -23,14 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lightning_scaling.law.allocation import optimal_allocation
 from lightning_scaling.errors import ConfigurationError
-from lightning_scaling.options import check_confidence, check_resamples
+from lightning_scaling.law.allocation import optimal_allocation
 from lightning_scaling.law.chinchilla import PARAM_NAMES
-from lightning_scaling.law.objective import objective
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE
+from lightning_scaling.law.objective import objective
 from lightning_scaling.law.search import newton
-
+from lightning_scaling.options import check_confidence, check_resamples
 
 
 def percentile_interval(values, confidence: float) -> tuple[float, float]:

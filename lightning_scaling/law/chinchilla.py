@@ -67,7 +67,7 @@ class ChinchillaLaw:
 
     # -- conversions ------------------------------------------------------------------------------------------
     @classmethod
-    def from_log_params(cls, theta) -> "ChinchillaLaw":
+    def from_log_params(cls, theta) -> ChinchillaLaw:
         """Build from (a, b, e, alpha, beta) of the LSE parametrisation."""
         a, b, e, alpha, beta = (float(x) for x in theta)
         return cls(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta)

@@ -26,8 +26,8 @@ from lightning_scaling.errors import ConfigurationError, NotFittedError
 from lightning_scaling.law.chinchilla import PARAM_NAMES, ChinchillaLaw
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE
 from lightning_scaling.law.objective import HUBER_DELTA, huber_objective
-from lightning_scaling.runs.validation import check_enough_runs, validate_runs
 from lightning_scaling.law.search import SCAN_RUNS, basin_starts, box_polish, newton, profile_scan, scan_subset
+from lightning_scaling.runs.validation import check_enough_runs, validate_runs
 
 PARAMS_COLUMNS = ("params", "params_avg")
 VANISHING_TERM = 1e-3  # a term that moves the loss by less than 0.1% over all the runs carries no information
@@ -47,6 +47,8 @@ class ChinchillaFit:
         n_starts: how many basins (local minima of the profile over the exponents) to polish.
         min_runs: refuse to fit fewer runs (the law has five parameters).
         min_distinct: refuse to fit fewer distinct N or distinct D values.
+        warn: emit a `FitWarning` for each parameter on its search box; False for nested fits that read
+            ``boundary_`` and ``degenerate_`` instead (`law.form.quietly`).
 
     Fitted attributes: ``E_``, ``A_``, ``B_``, ``alpha_``, ``beta_``, ``objective_``, ``law_`` (a
     `ChinchillaLaw`), ``theta_`` (a, b, e, alpha, beta), ``n_runs_``, ``params_column_`` ("params" or
@@ -65,6 +67,7 @@ class ChinchillaFit:
         n_starts: int = 8,
         min_runs: int = 5,
         min_distinct: int = 3,
+        warn: bool = True,
     ):
         self.delta = delta
         self.exponent_max = exponent_max
@@ -72,6 +75,7 @@ class ChinchillaFit:
         self.n_starts = n_starts
         self.min_runs = min_runs
         self.min_distinct = min_distinct
+        self.warn = warn
 
     # -- fitting ----------------------------------------------------------------------------------------------
     def _check_options(self) -> None:
@@ -88,7 +92,7 @@ class ChinchillaFit:
         if not (isinstance(self.min_distinct, int) and self.min_distinct >= 3):
             raise ConfigurationError(f"`min_distinct` must be an integer >= 3, got {self.min_distinct!r}")
 
-    def fit(self, N, D, loss, *, params_column: str = "params", labels=None) -> "ChinchillaFit":
+    def fit(self, N, D, loss, *, params_column: str = "params", labels=None) -> ChinchillaFit:
         """Fit the law to runs.
 
         Args:
@@ -145,7 +149,7 @@ class ChinchillaFit:
         self.params_column_ = params_column
         self.N_, self.D_, self.loss_ = N, D, L
         self.boundary_ = self._boundary_messages()
-        for message in self.boundary_:
+        for message in self.boundary_ if self.warn else ():
             warnings.warn(message, FitWarning, stacklevel=3)
 
     def _boundary_messages(self) -> list[str]:

@@ -54,7 +54,7 @@ class Intervals(Protocol):
 
 @runtime_checkable
 class LawForm(Protocol):
-    def fit(self, N, D, loss, *, params_column: str = "params", labels=None) -> "LawForm": ...
+    def fit(self, N, D, loss, *, params_column: str = "params", labels=None) -> LawForm: ...
 
     def predict(self, N, D): ...
 
@@ -100,11 +100,21 @@ def shared_fits():
             _SHARED.reset(token)
 
 
-def fit_runs(factory, N, D, L, idx=None, extra: dict | None = None, **fit_kwargs):
+def quietly(estimator):
+    """The estimator, set to report what sits on its search box only through its results (`boundary_`,
+    `degenerate_`) instead of a `FitWarning`: for nested fits (folds, calibration, the other forms, the law across
+    runs), where a bound hit is expected and the caller reads the result. A form without a `warn` setting is
+    returned as it is."""
+    if hasattr(estimator, "warn"):
+        estimator.warn = False
+    return estimator
+
+
+def fit_runs(factory, N, D, L, idx=None, extra: dict | None = None, *, quiet: bool = False, **fit_kwargs):
     """A new estimator from `factory` fitted on the runs at `idx` (all when None), with the extras it declares
-    (inside `shared_fits`, the same fit for the same runs)."""
+    (inside `shared_fits`, the same fit for the same runs); `quiet`: see `quietly`."""
     at = slice(None) if idx is None else idx
-    estimator = factory()
+    estimator = quietly(factory()) if quiet else factory()
     extras = extras_for(estimator, extra, idx)
     cache = _SHARED.get()
     if cache is None:

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightning_scaling.errors import NotFittedError, ScalingDataError
-from lightning_scaling.options import check_confidence, check_resamples
-from lightning_scaling.runs.validation import check_enough_runs, validate_runs
-from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
 from lightning_scaling.law.allocation import Allocation
-from lightning_scaling.law.search import scan_subset
 from lightning_scaling.law.bootstrap import percentile_interval, resample_counts
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE
 from lightning_scaling.law.objective import HUBER_DELTA, huber
+from lightning_scaling.law.search import scan_subset
+from lightning_scaling.options import check_confidence, check_resamples
+from lightning_scaling.runs.validation import check_enough_runs, validate_runs
+from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
 
 GRID_POINTS = 9  # per nonlinear parameter of the scan
 N_POLISH = 3  # best grid cells polished
@@ -72,7 +72,7 @@ class SeparableLawFit:
         return {}
 
     # -- fitting ----------------------------------------------------------------------------------------------
-    def fit(self, N, D, loss, *, params_column: str = "params", labels=None, **extra) -> "SeparableLawFit":
+    def fit(self, N, D, loss, *, params_column: str = "params", labels=None, **extra) -> SeparableLawFit:
         N, D, L = validate_runs(N, D, loss, labels)
         check_enough_runs(N, D, self.min_runs, self.min_distinct)
         self.extra_ = self._prepare(N, D, extra)

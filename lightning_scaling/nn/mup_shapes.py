@@ -34,12 +34,12 @@ HEAD_DIM_ATTRS = ("d_head", "head_dim", "head_size", "attention_head_size", "d_k
 SCALE_ATTRS = ("scale", "scaling", "softmax_scale", "attn_scale", "scale_factor", "sm_scale")
 
 
-def serialize(infshapes: Mapping[str, "mup.InfShape"]) -> dict[str, list]:
+def serialize(infshapes: Mapping[str, mup.InfShape]) -> dict[str, list]:
     """{name: base shape} with None for a finite dimension and the base size for a width dimension."""
     return {name: list(s.base_shape()) for name, s in infshapes.items()}
 
 
-def deserialize(shapes: Mapping[str, list]) -> dict[str, "mup.InfShape"]:
+def deserialize(shapes: Mapping[str, list]) -> dict[str, mup.InfShape]:
     return {name: mup.InfShape.from_base_shape(list(v)) for name, v in shapes.items()}
 
 
@@ -168,7 +168,7 @@ def is_shared_readout(readout: nn.Module) -> bool:
     return isinstance(readout, mup.MuSharedReadout)
 
 
-def check_readout(module: nn.Module, infshapes: Mapping[str, "mup.InfShape"]) -> None:
+def check_readout(module: nn.Module, infshapes: Mapping[str, mup.InfShape]) -> None:
     """Every Linear mapping a width to a non-width (an output layer) must be a MuReadout; say which is not."""
     bad = []
     for name, mod in module.named_modules():
@@ -185,7 +185,7 @@ def check_readout(module: nn.Module, infshapes: Mapping[str, "mup.InfShape"]) ->
 
 
 # -- attaching --------------------------------------------------------------------------------------------------
-def _infshape(base_shape: list, param: torch.Tensor) -> "mup.InfShape":
+def _infshape(base_shape: list, param: torch.Tensor) -> mup.InfShape:
     return mup.infshape.zip_infshape(mup.InfShape.from_base_shape(list(base_shape)), list(param.shape))
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
 
-
 STEP_LAW_EXPONENTS = (-0.713, 0.307)  # Step Law's exponents on N and D (Li et al. 2025, Eq. 1)
 
 

@@ -18,19 +18,25 @@ from collections.abc import Callable
 
 import numpy as np
 
+from lightning_scaling.curves.correction import schedule_corrected
 from lightning_scaling.errors import ConfigurationError, InsufficientRunsError, LightningScalingError, ScalingDataError
 from lightning_scaling.evaluation.backtest import applicable_forms, backtest, choose_form
-from lightning_scaling.law.fit import ChinchillaFit
 from lightning_scaling.evaluation.intervals import MIN_HELD_OUT, calibrate, scatter, widen_by_scatter
-from lightning_scaling.options import check_positive
+from lightning_scaling.law.fit import ChinchillaFit
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE, LawForm, check_law_form, shared_fits
+from lightning_scaling.options import check_positive
+from lightning_scaling.planner.recommendation import (
+    figure_data,
+    format_count,
+    recommend,
+    recommendation_sentence,
+    summarize_fit,
+)
 from lightning_scaling.runs.records import Selection
-from lightning_scaling.curves.correction import schedule_corrected
 from lightning_scaling.runs.schema import DATA_UNIT, POWER_DECAY_FRACTION
+from lightning_scaling.runs.validation import suggest_runs
 from lightning_scaling.schedules.flops import training_compute
 from lightning_scaling.schedules.sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
-from lightning_scaling.runs.validation import suggest_runs
-from lightning_scaling.planner.recommendation import figure_data, format_count, recommend, recommendation_sentence, summarize_fit
 
 DEFAULT_GROWTH = 4.0  # each run 4x the compute of the largest so far: big enough to learn, small enough to be safe
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from lightning_scaling.errors import ConfigurationError, LightningScalingError, ScalingDataError
 from lightning_scaling.evaluation.backtest import applicable_forms, backtest, choose_form
-from lightning_scaling.law.form import DEFAULT_CONFIDENCE, fit_runs
 from lightning_scaling.evaluation.intervals import calibrate, scatter, widen_by_scatter
+from lightning_scaling.law.form import DEFAULT_CONFIDENCE, fit_runs
 
 AUTO = "auto"
 POINT_BOOTSTRAP = 200  # replicates of the fallback interval (10th-90th percentiles need no more)

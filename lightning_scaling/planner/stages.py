@@ -36,9 +36,9 @@ import numpy as np
 
 from lightning_scaling.errors import ConfigurationError, LightningScalingError
 from lightning_scaling.law.allocation import optimal_allocation
-from lightning_scaling.planner.design import expected_shrink
 from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW
 from lightning_scaling.options import check_int, check_positive
+from lightning_scaling.planner.design import expected_shrink
 from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN, training_compute
 
 PRIOR = CHINCHILLA_PAPER_LAW

@@ -25,7 +25,8 @@ This module imports only pluggy, so a plugin can be written and tested without t
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

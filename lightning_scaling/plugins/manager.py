@@ -37,8 +37,8 @@ from typing import Any
 
 import pluggy
 
-from lightning_scaling.plugins import hookspecs
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.plugins import hookspecs
 from lightning_scaling.plugins.hookspecs import PROJECT_NAME
 
 #: The entry point group third-party plugins declare.

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
 from lightning_scaling.runs.schema import FLOPS, PARAMS_AVG, TOKENS
 from lightning_scaling.runs.validation import implausible
+from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
 
 DIVERGENCE_RATIO = 1.5  # a final loss above 1.5x the run's own best loss means training blew up at the end
 USABLE_STATUSES = ("FINISHED",)

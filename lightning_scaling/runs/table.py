@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightning_scaling.errors import InsufficientRunsError, ScalingDataError
-from lightning_scaling.runs.validation import suggest_runs
-from lightning_scaling.runs.validation import check_plausible, validate_runs
+from lightning_scaling.runs.validation import check_plausible, suggest_runs, validate_runs
 
 REQUIRED_COLUMNS = ("params", "tokens", "loss")
 OPTIONAL_COLUMNS = ("flops", "params_avg", "run_id", "unique_tokens", "lr")
