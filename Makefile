@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-quick test install install-dev clean
+.PHONY: demo demo-quick test lint install install-dev clean
 
 # The main job: a sweep of small GPTs on the embedded corpus through LightningCLI, planned stage by stage,
 # logged to ./mlflow.db, refitting the scaling law after every run (examples/tiny_gpt/sweep.py). Re-running
@@ -14,10 +14,15 @@ demo: $(VENV)/.installed
 demo-quick: $(VENV)/.installed
 	$(PY) -m examples.tiny_gpt.sweep --quick
 
-test: $(VENV)/.installed-dev
+test: lint
 	sh tools/ensure_debian_package.sh chromium /usr/bin/chromium "the browser test"
 	sh tools/ensure_debian_package.sh postgresql "/usr/lib/postgresql/*/bin/initdb" "the PostgreSQL tests"
 	$(PY) -m pytest
+
+# The linters, first: ruff (rules and limits in pyproject.toml) and the import layers (import-linter).
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
