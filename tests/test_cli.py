@@ -1,4 +1,5 @@
-"""The command line: `fit`, `recommend` and `demo`, JSON keys, text output, and errors with exit status 2."""
+"""The command line: `fit`, `recommend` and `demo`, JSON keys, text output, and errors with exit status 2; the table
+of commands, and the heavy stacks left unimported by the commands that do not need them."""
 
 import json
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import grid_runs, shared_csv
 
-from lightning_scaling.cli import main
+from lightning_scaling.cli import COMMANDS, build_parser, main
 
 FIT_KEYS = {"law", "E", "A", "B", "alpha", "beta", "objective", "n_runs", "params_column"}
 
@@ -69,7 +70,8 @@ def test_recommend_text(capsys, runs_csv):
 def test_params_avg_column_is_reported(capsys, tmp_path):
     N, D, L = grid_runs()
     path = tmp_path / "sparse.csv"
-    path.write_text("params,params_avg,tokens,loss\n" + "".join(f"{n},{0.625 * n},{d},{l}\n" for n, d, l in zip(N, D, L)))
+    path.write_text("params,params_avg,tokens,loss\n"
+                    + "".join(f"{n},{0.625 * n},{d},{l}\n" for n, d, l in zip(N, D, L)))
     _, out, _ = run(capsys, "fit", path, "--format", "json")
     assert json.loads(out)["params_column"] == "params_avg"
     _, out, _ = run(capsys, "recommend", path, "--flops", "1e20")
@@ -199,9 +201,45 @@ def test_predict_bad_points_name_the_line_and_column(capsys, isoflop_csv, tmp_pa
 
 def test_backtest_with_an_unknown_law_names_the_choices(capsys, isoflop_csv):
     code, _, err = run(capsys, "backtest", isoflop_csv, "--law", "kaplan")
-    assert code == 2 and "`law` must be 'auto' or one of ['chinchilla', 'data_constrained', 'exponent_interaction']" in err
+    assert code == 2
+    assert "`law` must be 'auto' or one of ['chinchilla', 'data_constrained', 'exponent_interaction']" in err
 
 
 def test_backtest_needs_runs(capsys):
     code, _, err = run(capsys, "backtest")
     assert code == 2 and "--tracking-uri and --experiment" in err
+
+
+# -- the table of commands ----------------------------------------------------------------------------------------
+def test_every_command_of_the_table_is_parsed_listed_and_documented(capsys):
+    import lightning_scaling.cli as cli
+
+    parser = build_parser()
+    names = list(COMMANDS)
+    assert names == ["fit", "recommend", "runs", "backtest", "predict", "forecast", "plan", "demo", "train",
+                     "coord-check"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    listed = capsys.readouterr().out
+    for name, command in COMMANDS.items():
+        assert f"lightning-scaling {name} " in cli.__doc__, name
+        assert name in listed and command.help[:40] in " ".join(listed.split()), name
+        assert (command.forward is None) == (command.run is not None and command.text is not None), name
+
+
+def test_module_form_runs_the_same_command(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lightning_scaling.cli", "fit", str(tmp_path / "nope.csv")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "lightning-scaling fit: error:" in out.stderr and "nope.csv" in out.stderr
+
+
+def test_fit_from_a_csv_imports_neither_mlflow_nor_torch(runs_csv):
+    """MLflow, Lightning and torch are imported by `cli.deferred` only when a command that needs them runs."""
+    script = ("import sys\n"
+              "from lightning_scaling.cli import main\n"
+              f"assert main(['fit', {str(runs_csv)!r}]) == 0\n"
+              "assert main(['recommend', " + repr(str(runs_csv)) + ", '--flops', '1e21']) == 0\n"
+              "print('LOADED', sorted({n.split('.')[0] for n in sys.modules} & {'mlflow', 'torch', 'lightning'}))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stdout
