@@ -151,7 +151,7 @@ class Forecaster:
     """Forecasts of runs from the curves of other runs (`pool`), the shape fitted once (module docstring).
 
     A forecast then costs one small least-squares solve per run of the pool (the conformal errors) and one for
-    the run: a few milliseconds for tens of runs, so a trainer can forecast at every validation.
+    the run, so a trainer can forecast at every validation (its cost: benchmarks/README.md).
 
     Args:
         pool: curves of other runs; without any, each run's shape comes from its own curve alone.
