@@ -36,8 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning_scaling.curves.annealing import AnnealingLaw, schedule_areas  # noqa: E402
-from lightning_scaling.curves.forecast import Curve, Forecaster, fit_shared, forecast  # noqa: E402
+from lightning_scaling.curves import AnnealingLaw, Curve, Forecaster, fit_shared, forecast, schedule_areas  # noqa: E402
 
 GEMSTONES = REPO.parent / "shared" / "data" / "gemstones"
 COOLDOWN_SHARE = 1.1  # a cooldown branch's tokens over its checkpoint's

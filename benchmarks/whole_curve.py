@@ -30,8 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning_scaling.curves.annealing import AnnealingLaw, schedule_areas  # noqa: E402
-from lightning_scaling.curves.forecast import Curve  # noqa: E402
+from lightning_scaling.curves import AnnealingLaw, Curve, schedule_areas  # noqa: E402
 from lightning_scaling.planner.next_run import plan_next_run  # noqa: E402
 from lightning_scaling.runs.records import RunRecord, Selection  # noqa: E402
 from lightning_scaling.schedules.lr import PowerSchedule  # noqa: E402
@@ -109,8 +108,9 @@ def row(name, r) -> str:
             f"{r['seconds'][0]:.1f} / {r['seconds'][1]:.1f} |")
 
 
-HEADER = ("| runs | n | checkpoints | backtest MAPE, final only | ... whole curve | N_opt interval (high/low), final only "
-          "| ... whole curve | N_opt final only | N_opt whole curve | auto uses | seconds (final / whole) |\n"
+HEADER = ("| runs | n | checkpoints | backtest MAPE, final only | ... whole curve | "
+          "N_opt interval (high/low), final only | ... whole curve | N_opt final only | N_opt whole curve | auto uses "
+          "| seconds (final / whole) |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|")
 
 

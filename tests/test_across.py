@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lightning_scaling.cli import main
-from lightning_scaling.curves.forecast import Curve, Forecaster, forecast
+from lightning_scaling.curves.forecast import Forecaster, forecast
+from lightning_scaling.curves.shared_fit import Curve
 from lightning_scaling.curves.stacking import MIN_RUNS, UNLIKE, final_law, stack
 from lightning_scaling.errors import ScalingDataError
 from lightning_scaling.law.chinchilla import ChinchillaLaw

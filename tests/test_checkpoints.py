@@ -8,10 +8,11 @@ import pytest
 
 from lightning_scaling.curves import correction as checkpoints
 from lightning_scaling.curves.annealing import AnnealingLaw, schedule_areas
-from lightning_scaling.curves.correction import inside_hull, model_key, plan_rule, schedule_corrected
-from lightning_scaling.curves.forecast import Curve
+from lightning_scaling.curves.correction import model_key, plan_rule, schedule_corrected
+from lightning_scaling.curves.shared_fit import Curve
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.evaluation.backtest import backtest
+from lightning_scaling.evaluation.folds import inside_hull
 from lightning_scaling.law.bootstrap import resample_counts
 from lightning_scaling.law.fit import ChinchillaFit
 from lightning_scaling.planner.next_run import plan_next_run

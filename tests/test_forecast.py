@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,8 +12,10 @@ import pytest
 from benchmarks.forecast import SCHEDULES, schedule, synthetic_runs
 from lightning_scaling.cli import main
 from lightning_scaling.curves.annealing import AnnealingLaw, schedule_areas
-from lightning_scaling.curves.forecast import MOMENTUM_GRID, Curve, Forecaster, conformal_quantile, fit_shared, forecast
+from lightning_scaling.curves.forecast import Forecaster, forecast
+from lightning_scaling.curves.shared_fit import MOMENTUM_GRID, Curve, fit_shared
 from lightning_scaling.errors import ScalingDataError
+from lightning_scaling.evaluation.folds import conformal_quantile
 from lightning_scaling.runs.curve_table import read_curves_csv
 
 
@@ -110,8 +113,8 @@ def test_conformal_quantile():
     errors = np.arange(1.0, 10.0)  # 9 errors
     assert conformal_quantile(errors, 0.9) == 9.0  # ceil(10 * 0.9) = 9th
     assert conformal_quantile(errors, 0.5) == 5.0  # ceil(10 * 0.5) = 5th
-    assert conformal_quantile(errors, 0.95) is None  # the 10th of 9: too few for that level
-    assert conformal_quantile([], 0.5) is None
+    assert conformal_quantile(errors, 0.95) == math.inf  # the 10th of 9: too few for that level
+    assert conformal_quantile([], 0.5) == math.inf
 
 
 def test_before_the_decay_c_is_the_median_of_the_other_runs():

@@ -12,8 +12,9 @@ from conftest import TRUE_LAW, grid_runs
 from benchmarks.hoffmann_grid import hoffmann_grid_fit, random_box_starts
 from lightning_scaling import ChinchillaFit
 from lightning_scaling.errors import ConfigurationError, ScalingDataError
-from lightning_scaling.evaluation.backtest import SELECTION_T, backtest, choose_form, forward_folds
-from lightning_scaling.evaluation.intervals import calibrate, conformal_quantile
+from lightning_scaling.evaluation.backtest import SELECTION_T, backtest, choose_form
+from lightning_scaling.evaluation.folds import conformal_quantile, forward_folds
+from lightning_scaling.evaluation.intervals import calibrate
 from lightning_scaling.law.allocation import compute_optimal
 from lightning_scaling.law.bootstrap import percentile_interval
 from lightning_scaling.law.isoflop import isoflop_groups

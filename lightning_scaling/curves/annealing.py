@@ -18,13 +18,13 @@ adds to the forward area S1 and nothing to S2, and a warmup phase needs no speci
 Steps between logged points. The law needs eta at every optimizer step; a curve logged every k steps gives it at
 those steps, and the learning rate in between is interpolated linearly (exact for linear warmup and decay, close
 for smooth schedules); before the first logged step the first interval's line is extended back to step 1, so a
-linear warmup's area is not overcounted (taking the first logged value there biased alpha by 10% on curves logged
-every 10 steps).
+linear warmup's area is not overcounted (taking the first logged value there biases alpha on sparsely logged
+curves).
 
-Fitting (`CurveFit`). For fixed alpha the law is linear in (L0, A, C): a least-squares solve gives them for every
-alpha of a grid at once (variable projection, as `law.search` does for Chinchilla), the best cell is polished by
-bounded least squares over (L0, A, C, alpha) with A, C >= 0. The objective is the squared relative error of the
-loss, which weighs the points of a curve equally wherever the loss is.
+Fitting (`curves.shared_fit`: `fit_shared` over runs, `fit_curve` for one curve). For fixed alpha the law is linear in
+(L0, A, C): a non-negative least-squares solve gives them for every alpha of a grid (`ALPHA_GRID`; variable
+projection, as `law.search` does for Chinchilla), and the best cell is polished in alpha. The objective is the
+squared relative error of the loss, which weighs the points of a curve equally wherever the loss is.
 
 Identifiability. C is measured only where the learning rate has fallen: a curve seen during a constant (or WSD
 stable) phase has S2 = 0 there and says nothing about C, and a short prefix of a cosine little. Forecasting the
@@ -39,11 +39,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from lightning_scaling.errors import ConfigurationError, NotFittedError, ScalingDataError
+from lightning_scaling.errors import ConfigurationError, ScalingDataError
 
 MOMENTUM = 0.999  # Tissue et al. 2024, Sec. 3
 ALPHA_GRID = np.linspace(0.02, 2.0, 100)
-MIN_POINTS = 5  # four parameters: fewer observed points cannot determine the law
 
 
 @dataclass(frozen=True)
@@ -114,56 +113,6 @@ def schedule_areas(steps, lr, momentum: float = MOMENTUM) -> tuple[np.ndarray, n
     return S1[at], S2[at]
 
 
-def _design(S1, S2, alpha):
-    return np.stack([np.ones_like(S1), S1 ** -alpha, -S2], axis=-1)
-
-
-class CurveFit:
-    """Fit the annealing law to one run's loss curve (or several runs of one model size, stacked).
-
-    Args:
-        momentum: lam of the annealing area (default 0.999, Tissue et al. 2024).
-
-    Example::
-
-        fit = CurveFit().fit(steps, lr, loss)
-        fit.predict(other_steps, other_lr)  # the same model under another schedule
-    """
-
-    def __init__(self, momentum: float = MOMENTUM):
-        if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
-            raise ConfigurationError(f"`momentum` must be in [0, 1), got {momentum!r}")
-        self.momentum = float(momentum)
-
-    def fit(self, steps, lr, loss) -> CurveFit:
-        steps, lr, loss = _check_curve(steps, lr, loss)
-        S1, S2 = schedule_areas(steps, lr, self.momentum)
-        self.steps_, self.lr_, self.loss_ = steps, lr, loss
-        self.S1_, self.S2_ = S1, S2
-        self.theta_ = _fit_areas(S1, S2, loss)
-        self.residuals_ = loss / self.law_.loss(S1, S2) - 1.0
-        return self
-
-    @property
-    def law_(self) -> AnnealingLaw:
-        if not hasattr(self, "theta_"):
-            raise NotFittedError("This CurveFit instance is not fitted yet: call `fit(steps, lr, loss)` first.")
-        L0, A, C, alpha = self.theta_
-        return AnnealingLaw(float(L0), float(A), float(C), float(alpha), self.momentum)
-
-    def predict(self, steps, lr):
-        """The law's loss at `steps` of a schedule given as `lr` at those steps (the observed part and the rest)."""
-        S1, S2 = schedule_areas(steps, lr, self.momentum)
-        return self.law_.loss(S1, S2)
-
-
-def _check_curve(steps, lr, loss):
-    steps, lr, loss = check_points(steps, lr, loss)
-    if len(steps) < MIN_POINTS:
-        raise ScalingDataError(f"a curve law needs at least {MIN_POINTS} observed points, got {len(steps)}")
-    return steps, lr, loss
-
-
 def check_points(steps, lr, loss, where: str = "", planned_ok: bool = False):
     """`steps`, `lr`, `loss` as float arrays of one non-zero length, or `ScalingDataError` naming the point (and
     `where`, e.g. "run 'a'"): steps increasing integers >= 1, learning rates finite >= 0 and not all 0, losses
@@ -194,40 +143,3 @@ def check_points(steps, lr, loss, where: str = "", planned_ok: bool = False):
         raise ScalingDataError(f"{where + ': ' if where else ''}every learning rate is 0: the forward area S1 is 0 "
                                "and the law is undefined")
     return steps, lr, loss
-
-
-def _fit_areas(S1, S2, loss) -> np.ndarray:
-    """(L0, A, C, alpha) minimising the squared relative error, A, C >= 0 (module docstring), from the best cell of
-    the alpha grid."""
-    from scipy.optimize import least_squares
-
-    keep = S1 > 0
-    S1, S2, loss = S1[keep], S2[keep], loss[keep]
-    u = 1.0 / loss
-    best = None
-    with np.errstate(all="ignore"):
-        for alpha in ALPHA_GRID:
-            X = _design(S1, S2, alpha) * u[:, None]
-            coef, *_ = np.linalg.lstsq(X, np.ones_like(loss), rcond=None)
-            if not np.all(np.isfinite(coef)):
-                continue
-            coef = np.maximum(coef, 0.0)
-            r = X @ coef - 1.0
-            value = float(r @ r)
-            if best is None or value < best[0]:
-                best = (value, np.array([*coef, alpha]))
-    if best is None:
-        raise ScalingDataError("no exponent alpha in (0, 2] fits this curve")
-    x0 = best[1].copy()
-
-    def residual(theta):
-        L0, A, C, alpha = theta
-        return (L0 + A * S1 ** -alpha - C * S2) * u - 1.0
-
-    lo = np.array([0.0, 0.0, 0.0, 1e-3])
-    hi = np.array([np.inf, np.inf, np.inf, float(ALPHA_GRID[-1])])
-    x0 = np.clip(x0, lo + 1e-12, hi - 1e-12)
-    x0[1:3] = np.maximum(x0[1:3], 1e-12)
-    result = least_squares(residual, x0, bounds=(lo, hi), x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12)
-    theta = result.x if np.all(np.isfinite(result.x)) and result.cost <= 0.5 * best[0] + 1e-15 else x0
-    return theta

@@ -4,8 +4,8 @@ A run of T steps logs its loss at checkpoints k < T too, but L(k) is not the fin
 run planned for T steps had not yet annealed its learning rate at k (a WSD or Power run is still in its stable
 phase; a cosine run is at a higher learning rate than a cosine of length k would be at its end). Read as final
 losses, checkpoints would lie above the law and bias beta low. The correction comes from the run's own whole-curve
-law (`curves.forecast.fit_shared`: the annealing law of Tissue et al. 2024 with shared alpha and momentum and the run's
-own L0, A, C):
+law (`curves.shared_fit.fit_shared`: the annealing law of Tissue et al. 2024 with shared alpha and momentum and the
+run's own L0, A, C):
 
     L*(N, D_k) = L(k) + [law(S1*, S2*) - law(S1(k), S2(k))]
 
@@ -29,8 +29,8 @@ The annealing law is the law of one model under any schedule (Tissue et al. 2024
 predict its other schedules with them), so runs of one model (`model_key`: the same N, peak learning rate and
 tokens per step, differing only in length or schedule) share (L0, A, C). That is what measures C: a short run's
 final decay and a longer run's stable phase at the same step differ by the annealing gain, while one run alone
-has a single decay at its end, often one or two validations, which the fit can also explain by A and alpha (on
-the demo's 300-800-step runs the per-run fit gave some runs no annealing gain at all and the shared momentum 0).
+has a single decay at its end, often one or two validations, which the fit can also explain by A and alpha (a run
+fitted alone may get no annealing gain at all; benchmarks/README.md, "Final losses against whole curves").
 
 The tokens of a checkpoint are D_T k / T (a fixed number of tokens per step). Checkpoints before `FROM_FRACTION`
 of the run are left out: the warmup and the first transient are what the law in (N, D) does not describe.
@@ -50,8 +50,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from lightning_scaling.curves.annealing import schedule_areas
+from lightning_scaling.curves.shared_fit import Curve, fit_shared
 from lightning_scaling.errors import ScalingDataError
-from lightning_scaling.evaluation.backtest import inside_hull
+from lightning_scaling.evaluation.folds import inside_hull
 
 FROM_FRACTION = 0.25  # checkpoints from a quarter of the run on
 DECAY_SLOPE = -1.0  # the decay phase: the learning rate falls faster than 1/step
@@ -185,7 +186,7 @@ def schedule_corrected(curves, ids, N, D, decay_fractions=None, from_fraction: f
     """The checkpoints of the runs' curves as (N, D_k, L*) points (module docstring).
 
     Args:
-        curves: `curves.forecast.Curve`s, one per run, their loss NaN at steps where only the learning rate is
+        curves: `curves.shared_fit.Curve`s, one per run, their loss NaN at steps where only the learning rate is
             known; curves of runs not in `ids` are ignored.
         ids: the runs' names (a curve's `run`), aligned with `N` and `D`.
         N, D: each run's size and final tokens.
@@ -194,8 +195,6 @@ def schedule_corrected(curves, ids, N, D, decay_fractions=None, from_fraction: f
     Returns:
         `CheckpointPoints` (empty when no curve has a checkpoint in range).
     """
-    from lightning_scaling.curves.forecast import Curve, fit_shared
-
     N, D = np.asarray(N, float), np.asarray(D, float)
     index = {run: i for i, run in enumerate(ids)}
     decay_fractions = decay_fractions or {}

@@ -1,35 +1,25 @@
-"""Forecast the rest of a run's loss curve from its first part and the curves of other runs.
+"""Forecast the rest of a run's loss curve from its first part and the curves of other runs, with its interval.
 
-The law is the learning-rate annealing law of `curves.annealing` (Tissue et al. 2024),
-
-    L(s) = L0 + A S1(s)^-alpha - C S2(s),
-
-fitted over several runs at once: the shape parameters (alpha, and the momentum lam of the annealing area) are
-shared by every run of a setup, the coefficients (L0, A, C) belong to each run (they depend on the model size).
-For fixed (alpha, lam) every run's coefficients solve a non-negative least-squares problem in the relative
-error, so the shared fit scans a grid of (alpha, lam) with each run's coefficients solved exactly (variable
-projection) and polishes alpha at the best lam. Fitting lam matters: with lam = 0.999 fixed, the Gemstones
-cooldown branches (10% of the run decayed to zero, from 237 to 2,370 steps long) are forecast 5% too low,
-because their measured gain from the decay hardly depends on its length, which a smaller lam reproduces.
-
-A run is one or more curves (`Curve`): the main curve and, where a team trains them, branches that share the run's
-weights up to their start (a cooldown from a checkpoint); all curves of one run share its coefficients.
+The law is the annealing law fitted across runs (`curves.shared_fit`: a shape (alpha, lam) shared by the runs, each
+run's own (L0, A, C)). A run is one or more curves (`Curve`: a main curve and its branches).
 
 Forecasting a run from its first part (`forecast`):
 1. the shape (alpha, lam) from the other runs' curves together with the observed part of this one;
 2. this run's (L0, A, C) from its observed points; where its observed annealing area S2 is less than half of
    that at the end of the plan (a constant or WSD stable phase: S2 is 0; the start of a cosine), C is the median
-   of the other runs' C instead: a C fitted on a small part of the area it is extrapolated to is unstable (at
-   30% of a cosine run it tripled the error), and the other runs measured it over their whole decay;
-3. the interval, split-conformal (Vovk et al. 2005; Lei et al. 2018): the same forecast made for each other run
-   from the same fraction of its own curve, its relative error at the end of that curve, and the finite-sample
-   quantiles of those errors around this run's point forecast. Between the last observed point and the end the
-   band is scaled linearly with the distance from the last observed step. With too few other runs for the
-   requested confidence, the interval is a residual bootstrap of this run's own fit, widened to cover the
-   largest error of the other runs seen; the output says which method was used;
+   of the other runs' C instead: a C fitted on a small part of the area it is extrapolated to is unstable, and the
+   other runs measured it over their whole decay;
+3. the interval, split-conformal (Vovk et al. 2005; Lei et al. 2018; `evaluation.folds.conformal_quantile`): the
+   same forecast made for each other run from the same fraction of its own curve, its relative error at the end of
+   that curve, and the finite-sample quantiles of those errors around this run's point forecast. Between the last
+   observed point and the end the band is scaled linearly with the distance from the last observed step. With too
+   few other runs for the requested confidence, the interval is a residual bootstrap of this run's own fit, widened
+   to cover the largest error of the other runs seen; the output says which method was used;
 4. where the runs give their parameters and tokens, the final loss is also forecast by the scaling law across the
    other runs' final losses and the two forecasts are stacked, with the weight that fits the other runs' errors
    at the same fraction best (`curves.stacking`); the interval is then the conformal quantile of the stacked errors.
+
+`Forecaster` fits the shape once on a pool of runs and forecasts often (a trainer's validations).
 
 The multi-power law (Luo et al. 2025, "A Multi-Power Law for Loss Curve Prediction Across Learning Rate
 Schedules") models each drop of the learning rate by its own saturating term and reports 0.1-0.2% mean error on
@@ -39,229 +29,29 @@ unseen schedules at 25M-400M parameters; the annealing law with a fitted lam is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from lightning_scaling.curves.annealing import ALPHA_GRID, AnnealingLaw, check_points, schedule_areas
+from lightning_scaling.curves.annealing import AnnealingLaw
+from lightning_scaling.curves.shared_fit import (
+    Curve,
+    SharedCurveFit,
+    by_run,
+    fit_shared,
+    measures_C,
+    nnls_coefficients,
+    observations,
+)
+from lightning_scaling.curves.stacking import final_law, stack
 from lightning_scaling.errors import ConfigurationError, ScalingDataError
+from lightning_scaling.evaluation.folds import conformal_quantile
 
-MOMENTUM_GRID = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
-C_MEASURED = 0.5  # C counts as measured when the observed S2 reaches half the S2 at the end of the plan
 MIN_OBSERVED = 2  # points of the run itself below which no forecast is made
 MIN_ALONE = 5  # ... and without other runs, whose curves give the shape
 SAME_FRACTION = 0.02  # another run's points up to 2% past the run's fraction count as seen at the same fraction:
 # runs validated at the same fractions of their length log them a step or two apart
 BOOTSTRAP = 200
-
-
-@dataclass(frozen=True)
-class Curve:
-    """One curve of a run: the learning rate at each logged step, and the loss where it was measured.
-
-    `loss` is NaN at the steps not observed (the planned rest of the run). `run` names the run the curve belongs
-    to: curves of one run share its coefficients (a cooldown branch and its main curve). `tokens` (at each step)
-    and `params` (the run's N: non-embedding or average non-zero parameters, as the store counts them) let the law
-    across runs (`curves.stacking`) forecast the run's final loss too."""
-
-    run: str
-    steps: np.ndarray
-    lr: np.ndarray
-    loss: np.ndarray
-    tokens: np.ndarray | None = None
-    params: float | None = None
-
-    def __post_init__(self):
-        if self.params is not None and not (isinstance(self.params, (int, float, np.floating))
-                                            and math.isfinite(self.params) and self.params > 0):
-            raise ScalingDataError(f"run {self.run!r}: `params` must be a positive number, got {self.params!r}")
-        steps, lr, loss = check_points(self.steps, self.lr, self.loss, where=f"run {self.run!r}", planned_ok=True)
-        object.__setattr__(self, "steps", steps)
-        object.__setattr__(self, "lr", lr)
-        object.__setattr__(self, "loss", loss)
-        object.__setattr__(self, "_areas", {})
-
-    @property
-    def observed(self) -> np.ndarray:
-        return np.isfinite(self.loss)
-
-    @property
-    def final_step(self) -> float:
-        return float(self.steps[-1])
-
-    @property
-    def final_tokens(self) -> float:
-        """Tokens at the curve's last step (NaN when not given)."""
-        return float(self.tokens[-1]) if self.tokens is not None else math.nan
-
-    def areas(self, momentum: float) -> tuple[np.ndarray, np.ndarray]:
-        """(S1, S2) at every step of the curve, computed once per momentum."""
-        if momentum not in self._areas:
-            self._areas[momentum] = schedule_areas(self.steps, self.lr, momentum)
-        return self._areas[momentum]
-
-    def until(self, step: float) -> Curve:
-        """The same curve with the losses after `step` hidden (the schedule kept)."""
-        loss = np.where(self.steps <= step, self.loss, np.nan)
-        out = replace(self, loss=loss)
-        object.__setattr__(out, "_areas", self._areas)  # same schedule, same areas
-        return out
-
-
-@dataclass
-class SharedCurveFit:
-    """The annealing law over several runs: shared (alpha, momentum), each run's (L0, A, C)."""
-
-    alpha: float
-    momentum: float
-    coefficients: dict = field(default_factory=dict)  # run -> (L0, A, C)
-    c_measured: dict = field(default_factory=dict)  # run -> whether its observed S2 measured C
-    objective: float = math.nan
-    n_points: int = 0
-
-    def law(self, run: str) -> AnnealingLaw:
-        L0, A, C = self.coefficients[run]
-        return AnnealingLaw(float(L0), float(A), float(C), float(self.alpha), float(self.momentum))
-
-    def predict(self, curve: Curve) -> np.ndarray:
-        S1, S2 = curve.areas(self.momentum)
-        return self.law(curve.run).loss(S1, S2)
-
-    def to_dict(self) -> dict:
-        return {"alpha": self.alpha, "momentum": self.momentum, "objective": self.objective,
-                "n_points": self.n_points,
-                "runs": {run: {"L0": float(c[0]), "A": float(c[1]), "C": float(c[2]),
-                               "C_measured": bool(self.c_measured.get(run, False))}
-                         for run, c in self.coefficients.items()}}
-
-
-def _by_run(curves) -> dict[str, list[Curve]]:
-    out: dict[str, list[Curve]] = {}
-    for c in curves:
-        out.setdefault(c.run, []).append(c)
-    return out
-
-
-def _observations(curves: list[Curve], momentum: float):
-    """Observed (S1, S2, loss) of one run's curves, and S2 at the end of its longest planned curve."""
-    S1s, S2s, Ls = [], [], []
-    planned_S2 = 0.0
-    for c in curves:
-        S1, S2 = c.areas(momentum)
-        seen = c.observed & (S1 > 0)
-        S1s.append(S1[seen])
-        S2s.append(S2[seen])
-        Ls.append(c.loss[seen])
-        planned_S2 = max(planned_S2, float(S2[-1]))
-    return np.concatenate(S1s), np.concatenate(S2s), np.concatenate(Ls), planned_S2
-
-
-def _nnls_coefficients(S1, S2, L, alpha, C=None):
-    """(L0, A, C) >= 0 minimising the squared relative error at fixed alpha (C given: only L0, A); the sum of
-    squares."""
-    from scipy.optimize import nnls
-
-    u = 1.0 / L
-    with np.errstate(all="ignore"):
-        P = S1 ** -alpha
-    if C is None:
-        X = np.stack([u, P * u, -S2 * u], axis=1)
-        coef, rnorm = nnls(X, np.ones_like(L))
-        return coef, rnorm * rnorm
-    X = np.stack([u, P * u], axis=1)
-    target = 1.0 + C * S2 * u
-    coef, rnorm = nnls(X, target)
-    return np.array([coef[0], coef[1], C]), rnorm * rnorm
-
-
-def _profile(groups, alpha):
-    """Sum over runs of each run's best sum of squares at this alpha, and the runs' coefficients (groups: run ->
-    (S1, S2, L, C measured))."""
-    total, coefs = 0.0, {}
-    for run, (S1, S2, L, _) in groups.items():
-        coef, ss = _nnls_coefficients(S1, S2, L, alpha)
-        total += ss
-        coefs[run] = coef
-    return total, coefs
-
-
-def _grid_profile(S1, S2, L, alphas) -> np.ndarray:
-    """One run's best sum of squares (coefficients >= 0) at every alpha of a grid at once.
-
-    The unconstrained solution comes from the 3x3 normal equations, batched over the grid; the cells where it
-    has a negative coefficient (or is singular) are solved by NNLS instead. The grid only chooses the cell that
-    `fit_shared` polishes with the exact solve, so the normal equations' rounding (about 1e-11 relative here)
-    does not reach the result."""
-    u = 1.0 / L
-    alphas = np.asarray(alphas, float)
-    with np.errstate(all="ignore"):
-        P = np.exp(-np.outer(alphas, np.log(S1))) * u  # (k, n): S1^-alpha / L
-    b = -S2 * u
-    use_c = bool(np.any(S2 > 0))
-    ones = np.ones_like(u)
-    cols = [np.broadcast_to(u, P.shape), P] + ([np.broadcast_to(b, P.shape)] if use_c else [])
-    X = np.stack(cols, axis=-1)  # (k, n, p)
-    G = np.einsum("kni,knj->kij", X, X)
-    r = np.einsum("kni,n->ki", X, ones)
-    out = np.empty(len(alphas))
-    with np.errstate(all="ignore"):
-        try:
-            coef = np.linalg.solve(G, r[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            coef = np.full(r.shape, np.nan)
-        ss = len(u) - 2.0 * np.einsum("ki,ki->k", coef, r) + np.einsum("ki,kij,kj->k", coef, G, coef)
-    ok = np.all(np.isfinite(coef), axis=1) & np.all(coef >= 0.0, axis=1) & np.isfinite(ss)
-    out[ok] = np.maximum(ss[ok], 0.0)
-    for i in np.nonzero(~ok)[0]:
-        out[i] = _nnls_coefficients(S1, S2, L, float(alphas[i]))[1]
-    return out
-
-
-def fit_shared(curves, momentum: float | None = None, alphas=ALPHA_GRID) -> SharedCurveFit:
-    """Fit the annealing law over runs' curves: shared alpha and momentum (fitted on `MOMENTUM_GRID` unless given),
-    each run's (L0, A, C) (module docstring)."""
-    from scipy.optimize import minimize_scalar
-
-    runs = _by_run(curves)
-    if not runs:
-        raise ScalingDataError("no curves to fit")
-    momenta = MOMENTUM_GRID if momentum is None else (float(momentum),)
-    for m in momenta:
-        if not (0.0 <= m < 1.0):
-            raise ConfigurationError(f"`momentum` must be in [0, 1), got {m!r}")
-    best = None
-    for m in momenta:
-        groups = {}
-        for run, cs in runs.items():
-            S1, S2, L, planned = _observations(cs, m)
-            if len(L) == 0:
-                continue
-            groups[run] = (S1, S2, L, _c_measured(S2, planned))
-        if not groups:
-            raise ScalingDataError("no observed loss in any curve")
-        totals = sum(_grid_profile(S1, S2, L, alphas) for S1, S2, L, _ in groups.values())
-        i = int(np.argmin(totals))
-        if best is None or totals[i] < best[0]:
-            best = (float(totals[i]), m, float(alphas[i]), groups)
-    _, m, alpha, groups = best
-    value, coefs = _profile(groups, alpha)
-    i = int(np.argmin(np.abs(np.asarray(alphas) - alpha)))
-    lo, hi = float(alphas[max(i - 1, 0)]), float(alphas[min(i + 1, len(alphas) - 1)])
-    if hi > lo:
-        res = minimize_scalar(lambda a: _profile(groups, a)[0], bounds=(lo, hi), method="bounded",
-                              options={"xatol": 1e-6})
-        if res.fun < value:
-            value, alpha = float(res.fun), float(res.x)
-            coefs = _profile(groups, alpha)[1]
-    n = int(sum(len(g[2]) for g in groups.values()))
-    return SharedCurveFit(alpha=alpha, momentum=m, coefficients=coefs,
-                          c_measured={run: g[3] for run, g in groups.items()}, objective=value, n_points=n)
-
-
-def _c_measured(S2_observed, S2_planned) -> bool:
-    if S2_planned <= 0:
-        return True  # no decay planned: C plays no part
-    return len(S2_observed) > 0 and float(np.max(S2_observed)) >= C_MEASURED * S2_planned
 
 
 @dataclass
@@ -281,7 +71,7 @@ class Forecast:
     progress: float  # last observed step / final planned step
     fit: SharedCurveFit | None = None
     notes: list = field(default_factory=list)
-    across: object = None  # `curves.stacking.Stack`: the final loss stacked with the law across runs (None: not stacked)
+    across: object = None  # `curves.stacking.Stack`: the final loss stacked with the law across runs (None: not)
 
     @property
     def final(self) -> tuple[float, float, float]:
@@ -302,14 +92,14 @@ class Forecast:
 
 def _run_forecast(target: list[Curve], shape: SharedCurveFit, pool_C: float | None):
     """Point forecast of the run's curves at fixed shape: (coefficients, C borrowed?, C measured?)."""
-    S1, S2, L, planned = _observations(target, shape.momentum)
+    S1, S2, L, planned = observations(target, shape.momentum)
     if len(L) < MIN_OBSERVED:
         raise ScalingDataError(f"run {target[0].run!r} has {len(L)} observed point(s); a forecast needs at least "
                                f"{MIN_OBSERVED}")
-    measured = _c_measured(S2, planned)
+    measured = measures_C(S2, planned)
     borrow = not measured and pool_C is not None
     C = None if measured else (pool_C if borrow else 0.0)  # unmeasured, nothing to borrow: the gain left out
-    coef, _ = _nnls_coefficients(S1, S2, L, shape.alpha, C)
+    coef, _ = nnls_coefficients(S1, S2, L, shape.alpha, C)
     return coef, borrow, measured
 
 
@@ -323,16 +113,6 @@ def _progress(curves: list[Curve]) -> tuple[float, float]:
     """(last observed step, final planned step) of a run: over its curves."""
     last = max((float(c.steps[c.observed][-1]) for c in curves if c.observed.any()), default=0.0)
     return last, max(c.final_step for c in curves)
-
-
-def conformal_quantile(errors, level: float) -> float | None:
-    """The split-conformal quantile: the ceil((n+1) level)-th smallest of n errors, None when n is too small."""
-    errors = np.sort(np.asarray(errors, float))
-    n = len(errors)
-    k = math.ceil((n + 1) * level)
-    if n == 0 or k > n:
-        return None
-    return float(errors[max(k, 1) - 1])
 
 
 def forecast(target, pool=(), confidence: float = 0.8, momentum: float | None = None, seed: int = 0) -> Forecast:
@@ -371,7 +151,7 @@ class Forecaster:
     """Forecasts of runs from the curves of other runs (`pool`), the shape fitted once (module docstring).
 
     A forecast then costs one small least-squares solve per run of the pool (the conformal errors) and one for
-    the run: a few milliseconds for tens of runs, so a trainer can forecast at every validation.
+    the run, so a trainer can forecast at every validation (its cost: benchmarks/README.md).
 
     Args:
         pool: curves of other runs; without any, each run's shape comes from its own curve alone.
@@ -388,7 +168,7 @@ class Forecaster:
         self.confidence = float(confidence)
         self.momentum = momentum
         self.pool = list(pool)
-        self.pool_runs = _by_run(self.pool)
+        self.pool_runs = by_run(self.pool)
         if shape is None and any(c.observed.any() for c in self.pool):
             shape = fit_shared(self.pool, momentum=momentum)
         self.shape = shape
@@ -433,18 +213,11 @@ class Forecaster:
             errors = stacked.errors
             # the planned curve bends from the run's own forecast near its last point to the stacked final loss
             point = point * (stacked.loss / float(point[-1])) ** scale
-        level = (1.0 + self.confidence) / 2.0
-        upper = conformal_quantile(errors, level)
-        if upper is not None:
-            lower = -conformal_quantile([-e for e in errors], level)
-            method = f"conformal over {len(errors)} other runs"
-        else:
-            lower, upper = _bootstrap_band(target, shape, coef, pool_C, main, planned, curve_point, self.confidence,
-                                           seed)
-            if errors:
-                lower, upper = min(lower, min(errors)), max(upper, max(errors))
-            method = "bootstrap of the run's own fit" + (f", widened to the errors of {len(errors)} other run(s)"
-                                                         if errors else "")
+        S1, S2 = main.areas(shape.momentum)
+        fixed_C = None if coef[2] == 0 or pool_C is None else coef[2]
+        lower, upper, method = self._band(errors, lambda: _bootstrap_band(
+            target, shape, coef, fixed_C, (S1[planned][-1], S2[planned][-1]), float(curve_point[-1]),
+            self.confidence, seed))
         low = point * (1.0 + min(lower, 0.0) * scale)
         high = point * (1.0 + max(upper, 0.0) * scale)
         law = AnnealingLaw(float(coef[0]), float(coef[1]), float(coef[2]), shape.alpha, shape.momentum)
@@ -452,6 +225,19 @@ class Forecaster:
         return Forecast(run=run, steps=steps, tokens=tokens, loss=point, low=low, high=high,
                         confidence=self.confidence, method=method, law=law, c_borrowed=borrowed, progress=progress,
                         fit=shape, notes=notes, across=stacked)
+
+    def _band(self, errors: list, bootstrap) -> tuple[float, float, str]:
+        """(lower, upper) relative error of the final forecast, and the method: the conformal quantiles of the other
+        runs' `errors`, or, with too few of them for the confidence, `bootstrap()` widened to cover them."""
+        level = (1.0 + self.confidence) / 2.0
+        upper = conformal_quantile(errors, level)
+        if math.isfinite(upper):
+            return -conformal_quantile([-e for e in errors], level), upper, f"conformal over {len(errors)} other runs"
+        lower, upper = bootstrap()
+        if not errors:
+            return lower, upper, "bootstrap of the run's own fit"
+        return (min(lower, min(errors)), max(upper, max(errors)),
+                f"bootstrap of the run's own fit, widened to the errors of {len(errors)} other run(s)")
 
     def _errors(self, others, shape, main, progress) -> tuple[dict[str, float], dict[str, float]]:
         """Run -> relative error (final / forecast - 1) of the same procedure on the other runs, from the same
@@ -498,8 +284,6 @@ class Forecaster:
         """The law across the other runs' final losses stacked with the curve's forecast (`curves.stacking`), when the
         run and at least `across.MIN_RUNS` other runs give their parameters and tokens (`seen`: run -> log(last loss
         seen at the same fraction / final loss), from `_errors`)."""
-        from lightning_scaling.curves.stacking import stack
-
         N = next((c.params for c in target if c.params is not None), None)
         D = main.final_tokens
         if N is None or not (math.isfinite(D) and D > 0) or len(curve_errors) < 1:
@@ -516,8 +300,6 @@ class Forecaster:
     def _final_law(self, main: Curve):
         """The law over the other runs' final losses, each run's end the curve most like `main` (`_end`); fitted
         once per choice of ends."""
-        from lightning_scaling.curves.stacking import final_law
-
         ends = {}
         for r in self.pool_runs:
             end = self._end(r, main)
@@ -535,21 +317,21 @@ def _last_seen(curves: list[Curve]) -> float:
     return max((float(c.steps[c.observed][-1]), float(c.loss[c.observed][-1])) for c in curves if c.observed.any())[1]
 
 
-def _bootstrap_band(target, shape, coef, pool_C, main, planned, point, confidence, seed):
+def _bootstrap_band(target, shape, coef, fixed_C, end_areas, end_loss, confidence, seed):
     """Relative band of the final forecast from resampled residuals of the run's own observed points around its
-    fitted coefficients `coef` (refitted at the fitted shape for each replicate)."""
-    S1, S2, L, _ = _observations(target, shape.momentum)
+    fitted coefficients `coef` (refitted at the fitted shape for each replicate, C held at `fixed_C` unless None);
+    `end_areas` are (S1, S2) at the last planned step, `end_loss` the curve's forecast there."""
+    S1, S2, L, _ = observations(target, shape.momentum)
     fitted = coef[0] + coef[1] * S1 ** -shape.alpha - coef[2] * S2
     rel = L / fitted - 1.0
     rng = np.random.default_rng(seed)
-    S1f, S2f = main.areas(shape.momentum)
-    s1, s2 = S1f[planned][-1], S2f[planned][-1]
+    s1, s2 = end_areas
     finals = []
     for _ in range(BOOTSTRAP):
         Lb = fitted * (1.0 + rng.choice(rel, size=len(rel), replace=True))
-        cb, _ = _nnls_coefficients(S1, S2, Lb, shape.alpha, None if coef[2] == 0 or pool_C is None else coef[2])
+        cb, _ = nnls_coefficients(S1, S2, Lb, shape.alpha, fixed_C)
         finals.append(cb[0] + cb[1] * s1 ** -shape.alpha - cb[2] * s2)
-    finals = np.asarray(finals) / point[-1] - 1.0
+    finals = np.asarray(finals) / end_loss - 1.0
     spread = np.std(rel, ddof=1) if len(rel) > 1 else 0.0
     z = _normal_quantile((1.0 + confidence) / 2.0)
     lower = float(np.quantile(finals, (1.0 - confidence) / 2.0)) - z * spread

@@ -1,7 +1,7 @@
 """The law across runs as a second forecast of a run's final loss, stacked with the forecast from its own curve.
 
-A run's curve forecast (`curves.forecast`) extrapolates its first part; at 30% of a short, noisy run that rests on a few
-points. The other runs of the store say something the run's own curve cannot: where runs of this size and budget
+A run's curve forecast (`curves.forecast`) extrapolates its first part; at 30% of a short, noisy run that rests on a
+few points. The other runs of the store say something the run's own curve cannot: where runs of this size and budget
 end. The scaling law over their final losses (Hoffmann et al. 2022, L(N, D) = E + A/N^alpha + B/D^beta, fitted as
 `law.fit.ChinchillaFit` does) forecasts the run's final loss from its (N, D) alone.
 
@@ -10,7 +10,8 @@ runs (stacking; Wolpert 1992, Breiman 1996): for each of them the law's error co
 one out, the refits batched as the bootstrap's are) and the curve's error from the same forecast made from the same
 fraction of its curve (`Forecaster`). In logs the combined error is the same mix of the two errors, so w is the
 least-squares mix of the two error columns, clipped to [0, 1]; the interval is then the split-conformal quantile of
-the combined errors. Early in a run, when the curve says little, the law carries the forecast; near the end the curve does.
+the combined errors. Early in a run, when the curve says little, the law carries the forecast; near the end the
+curve does.
 
 A run unlike the others is not pulled to the law: where it stands (its last loss seen over the law's forecast of its
 final loss) is compared with where the other runs stood at the same fraction of theirs (over the law fitted without
@@ -22,12 +23,13 @@ still shows as one.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from lightning_scaling.errors import LightningScalingError
+from lightning_scaling.law.bootstrap import weighted_refits
+from lightning_scaling.law.fit import ChinchillaFit
 
 MIN_RUNS = 6  # the law has five parameters and each run's error comes from a fit without it
 UNLIKE = 2.0  # a run further from the others' median level than this many times the furthest of them is unlike them
@@ -50,11 +52,9 @@ class FinalLaw:
 
 
 def _fit(N, D, L):
-    from lightning_scaling.law.fit import ChinchillaFit
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return ChinchillaFit().fit(N, D, L)
+    """The law on these final losses, fitted quietly: its parameters on their search box are in the fit's
+    ``boundary_`` and ``degenerate_`` (`FinalLaw.fit`), not warnings."""
+    return ChinchillaFit(warn=False).fit(N, D, L)
 
 
 def final_law(ends: dict) -> FinalLaw | None:
@@ -68,8 +68,6 @@ def final_law(ends: dict) -> FinalLaw | None:
         fit = _fit(N, D, L)
     except LightningScalingError:
         return None
-    from lightning_scaling.law.bootstrap import weighted_refits
-
     # every run left out in turn: one batched refit, from the full fit's basins (`law.bootstrap`)
     E, A, B, alpha, beta = weighted_refits(fit, 1.0 - np.eye(len(runs))).T
     with np.errstate(all="ignore"):

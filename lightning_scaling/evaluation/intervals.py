@@ -6,8 +6,8 @@ its intervals cover far fewer than their nominal share of larger runs. This modu
 user's own runs instead, the way it will be incurred: forward chaining over compute (rolling-origin evaluation)
 with split-conformal quantiles.
 
-1. Order the runs by compute C = 6ND and fit the law form on nested prefixes: the smallest 40%, 50%, ..., 90% of
-   the runs, and all of them.
+1. Order the runs by compute C = 6ND and fit the law form on nested prefixes (`evaluation.folds.prefix_folds`): the
+   smallest 40%, 50%, ..., 90% of the runs, and all of them.
 2. Each prefix fit after the first predicts every run above its largest compute. A held-out run gives its log residual
    r = log L - log L_hat, its extrapolation distance x = log(C / C_max of the prefix) (0 for a run inside the
    compute range), and the drift d: the largest |log L_hat - log L_hat'| between this fit's prediction there and
@@ -19,33 +19,35 @@ with split-conformal quantiles.
 
    sigma is the scatter of the runs about the full fit (a robust estimate: 1.4826 x the median absolute
    deviation of its log residuals).
-4. For each scale, the conformal quantile q of |r| / s over the held-out runs at the confidence asked (with the
-   finite-sample correction: the ceil((n + 1) p)-th smallest of n) makes q s the half-width in log loss. The
-   interval of a new run is the wider of the two, L_hat exp(-h) to L_hat exp(h): either diagnostic may be the one
-   that sees the error coming (the distance, for a law that drifts slowly and evenly; the drift, for a law whose
-   exponents are still moving where the new run lies).
+4. For each scale, the conformal quantile q of |r| / s over the held-out runs at the confidence asked
+   (`evaluation.folds.conformal_quantile`: the ceil((n + 1) p)-th smallest of n) makes q s the half-width in log
+   loss. The interval of a new run is the wider of the two, L_hat exp(-h) to L_hat exp(h): either diagnostic may be
+   the one that sees the error coming (the distance, for a law that drifts slowly and evenly; the drift, for a law
+   whose exponents are still moving where the new run lies).
 
 For a new run, x is measured from the largest compute of all runs and d against the two largest prefix fits.
 With fewer than `MIN_HELD_OUT` held-out residuals the calibration is refused (`calibrated` is False) and the caller
-says so. The nested fits also give the spread of the compute-optimal allocation at a budget (`allocation_spread`),
-which widens the bootstrap's N_opt and D_opt intervals by how far they still move as compute grows.
+says so. The nested fits are made quietly (`law.form.fit_runs(quiet=True)`): how many of them put a parameter on
+its search box is counted in `bound_hits`. They also give the spread of the compute-optimal allocation at a budget
+(`allocation_spread`), which widens the bootstrap's N_opt and D_opt intervals by how far they still move as compute
+grows.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from lightning_scaling.errors import LightningScalingError
+from lightning_scaling.evaluation.folds import DRIFT_REFERENCE, SHARES, Fold, conformal_quantile, prefix_folds
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE, fit_runs, predict_runs
 from lightning_scaling.options import check_confidence
 from lightning_scaling.schedules.flops import training_compute
 
-PREFIXES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # nested prefixes of the runs ordered by compute
+PREFIXES = (DRIFT_REFERENCE, *SHARES)  # the nested prefixes fitted before the fit on all runs (`evaluation.folds`)
 DRIFT_FITS = 2  # the drift compares a fit with this many previous prefix fits
 MIN_HELD_OUT = 8  # fewer held-out residuals cannot place a 10th-90th percentile interval
 MAD_SCALE = 1.4826  # the median absolute deviation of a normal distribution, in standard deviations
@@ -68,18 +70,6 @@ def widen_by_scatter(low, high, sigma: float, confidence: float):
     return np.asarray(low, float) * math.exp(-z * sigma), np.asarray(high, float) * math.exp(z * sigma)
 
 
-def conformal_quantile(scores, confidence: float) -> float:
-    """The ceil((n + 1) p)-th smallest of n scores (split conformal); inf when n is too small for p.
-
-    >>> conformal_quantile(np.arange(1, 1001), 0.8)
-    801.0
-    """
-    scores = np.sort(np.asarray(scores, float))
-    n = len(scores)
-    k = math.ceil((n + 1) * confidence)
-    return float(scores[k - 1]) if 1 <= k <= n else math.inf
-
-
 def _kappa2(r2, x, base):
     """kappa^2 of r^2 ~ base + kappa^2 x^2 by least squares over the runs with x > 0 (0 when none, or negative)."""
     w = x * x
@@ -96,6 +86,8 @@ class ExtrapolationIntervals:
         kappa, kappa_d: growth of the error with the extrapolation distance, in the two scales.
         q_x, q_d: conformal quantiles of the normalised held-out residuals at `confidence`.
         n_held_out: held-out residuals the quantiles come from.
+        bound_hits: the nested fits (the fit on all runs included) with a parameter on its search box (a
+            ``boundary_`` message): the calibration rests on them all the same.
     """
 
     confidence: float
@@ -107,6 +99,7 @@ class ExtrapolationIntervals:
     n_held_out: int
     log_c_max: float
     fits: list = field(repr=False, default_factory=list)  # the nested prefix fits, smallest first (last: all runs)
+    bound_hits: int = 0
 
     @property
     def calibrated(self) -> bool:
@@ -138,7 +131,7 @@ class ExtrapolationIntervals:
         return {"method": "forward chaining over compute, split-conformal", "confidence": self.confidence,
                 "calibrated": self.calibrated, "sigma": self.sigma, "kappa": self.kappa, "kappa_drift": self.kappa_d,
                 "quantile_distance": self.q_x, "quantile_drift": self.q_d, "held_out": self.n_held_out,
-                "prefix_fits": len(self.fits)}
+                "prefix_fits": len(self.fits), "bound_hits": self.bound_hits}
 
 
 def _drift(fits, k, N, D, idx=None, extra=None):
@@ -150,56 +143,58 @@ def _drift(fits, k, N, D, idx=None, extra=None):
     return np.max([np.abs(here - np.log(predict_runs(f, N, D, idx, extra))) for f in earlier], axis=0)
 
 
-def nested_fits(factory: Callable, N, D, L, prefixes=PREFIXES, fit_kwargs=None, extra=None, full_fit=None
-                ) -> tuple[np.ndarray, list, list]:
-    """The law form fitted on nested prefixes of the runs ordered by compute.
+def nested_fits(factory: Callable, N, D, L, fit_kwargs=None, extra=None, full_fit=None) -> tuple[list[Fold], list]:
+    """The law form fitted, quietly, on the nested prefixes of the runs ordered by compute (`PREFIXES`) and on all
+    of them (`full_fit` when given, instead of fitting it again).
 
     Returns:
-        (order, fits, sizes): the compute order, the fits that succeeded (smallest first) and their prefix sizes. The
-        last fit is on all runs when that one succeeds.
+        (folds, fits): the prefix folds whose fit succeeded (each predicts every run above its prefix), smallest
+        first, and their fits followed by the fit on all runs when that one succeeds.
     """
     N, D, L = (np.asarray(x, float) for x in (N, D, L))
-    order = np.argsort(training_compute(N, D), kind="stable")
-    fits, sizes = [], []
-    for fraction in prefixes:
-        size = int(round(fraction * len(N)))
-        if sizes and size <= sizes[-1]:
-            continue
-        idx = order[:size]
+    folds, fits = [], []
+    for fold in prefix_folds(N, D, PREFIXES, step=None, min_train=1):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fits.append(full_fit if full_fit is not None and size == len(N)
-                            else fit_runs(factory, N, D, L, idx, extra, **(fit_kwargs or {})))
-            sizes.append(size)
+            fits.append(fit_runs(factory, N, D, L, fold.train, extra, quiet=True, **(fit_kwargs or {})))
+            folds.append(fold)
         except LightningScalingError:  # too few runs in this prefix for the form: start from a larger one
             continue
-    return order, fits, sizes
+    try:
+        fits.append(full_fit if full_fit is not None
+                    else fit_runs(factory, N, D, L, None, extra, quiet=True, **(fit_kwargs or {})))
+    except LightningScalingError:
+        pass  # the caller refuses: no fit on all runs
+    return folds, fits
 
 
-def calibrate(factory: Callable, N, D, L, confidence: float = DEFAULT_CONFIDENCE, fit_kwargs=None,
-              prefixes=PREFIXES, extra=None, full_fit=None) -> ExtrapolationIntervals:
+def _held_out(fits, folds, N, D, L, extra):
+    """(r, x, d) of the runs each prefix fit after the first predicts (module docstring, step 2), concatenated."""
+    logC = np.log(training_compute(N, D))
+    r, x, d = [], [], []
+    for k in range(1, len(folds)):  # the first prefix fit has no earlier fit to drift from
+        held = folds[k].test
+        r.append(np.log(L[held]) - np.log(predict_runs(fits[k], N, D, held, extra)))
+        x.append(np.maximum(logC[held] - math.log(folds[k].train_max_flops), 0.0))
+        d.append(_drift(fits, k, N, D, held, extra))
+    if not r:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    return tuple(np.concatenate(v) for v in (r, x, d))
+
+
+def calibrate(factory: Callable, N, D, L, confidence: float = DEFAULT_CONFIDENCE, *, fit_kwargs=None, extra=None,
+              full_fit=None) -> ExtrapolationIntervals:
     """Calibrate prediction intervals for the law form built by `factory` on these runs (module docstring);
-    `extra` holds the per-run data a form declares in ``extra_fields`` (unique tokens); `full_fit`, the form
-    already fitted on all these runs, is used as the last prefix fit instead of fitting it again."""
+    `fit_kwargs` go to each fit; `extra` holds the per-run data a form declares in ``extra_fields`` (unique tokens);
+    `full_fit`, the form already fitted on all these runs, is used as the last prefix fit instead of fitting it
+    again."""
     check_confidence(confidence)
     N, D, L = (np.asarray(x, float) for x in (N, D, L))
-    order, fits, sizes = nested_fits(factory, N, D, L, prefixes, fit_kwargs, extra, full_fit)
-    if not fits or sizes[-1] != len(N):
+    folds, fits = nested_fits(factory, N, D, L, fit_kwargs, extra, full_fit)
+    if len(fits) == len(folds):
         raise LightningScalingError("the law form could not be fitted to all the runs; no intervals")
     # (floored, so that runs the law fits exactly still give finite normalised scores)
     sigma = max(scatter(fits[-1], N, D, L, extra), SIGMA_FLOOR)
-    logC = np.log(training_compute(N, D))
-    r, x, d = [], [], []
-    for k in range(1, len(fits) - 1):  # the first prefix fit has no earlier fit to drift from
-        train, held = order[: sizes[k]], order[sizes[k]:]
-        r.append(np.log(L[held]) - np.log(predict_runs(fits[k], N, D, held, extra)))
-        x.append(np.maximum(logC[held] - logC[train].max(), 0.0))
-        d.append(_drift(fits, k, N, D, held, extra))
-    if r:
-        r, x, d = (np.concatenate(v) for v in (r, x, d))
-    else:
-        r = x = d = np.zeros(0)
+    r, x, d = _held_out(fits, folds, N, D, L, extra)
     base_d = sigma**2 + d * d
     k2 = _kappa2(r * r, x, sigma**2)
     k2d = _kappa2(r * r, x, base_d)
@@ -209,5 +204,6 @@ def calibrate(factory: Callable, N, D, L, confidence: float = DEFAULT_CONFIDENCE
     return ExtrapolationIntervals(
         confidence=confidence, sigma=sigma, kappa=math.sqrt(k2), kappa_d=math.sqrt(k2d),
         q_x=conformal_quantile(z_x, confidence), q_d=conformal_quantile(z_d, confidence), n_held_out=len(r),
-        log_c_max=float(logC.max()), fits=fits,
+        log_c_max=float(np.log(training_compute(N, D)).max()), fits=fits,
+        bound_hits=sum(bool(getattr(fit, "boundary_", None)) for fit in fits),
     )
