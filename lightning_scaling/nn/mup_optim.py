@@ -20,20 +20,21 @@ group, and the schedulers inside `SequentialLR` and `ChainedScheduler` are remap
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.options import Choice, OptimizerKind
 
 ADAM_LIKE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "SparseAdam")
 SGD_LIKE = ("SGD", "ASGD")
-KINDS = ("adam", "sgd")
+KINDS = get_args(OptimizerKind)
 
 
 def optimizer_kind(optimizer: torch.optim.Optimizer, kind: str | None = None) -> str:
     if kind is not None:
-        if kind not in KINDS:
-            raise ConfigurationError(f"`optimizer_kind` must be one of {KINDS} or None, got {kind!r}")
-        return kind
+        return Choice.of(OptimizerKind).check("optimizer_kind", kind)
     names = {c.__name__ for c in type(optimizer).__mro__}
     if names & set(ADAM_LIKE):
         return "adam"

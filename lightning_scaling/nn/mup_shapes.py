@@ -27,6 +27,7 @@ from torch import nn
 
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.nn.layers import is_linear, readout_names, tied_embedding
+from lightning_scaling.options import Choice, Parametrization
 
 SHAPES_ATTR = "_lightning_scaling_base_shapes"  # module attribute: {param name: base shape list}
 #: Attribute names under which attention modules keep their head width and their logit scale.
@@ -277,11 +278,9 @@ def attention_scale(d_head: int, parametrization: str = "mup") -> float:
         >>> attention_scale(64), attention_scale(64, "sp")
         (0.015625, 0.125)
     """
-    if parametrization == "mup":
+    if Choice.of(Parametrization).check("parametrization", parametrization) == "mup":
         return 1.0 / d_head
-    if parametrization == "sp":
-        return 1.0 / math.sqrt(d_head)
-    raise ConfigurationError(f"`parametrization` must be one of ('mup', 'sp'), got {parametrization!r}")
+    return 1.0 / math.sqrt(d_head)
 
 
 def attention_scale_problems(module: nn.Module) -> list[str]:
