@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from numbers import Real
 from typing import Any, Literal, get_args
 
 from lightning_scaling.errors import ConfigurationError
@@ -80,11 +81,11 @@ def validate(constraints: Mapping[str, Constraint], **values: Any) -> dict[str, 
     return {name: constraints[name].check(name, value) for name, value in values.items()}
 
 
-def _number(value: Any) -> int | float:
-    """A real number: an int or float (not a bool) as given, or a number's text as a float."""
+def _number(value: Any) -> Real:
+    """A real number (not a bool; numpy's too) as given, or a number's text as a float."""
     if isinstance(value, str):
         return float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(value)
     return value
 
@@ -117,7 +118,7 @@ class Interval(Constraint):
             return f"in {left}{_format(self.low)}, {_format(self.high)}{right}"
         return "a number " + " and ".join(f"{op} {_format(bound)}" for op, bound in self.comparisons())
 
-    def convert(self, value: Any) -> int | float:
+    def convert(self, value: Any) -> Real:
         number = _number(value)
         if not math.isfinite(number):
             raise ValueError(value)
