@@ -4,8 +4,8 @@
 
 1. Each reference set (the Gadre file's data sets separately) is split by compute C = 6ND: the law is fitted on
    the lowest 80% of the runs and predicts the rest. For the plain Chinchilla fit and for the form the advisor
-   chooses (`evaluation.backtest.choose_form` over the registered forms, on the 80% only), the table gives the MAPE on the
-   held-out 20%, and for the chosen form the coverage and median relative width of the calibrated prediction
+   chooses (`evaluation.backtest.choose_form` over the registered forms, on the 80% only), the table gives the MAPE
+   on the held-out 20%, and for the chosen form the coverage and median relative width of the calibrated prediction
    intervals (`evaluation.intervals`, calibrated on the 80% only), beside the bootstrap-only interval (the mean law's
    uncertainty) the project gave before.
 2. The isoFLOP check: where the held-out runs form isoFLOP groups, the chosen form's compute-optimal N at each

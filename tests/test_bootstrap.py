@@ -70,5 +70,6 @@ def test_argument_errors(fit, kwargs, match):
 
 
 def test_unknown_interval_name(fit):
-    with pytest.raises(ConfigurationError, match=r"`name` must be one of \['A', 'B', 'E', 'alpha', 'beta'\], got 'gamma'"):
+    with pytest.raises(ConfigurationError,
+                       match=r"`name` must be one of \['A', 'B', 'E', 'alpha', 'beta'\], got 'gamma'"):
         bootstrap(fit, 20).interval("gamma")

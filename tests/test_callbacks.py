@@ -236,7 +236,8 @@ def test_resume_is_bitwise_identical(tmp_path):
 
     ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=stop, save_top_k=-1)
     first = _all_three()
-    make_trainer([*first, ckpt, stop_at(stop)], max_steps=steps, enable_checkpointing=True).fit(make_model(), make_data())
+    interrupted = make_trainer([*first, ckpt, stop_at(stop)], max_steps=steps, enable_checkpointing=True)
+    interrupted.fit(make_model(), make_data())
     assert first[2].sparsity > 0, "the interruption must come after pruning began"
     path = next(tmp_path.glob("*.ckpt"))
 

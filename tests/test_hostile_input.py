@@ -228,7 +228,7 @@ def test_run_records_are_used_only_when_sound(runs):
     assert len(selection.used) + len(selection.excluded) == len(records)  # nothing dropped silently
     for record in selection.used:
         check_used(record)
-    for record, why in selection.excluded:
+    for _record, why in selection.excluded:
         assert isinstance(why, str) and why
 
 

@@ -34,7 +34,7 @@ from lightning_scaling.nn.masks import (
     reset_optimizer_state,
     sparsity_of,
 )
-from lightning_scaling.options import Choice, Constraint, Integer, Patterns, PruningScope, validate
+from lightning_scaling.options import Choice, Constraint, Integer, Patterns, validate
 from lightning_scaling.schedules.sparsity import (
     END_FRACTION,
     PRUNING_CONSTRAINTS,

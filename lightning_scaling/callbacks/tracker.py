@@ -45,7 +45,7 @@ from lightning_scaling.nn.measure import (
     default_input,
     is_sharded,
 )
-from lightning_scaling.options import Choice, Constraint, Integer, ParamsBasis, validate
+from lightning_scaling.options import Choice, Constraint, Integer, validate
 from lightning_scaling.runs import schema
 from lightning_scaling.runs.schema import BEST_TAG, COMPLETE_TAG, RESUMED_FROM_TAG, SCHEMA_VERSION
 from lightning_scaling.schedules.flops import transformer_training_flops

@@ -142,7 +142,7 @@ def _train_and_record(model, batches, steps, lr, loss_fn, mup_optimizer) -> tupl
     return records, losses
 
 
-def coord_check(
+def coord_check(  # noqa: PLR0913  # the keyword arguments are the `coord-check` config's keys
     make_model: Callable[[int], nn.Module],
     widths: Sequence[int],
     batches: Sequence,
@@ -203,7 +203,8 @@ def coord_check(
     sizes = []
     for t in range(steps):
         sizes.append({
-            layer: np.array([np.mean([per_seed[s][i][t][layer] for s in range(len(seeds))]) for i in range(len(widths))])
+            layer: np.array([np.mean([per_seed[s][i][t][layer] for s in range(len(seeds))])
+                             for i in range(len(widths))])
             for layer in layers
         })
     return CoordCheckResult(widths=widths, sizes=sizes, parametrization=parametrization, losses=losses)

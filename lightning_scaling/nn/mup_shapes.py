@@ -211,7 +211,7 @@ def attach(module: nn.Module, shapes: Mapping[str, list], rescale_params: bool) 
     mup.set_base_shapes(module, base, rescale_params=rescale_params, do_assert=False)
     module.__dict__[SHAPES_ATTR] = dict(shapes)
     canonical = {id(p): n for n, p in module.named_parameters()}  # a tied weight is named after its embedding
-    for name, mod in module.named_modules():
+    for mod in module.modules():
         if isinstance(mod, mup.MuReadout):
             mod.__dict__[SHAPES_ATTR] = {k: shapes[canonical[id(p)]] for k, p in mod.named_parameters(recurse=False)}
             if not getattr(mod, "_lightning_scaling_hooked", False):

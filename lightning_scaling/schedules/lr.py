@@ -116,7 +116,8 @@ class PowerSchedule:
         start = self.decay_start
         if start is not None and n >= start:
             # the decay starts from the value the schedule had reached at its start
-            base = power(start) if start >= self.warmup_tokens else power(self.warmup_tokens) * start / self.warmup_tokens
+            warmup = self.warmup_tokens
+            base = power(start) if start >= warmup else power(warmup) * start / warmup
             span = self.total_tokens - start
             return base * decay_factor((n - start) / span if span > 0 else 1.0, self.decay)
         if self.warmup_tokens > 0 and n < self.warmup_tokens:
