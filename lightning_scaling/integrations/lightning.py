@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from typing_extensions import override
 
 if TYPE_CHECKING:  # the hooks' types, for readers and type checkers (either namespace works at run time)
-    from lightning.pytorch import LightningModule, Trainer
-    from torch.optim import Optimizer
+    from lightning.pytorch import LightningModule, Trainer  # noqa: F401  (the callbacks import them from here)
+    from torch.optim import Optimizer  # noqa: F401  (the callbacks import it from here)
 
 #: The namespaces this package knows, in order of preference.
 NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
@@ -65,7 +65,22 @@ _BASES = tuple(importlib.import_module(name).Callback for name in INSTALLED)
 #: The base class of this package's callbacks: the `Callback` of every installed namespace.
 Callback = type("Callback", (_OverridesChecked, *_BASES), {"__module__": __name__})
 
-__all__ = ["Callback", "LightningModule", "Optimizer", "Trainer", "override"]
+__all__ = [
+    "INSTALLED",
+    "NAMESPACES",
+    "REFUSED_STRATEGIES",
+    "SUPPORTED_STRATEGIES",
+    "Callback",
+    "check_strategy",
+    "cli_module",
+    "installed_namespaces",
+    "lightning_module",
+    "namespace_of",
+    "override",
+    "running_trainer",
+    "strategy_name",
+    "warn_rank_zero",
+]
 
 
 def namespace_of(obj) -> str | None:

@@ -6,7 +6,8 @@ built-in plugin.
 - `builtin`: what the package does out of the box, registered through the same hooks third parties use.
 """
 
-from lightning_scaling.plugins.hookspecs import hookimpl, hookspec
+from lightning_scaling.plugins.builtin import gpt_non_embedding_params, gpt_shape_for
+from lightning_scaling.plugins.hookspecs import PROJECT_NAME, hookimpl, hookspec
 from lightning_scaling.plugins.manager import (
     BUILTIN_NAME,
     DISABLE_AUTOLOAD_ENV,
@@ -25,9 +26,12 @@ __all__ = [
     "BUILTIN_NAME",
     "DISABLE_AUTOLOAD_ENV",
     "ENTRY_POINT_GROUP",
+    "PROJECT_NAME",
     "PluginWarning",
     "check_plugins",
     "estimate_flops",
+    "gpt_non_embedding_params",
+    "gpt_shape_for",
     "hookimpl",
     "hookspec",
     "law_forms",
