@@ -169,7 +169,7 @@ def run_child(config: str, args) -> dict:
 
     from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
     from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingTracker
-    from lightning_scaling.nn.masks import prunable_parameters
+    from lightning_scaling.nn import prunable_parameters
 
     warmup, steps, sparsity = args.warmup, args.steps, args.sparsity
     n_steps = warmup + steps + 1  # the batch after the last timed step ends it
@@ -315,7 +315,7 @@ def run_ddp_child(config: str, args) -> None:
 
     from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
     from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingTracker
-    from lightning_scaling.nn.masks import prunable_parameters
+    from lightning_scaling.nn import prunable_parameters
 
     # count the collectives called from Python (outermost calls only: broadcast_object_list calls broadcast)
     calls = {"n": 0, "depth": 0}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightning_scaling.law.chinchilla import ChinchillaLaw
+from lightning_scaling.law import ChinchillaLaw
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SHARED_REASON = "../shared/data not found (reference data is not part of the repository)"

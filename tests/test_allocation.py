@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lightning_scaling import ChinchillaLaw, ConfigurationError
-from lightning_scaling.law.allocation import (
+from lightning_scaling.law import (
     compute_for_loss,
     compute_optimal,
     optimal_allocation,

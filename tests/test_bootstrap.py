@@ -5,7 +5,7 @@ import pytest
 from conftest import TRUE_LAW, grid_runs
 
 from lightning_scaling import ChinchillaFit, ConfigurationError
-from lightning_scaling.law.allocation import compute_optimal
+from lightning_scaling.law import compute_optimal
 from lightning_scaling.law.bootstrap import bootstrap
 
 

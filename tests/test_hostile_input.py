@@ -22,13 +22,11 @@ from hypothesis import strategies as st
 from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingLawAdvisor, ScalingTracker
 from lightning_scaling.cli import main
 from lightning_scaling.errors import ConfigurationError, LightningScalingError
-from lightning_scaling.integrations.mlflow_store import MLflowRunStore
-from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW as LAW
+from lightning_scaling.integrations import MLflowRunStore
+from lightning_scaling.law import CHINCHILLA_PAPER_LAW as LAW
 from lightning_scaling.planner.next_run import plan_next_run
-from lightning_scaling.runs import schema
-from lightning_scaling.runs.records import FLOPS_RATIO, USABLE_STATUSES, select_runs
-from lightning_scaling.runs.table import read_runs_csv
-from lightning_scaling.runs.validation import PLAUSIBLE
+from lightning_scaling.runs import PLAUSIBLE, read_runs_csv, schema, select_runs
+from lightning_scaling.runs.records import FLOPS_RATIO, USABLE_STATUSES
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                          HealthCheck.function_scoped_fixture])
@@ -255,7 +253,7 @@ def test_no_recommendation_is_built_on_a_bad_record(runs):
 
 def test_an_implausible_record_is_left_out_naming_the_value():
     """The cases the generator may miss, pinned: 1e30 parameters, 1 token, FLOPs far from 6ND."""
-    from lightning_scaling.runs.records import RunRecord
+    from lightning_scaling.runs import RunRecord
 
     base = dict(schema="1", loss=3.0, status="FINISHED")
     records = [RunRecord(run_id="huge", params=1e30, tokens=1e9, flops=6e39, **base),

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from lightning_scaling import ChinchillaFit
-from lightning_scaling.law.isoflop import group_by_flops, isoflop_analysis
-from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
+from lightning_scaling.law import CHINCHILLA_PAPER_LAW, group_by_flops, isoflop_analysis, synthetic_runs
 
 
 def test_recovers_the_allocation_exponent():

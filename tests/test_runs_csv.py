@@ -7,8 +7,7 @@ import pytest
 from conftest import grid_runs
 
 from lightning_scaling import InsufficientRunsError, ScalingDataError
-from lightning_scaling.runs.table import read_runs_csv
-from lightning_scaling.runs.validation import distinct, suggest_runs
+from lightning_scaling.runs import distinct, read_runs_csv, suggest_runs
 
 
 def write_csv(path, header, rows):

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_scaling.plugins.builtin import gpt_non_embedding_params
+from lightning_scaling.plugins import gpt_non_embedding_params
 
 __all__ = ["TinyGPT", "ATTN_SCALES", "READOUTS"]
 
