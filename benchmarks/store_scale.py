@@ -39,10 +39,7 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 from lightning_scaling.callbacks import ScalingLawAdvisor  # noqa: E402
-from lightning_scaling.integrations import (
-    MLflowRunStore,  # noqa: E402
-    mlflow_store,  # noqa: E402
-)
+from lightning_scaling.integrations import MLflowRunStore, mlflow_store  # noqa: E402
 from lightning_scaling.law import CHINCHILLA_PAPER_LAW as LAW  # noqa: E402
 from lightning_scaling.law import optimal_allocation  # noqa: E402
 from lightning_scaling.runs import schema  # noqa: E402
