@@ -77,6 +77,15 @@ def validate(constraints: Mapping[str, Constraint], **values: Any) -> dict[str, 
 
     Raises:
         ConfigurationError: the first value outside its constraint (the message names it).
+
+    Example:
+        >>> constraints = {"final_sparsity": Interval(0, 1, closed="left"), "scope": Choice.of(PruningScope)}
+        >>> validate(constraints, final_sparsity="0.5", scope="layer")
+        {'final_sparsity': 0.5, 'scope': 'layer'}
+        >>> validate(constraints, final_sparsity=1.2)
+        Traceback (most recent call last):
+        ...
+        lightning_scaling.errors.ConfigurationError: `final_sparsity` must be in [0, 1), got 1.2
     """
     return {name: constraints[name].check(name, value) for name, value in values.items()}
 

@@ -18,9 +18,9 @@ from typing import Any
 
 _MODULES = {
     "family": ("SIZE_KNOBS", "read_family", "train_command"),
-    "lightning": ("INSTALLED", "NAMESPACES", "REFUSED_STRATEGIES", "SUPPORTED_STRATEGIES", "Callback", "check_strategy",
-                  "cli_module", "installed_namespaces", "lightning_module", "namespace_of", "override",
-                  "running_trainer", "strategy_name", "warn_rank_zero"),
+    "lightning": ("INSTALLED", "NAMESPACES", "REFUSED_STRATEGIES", "SUPPORTED_STRATEGIES", "Callback", "Namespace",
+                  "check_strategy", "cli_module", "installed_namespaces", "lightning_module", "namespace_of",
+                  "override", "running_trainer", "strategy_name", "warn_rank_zero"),
     "lightning_cli": ("MLflowSaveConfigCallback", "ScalingCLI", "model_namespace", "run_cli", "scaling_cli"),
     "loggers": ("keep_credentials_out_of_output", "log_schema", "mlflow_logger", "open_mlflow_runs", "run_id_of",
                 "set_run_tags"),

@@ -43,15 +43,15 @@ EXP_DECAY_RATE = 5.0
 
 def decay_factor(progress: float, shape: str = "exponential") -> float:
     """Multiplier in [0, 1] at `progress` in [0, 1] of the decay phase: 1 at its start, 0 at its end."""
+    shape = POWER_CONSTRAINTS["decay"].check("decay", shape)
     p = min(max(progress, 0.0), 1.0)
     if shape == "exponential":
         floor = math.exp(-EXP_DECAY_RATE)
         return (math.exp(-EXP_DECAY_RATE * p) - floor) / (1.0 - floor)
     if shape == "linear":
         return 1.0 - p
-    if shape == "1-sqrt":  # Hagele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Durations"
-        return 1.0 - math.sqrt(p)
-    raise ConfigurationError(f"`decay` must be one of {DECAY_SHAPES}, got {shape!r}")
+    # "1-sqrt": Hagele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Durations"
+    return 1.0 - math.sqrt(p)
 
 
 def power_lr(tokens: float, batch_size: float, a: float = 4.0, b: float = -0.51, lr_max: float = 0.02) -> float:
