@@ -56,8 +56,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.hoffmann_grid import HOFFMANN_GRID, hoffmann_grid_fit  # noqa: E402
 from lightning_scaling import ChinchillaFit, ChinchillaLaw  # noqa: E402
+from lightning_scaling.law import huber_objective  # noqa: E402
 from lightning_scaling.law.bootstrap import bootstrap  # noqa: E402
-from lightning_scaling.law.objective import huber_objective  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "chinchilla_epoch.csv"
 HELD_OUT_FRACTION = 0.2

@@ -11,8 +11,9 @@ import math
 
 import numpy as np
 
-from lightning_scaling.law.objective import HUBER_DELTA, objective_grad_hess
-from lightning_scaling.runs.validation import validate_runs
+from lightning_scaling.law import HUBER_DELTA
+from lightning_scaling.law.objective import objective_grad_hess
+from lightning_scaling.runs import validate_runs
 
 HOFFMANN_GRID = {
     # Besiroglu et al. 2024 (Epoch's replication of Hoffmann et al. 2022): 5 x 5 x 5 x 6 x 6 = 4500 starts.

@@ -112,7 +112,8 @@ def make_gradual(cls, n_steps: int, sparsity: float, world_size: int):
 
 
 def mask_updates(targets: list[float]) -> list[int]:
-    """Optimizer steps (1-based) whose post-hook changed the masks, from the target sparsity seen as each batch began."""
+    """Optimizer steps (1-based) whose post-hook changed the masks, from the target sparsity seen as each batch
+    began."""
     return [k for k in range(1, len(targets)) if targets[k] != targets[k - 1]]
 
 
@@ -168,7 +169,7 @@ def run_child(config: str, args) -> dict:
 
     from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
     from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingTracker
-    from lightning_scaling.nn.masks import prunable_parameters
+    from lightning_scaling.nn import prunable_parameters
 
     warmup, steps, sparsity = args.warmup, args.steps, args.sparsity
     n_steps = warmup + steps + 1  # the batch after the last timed step ends it
@@ -314,7 +315,7 @@ def run_ddp_child(config: str, args) -> None:
 
     from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
     from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingTracker
-    from lightning_scaling.nn.masks import prunable_parameters
+    from lightning_scaling.nn import prunable_parameters
 
     # count the collectives called from Python (outermost calls only: broadcast_object_list calls broadcast)
     calls = {"n": 0, "depth": 0}
@@ -599,7 +600,8 @@ def main_ddp(args) -> int:
     window = logging_steps(args)
     print()
     print(f"torch {info['torch']}, lightning {info['lightning']}, Python {platform.python_version()}, "
-          f"{info['world_size']} DDP processes ({info['backend']}, CPU), {info['threads']} torch thread(s) per process, "
+          f"{info['world_size']} DDP processes ({info['backend']}, CPU), "
+          f"{info['threads']} torch thread(s) per process, "
           f"{os.cpu_count()} CPUs ({platform.machine()}), 1-min load average {load_before:.1f} before, "
           f"{min(loads):.1f} to {max(loads):.1f} after each round")
     print(f"TinyGPT {MODEL}: {info['n_params']:,} parameters, {info['n_prunable']:,} prunable; batch "
@@ -652,8 +654,10 @@ def main_ddp(args) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1 round (2 with --ddp) x 10 timed steps (1 to 2 minutes)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds of the configurations (default 4; 6 with --ddp)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 1 round (2 with --ddp) x 10 timed steps (1 to 2 minutes)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of the configurations (default 4; 6 with --ddp)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration and round (40)")
     parser.add_argument("--warmup", type=int, default=12, help="untimed steps at the start of every run (12)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process (1)")

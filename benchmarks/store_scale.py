@@ -39,10 +39,9 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 from lightning_scaling.callbacks import ScalingLawAdvisor  # noqa: E402
-from lightning_scaling.integrations import mlflow_store  # noqa: E402
-from lightning_scaling.integrations.mlflow_store import MLflowRunStore  # noqa: E402
-from lightning_scaling.law.allocation import optimal_allocation  # noqa: E402
-from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW as LAW  # noqa: E402
+from lightning_scaling.integrations import MLflowRunStore, mlflow_store  # noqa: E402
+from lightning_scaling.law import CHINCHILLA_PAPER_LAW as LAW  # noqa: E402
+from lightning_scaling.law import optimal_allocation  # noqa: E402
 from lightning_scaling.runs import schema  # noqa: E402
 
 HISTORY = 4  # validation points per seeded run
@@ -63,8 +62,8 @@ def seeded_run(client, experiment_id: str, i: int, rng) -> str:
     metrics += [Metric("val_loss", final * (1 + 0.3 / (k + 1) - 0.3 / HISTORY), now, 25 * (k + 1))
                 for k in range(HISTORY)]
     params = [Param(schema.params_count_key("non_embedding"), str(int(N))), Param(schema.PARAMS_BASIS, "non_embedding")]
-    client.log_batch(run.info.run_id, metrics=metrics, params=params,
-                     tags=[RunTag(schema.COMPLETE_TAG, "true"), RunTag(schema.BEST_TAG, json.dumps({"val_loss": final}))])
+    tags = [RunTag(schema.COMPLETE_TAG, "true"), RunTag(schema.BEST_TAG, json.dumps({"val_loss": final}))]
+    client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
     # ended an hour ago: the experiment's history, not runs finishing together with the one whose hook is timed
     client.set_terminated(run.info.run_id, "FINISHED", end_time=now - 3_600_000)
     return run.info.run_id

@@ -4,8 +4,8 @@
 
 1. Each reference set (the Gadre file's data sets separately) is split by compute C = 6ND: the law is fitted on
    the lowest 80% of the runs and predicts the rest. For the plain Chinchilla fit and for the form the advisor
-   chooses (`evaluation.backtest.choose_form` over the registered forms, on the 80% only), the table gives the MAPE on the
-   held-out 20%, and for the chosen form the coverage and median relative width of the calibrated prediction
+   chooses (`evaluation.backtest.choose_form` over the registered forms, on the 80% only), the table gives the MAPE
+   on the held-out 20%, and for the chosen form the coverage and median relative width of the calibrated prediction
    intervals (`evaluation.intervals`, calibrated on the 80% only), beside the bootstrap-only interval (the mean law's
    uncertainty) the project gave before.
 2. The isoFLOP check: where the held-out runs form isoFLOP groups, the chosen form's compute-optimal N at each
@@ -38,10 +38,10 @@ from benchmarks.hoffmann_grid import hoffmann_grid_fit, random_box_starts  # noq
 from lightning_scaling import ChinchillaFit  # noqa: E402
 from lightning_scaling.evaluation.backtest import choose_form  # noqa: E402
 from lightning_scaling.evaluation.intervals import calibrate  # noqa: E402
-from lightning_scaling.law.isoflop import isoflop_groups  # noqa: E402
+from lightning_scaling.law import isoflop_groups  # noqa: E402
 from lightning_scaling.planner.next_run import plan_next_run  # noqa: E402
 from lightning_scaling.plugins import law_forms  # noqa: E402
-from lightning_scaling.runs.records import RunRecord, Selection  # noqa: E402
+from lightning_scaling.runs import RunRecord, Selection  # noqa: E402
 
 
 def load_sets(data: Path) -> dict[str, dict]:

@@ -236,7 +236,8 @@ def mlp_class():
 # -- an independent FLOP count ------------------------------------------------------------------------------------
 def independent_flops(module: nn.Module, positions: int, context: int, attention_calls: int, d_model: int) -> float:
     """Training FLOPs from the model's structure: 6 x (every matrix-multiply weight, a tied readout's once, as the
-    `nn.Linear` that multiplies it) per position, plus 3 x 4 x context x d_model per position for each attention call (scores and values, full matrix).
+    `nn.Linear` that multiplies it) per position, plus 3 x 4 x context x d_model per position for each attention
+    call (scores and values, full matrix).
 
     Args:
         positions: B x T positions processed (padding included: the kernels compute it).

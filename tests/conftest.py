@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightning_scaling.law.chinchilla import ChinchillaLaw
+from lightning_scaling.law import ChinchillaLaw
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SHARED_REASON = "../shared/data not found (reference data is not part of the repository)"
@@ -23,7 +23,8 @@ def shared_csv(name: str) -> Path:
     return path
 
 
-def grid_runs(law=TRUE_LAW, noise=0.01, seed=0, sizes=(3e6, 1e7, 3e7, 1e8, 3e8), tokens=(1e8, 4e8, 1.6e9, 6.4e9, 2.5e10)):
+def grid_runs(law=TRUE_LAW, noise=0.01, seed=0, sizes=(3e6, 1e7, 3e7, 1e8, 3e8),
+              tokens=(1e8, 4e8, 1.6e9, 6.4e9, 2.5e10)):
     """A full factorial design of sizes x token counts with seeded multiplicative noise."""
     N, D = (x.ravel() for x in np.meshgrid(np.asarray(sizes, float), np.asarray(tokens, float)))
     L = law.loss(N, D) * np.exp(np.random.default_rng(seed).normal(0.0, noise, N.size))

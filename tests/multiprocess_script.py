@@ -101,7 +101,8 @@ def main(argv: list[str]) -> None:
 
         model_cls = ShardedGPT2
         callbacks_mup = [MuP(base={"n_embd": 16}, convert_readout=True)]
-        strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, save_distributed_checkpoint=False)
+        strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1,
+                                         save_distributed_checkpoint=False)
 
     class Probe(lp.Callback):
         """Independent per-rank records: local tokens, collectives and host reads per step, the learning rates."""

@@ -1,9 +1,9 @@
 """Real servers for the tests: an `mlflow server` on any backend store, and a throwaway PostgreSQL cluster.
 
 PostgreSQL: Debian's server binaries (`make test` installs the `postgresql` package where it is missing, through
-`tools/ensure_debian_package.sh`). The server refuses to run as root, so as root the cluster is created and run as the `postgres` user, in a
-temporary data directory, listening on 127.0.0.1 only, with trust authentication for local connections (nothing
-else can reach it). Tests that need it skip with the reason when the binaries are absent.
+`tools/ensure_debian_package.sh`). The server refuses to run as root, so as root the cluster is created and run as
+the `postgres` user, in a temporary data directory, listening on 127.0.0.1 only, with trust authentication for
+local connections (nothing else can reach it). Tests that need it skip with the reason when the binaries are absent.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def postgres_bin() -> Path | None:
 def postgres_missing() -> str | None:
     """Why PostgreSQL tests cannot run here, or None."""
     if postgres_bin() is None:
-        return "PostgreSQL server binaries not found: install Debian's postgresql (make test installs it: tools/ensure_debian_package.sh postgresql)"
+        return ("PostgreSQL server binaries not found: install Debian's postgresql (make test installs it: "
+                "tools/ensure_debian_package.sh postgresql)")
     try:
         import psycopg2  # noqa: F401
     except ImportError:

@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling.callbacks import PowerLR, ScalingLawAdvisor, ScalingTracker
-from lightning_scaling.integrations.loggers import open_mlflow_runs
+from lightning_scaling.integrations import open_mlflow_runs
 
 T = 32
 STARTED = time.time()

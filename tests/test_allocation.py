@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lightning_scaling import ChinchillaLaw, ConfigurationError
-from lightning_scaling.law.allocation import (
+from lightning_scaling.law import (
     compute_for_loss,
     compute_optimal,
     optimal_allocation,
@@ -33,7 +33,8 @@ def test_compute_optimal_is_the_minimum_along_the_isoflop(C):
 
 def test_first_order_condition_on_the_frontier():
     a = compute_optimal(LAW, 1e22)
-    assert LAW.alpha * LAW.A * a.params ** -LAW.alpha == pytest.approx(LAW.beta * LAW.B * a.tokens ** -LAW.beta, rel=1e-10)
+    marginal_N = LAW.alpha * LAW.A * a.params ** -LAW.alpha
+    assert marginal_N == pytest.approx(LAW.beta * LAW.B * a.tokens ** -LAW.beta, rel=1e-10)
 
 
 def test_fixed_budget_questions_agree_with_compute_optimal():

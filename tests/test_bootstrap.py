@@ -5,7 +5,7 @@ import pytest
 from conftest import TRUE_LAW, grid_runs
 
 from lightning_scaling import ChinchillaFit, ConfigurationError
-from lightning_scaling.law.allocation import compute_optimal
+from lightning_scaling.law import compute_optimal
 from lightning_scaling.law.bootstrap import bootstrap
 
 
@@ -70,5 +70,6 @@ def test_argument_errors(fit, kwargs, match):
 
 
 def test_unknown_interval_name(fit):
-    with pytest.raises(ConfigurationError, match=r"`name` must be one of \['A', 'B', 'E', 'alpha', 'beta'\], got 'gamma'"):
+    with pytest.raises(ConfigurationError,
+                       match=r"`name` must be one of \['A', 'B', 'E', 'alpha', 'beta'\], got 'gamma'"):
         bootstrap(fit, 20).interval("gamma")

@@ -18,10 +18,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
 from lightning_scaling.callbacks import GradualPruning, PowerLR, ScalingTracker
-from lightning_scaling.nn.masks import prunable_parameters
-from lightning_scaling.nn.measure import count_params
-from lightning_scaling.schedules.lr import PowerSchedule
-from lightning_scaling.schedules.sparsity import cubic_sparsity, mean_sparsity
+from lightning_scaling.nn import count_params, prunable_parameters
+from lightning_scaling.schedules import PowerSchedule, cubic_sparsity, mean_sparsity
 
 B, T = 4, 32  # sequences per micro-batch, sequence length
 
@@ -236,7 +234,8 @@ def test_resume_is_bitwise_identical(tmp_path):
 
     ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=stop, save_top_k=-1)
     first = _all_three()
-    make_trainer([*first, ckpt, stop_at(stop)], max_steps=steps, enable_checkpointing=True).fit(make_model(), make_data())
+    interrupted = make_trainer([*first, ckpt, stop_at(stop)], max_steps=steps, enable_checkpointing=True)
+    interrupted.fit(make_model(), make_data())
     assert first[2].sparsity > 0, "the interruption must come after pruning began"
     path = next(tmp_path.glob("*.ckpt"))
 
@@ -315,7 +314,7 @@ def test_state_keys_hold_identity_only():
 
 
 def test_masks_prune_exactly_the_count_with_ties_broken_by_position():
-    from lightning_scaling.nn.masks import magnitude_masks
+    from lightning_scaling.nn import magnitude_masks
 
     w = torch.tensor([[0.5, 0.1, 0.1, 0.1], [0.1, 0.9, 0.0, 0.3]])
     mask = magnitude_masks({"w": w}, 0.5)["w"]
@@ -390,7 +389,7 @@ def test_group_multipliers_reference():
 
 
 def test_strategies_that_cannot_be_supported_are_refused_by_name():
-    from lightning_scaling.integrations.lightning import check_strategy
+    from lightning_scaling.integrations import check_strategy
 
     class FSDPStrategy:  # stands for Lightning's FSDP1 strategy, which Lightning refuses to run on CPU
         pass
@@ -405,7 +404,7 @@ def test_strategies_that_cannot_be_supported_are_refused_by_name():
 
 
 def test_a_failed_flop_measurement_falls_back_to_the_analytic_count_with_one_warning(monkeypatch):
-    from lightning_scaling.nn.measure import StepFlops
+    from lightning_scaling.nn import StepFlops
 
     def broken(self):
         raise RuntimeError("this counter cannot run here")
@@ -421,7 +420,7 @@ def test_a_failed_flop_measurement_falls_back_to_the_analytic_count_with_one_war
 
 
 def test_a_misspelt_hook_marked_override_fails_when_the_class_is_defined():
-    from lightning_scaling.integrations.lightning import Callback, override
+    from lightning_scaling.integrations import Callback, override
 
     with pytest.raises(TypeError, match=r"on_train_batch_strat is marked @override, but no base class has"):
         class Misspelt(Callback):

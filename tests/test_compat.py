@@ -23,7 +23,7 @@ import lightning.pytorch as lp  # noqa: E402
 from compat_models import HFGPT2, DemoTransformer, HFLlama, independent_flops, mlp_class  # noqa: E402
 
 from lightning_scaling.callbacks import GradualPruning, MuP, PowerLR, ScalingLawAdvisor, ScalingTracker  # noqa: E402
-from lightning_scaling.schedules.lr import PowerSchedule  # noqa: E402
+from lightning_scaling.schedules import PowerSchedule  # noqa: E402
 
 STEPS = 16
 SPARSITY = 0.5

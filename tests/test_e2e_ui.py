@@ -6,12 +6,14 @@ description (the note the closing hook writes) renders as markdown with the reco
 that the artifacts view shows `scaling_law/frontier.png` as an image, that the experiment's page shows its
 description (the state of the practice), and that the summary run's metrics page charts each refit's alpha.
 Screenshots go to the test's temporary directory and, when LIGHTNING_SCALING_SCREENSHOT_DIR is set, there too.
-LIGHTNING_SCALING_E2E_DEMO=full runs the full demo sweep (about 4 minutes) instead of the quick one; the README's pictures in docs/ come from
+LIGHTNING_SCALING_E2E_DEMO=full runs the full demo sweep (about 4 minutes) instead of the quick one; the README's
+pictures in docs/ come from
 
     LIGHTNING_SCALING_E2E_DEMO=full LIGHTNING_SCALING_SCREENSHOT_DIR=docs pytest -m slow tests/test_e2e_ui.py
 
-Needs Debian's Chromium at /usr/bin/chromium (`make test` installs it through `tools/ensure_debian_package.sh`) and the `playwright`
-Python package (the dev extra). Playwright only drives the system Chromium; `playwright install` is never needed.
+Needs Debian's Chromium at /usr/bin/chromium (`make test` installs it through `tools/ensure_debian_package.sh`) and
+the `playwright` Python package (the dev extra). Playwright only drives the system Chromium; `playwright install`
+is never needed.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ PAGE_TIMEOUT_MS = 120_000  # the UI's JavaScript bundle is large and the machine
 
 def _require_browser():
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (make test installs it through tools/ensure_debian_package.sh)")
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (make test installs it through "
+                    "tools/ensure_debian_package.sh)")
     try:
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import sync_playwright

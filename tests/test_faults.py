@@ -19,8 +19,8 @@ import pytest
 import torch
 from servers import REPO, MlflowServer, env, postgres, postgres_missing
 
-from lightning_scaling.integrations.mlflow_store import MLflowRunStore
-from lightning_scaling.runs.schema import COMPLETE_TAG, TOKENS
+from lightning_scaling.integrations import MLflowRunStore
+from lightning_scaling.runs import COMPLETE_TAG, TOKENS
 
 pytestmark = pytest.mark.slow
 T, BATCH, LOG_EVERY = 32, 4, 5

@@ -5,8 +5,8 @@ import torch
 
 from examples.tiny_gpt import TinyGPT
 from lightning_scaling import ConfigurationError
-from lightning_scaling.nn.measure import StepFlops, count_params
-from lightning_scaling.schedules.flops import transformer_training_flops
+from lightning_scaling.nn import StepFlops, count_params
+from lightning_scaling.schedules import transformer_training_flops
 
 
 def test_six_N_D():

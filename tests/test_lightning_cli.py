@@ -126,7 +126,7 @@ def test_train_a_pytorch_lightning_model_from_yaml(tmp_path, monkeypatch):
 
 
 def test_model_namespace_is_read_from_the_config_and_the_command_line(tmp_path):
-    from lightning_scaling.integrations.lightning_cli import model_namespace
+    from lightning_scaling.integrations import model_namespace
 
     pytest.importorskip("pytorch_lightning")
     path = tmp_path / "c.yaml"

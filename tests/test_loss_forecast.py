@@ -14,11 +14,10 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
-from lightning_scaling.callbacks import LossForecast, PowerLR, ScalingTracker
-from lightning_scaling.callbacks.loss_forecast import FORECAST, LossForecastWarning
-from lightning_scaling.integrations.mlflow_store import MLflowRunStore
-from lightning_scaling.runs.records import RunRecord, select_runs
-from lightning_scaling.runs.schema import LR, STOPPED_EARLY_TAG
+from lightning_scaling.callbacks import LossForecast, LossForecastWarning, PowerLR, ScalingTracker
+from lightning_scaling.callbacks.loss_forecast import FORECAST
+from lightning_scaling.integrations import MLflowRunStore
+from lightning_scaling.runs import LR, STOPPED_EARLY_TAG, RunRecord, select_runs
 
 T = 32
 POOL = [(16, 40), (24, 60), (32, 40), (32, 80), (48, 60), (16, 80)]
@@ -103,7 +102,7 @@ def test_the_store_reads_curves_with_the_learning_rate_at_each_validation(tmp_pa
         client.log_metric(run.info.run_id, "val_loss", 4.0 - step / 100, step=step)
     store = MLflowRunStore(uri, "curves")
     record = RunRecord(run_id=run.info.run_id, start_time=1)
-    from lightning_scaling.runs.records import Selection
+    from lightning_scaling.runs import Selection
 
     (curve,) = store.curves(Selection(used=[record], excluded=[]))
     assert curve.steps.tolist() == [20, 40, 60, 80, 100]
@@ -121,7 +120,7 @@ def test_the_store_reads_curves_with_the_learning_rate_at_each_validation(tmp_pa
 def test_the_stores_curves_carry_each_runs_n_and_tokens_but_a_stopped_runs_no_n(tmp_path):
     """The law across runs (`curves.stacking`) reads N and the tokens at each step from the store's curves; a run
     stopped early has no final loss of its budget, so it gives no N there."""
-    from lightning_scaling.runs.records import Selection
+    from lightning_scaling.runs import Selection
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
@@ -168,7 +167,7 @@ def test_no_store_means_the_runs_own_curve(tmp_path):
 
 def test_the_law_across_runs_judges_inside_its_range_when_degenerate():
     from lightning_scaling.callbacks.loss_forecast import _law_across
-    from lightning_scaling.law.chinchilla import ChinchillaLaw
+    from lightning_scaling.law import ChinchillaLaw
 
     law = ChinchillaLaw(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.37)
     grid = [(n, d) for n in (1e7, 3e7, 1e8) for d in (2e8, 6e8, 2e9)]

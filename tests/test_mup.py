@@ -18,8 +18,7 @@ from torch import nn
 from examples.tiny_gpt import ByteCorpusDataModule, TinyGPT
 from lightning_scaling import ConfigurationError
 from lightning_scaling.callbacks import GradualPruning, MuP, PowerLR, ScalingTracker
-from lightning_scaling.nn import attention_scale, coord_check, reattach
-from lightning_scaling.nn.mup_optim import make_optimizer_mup
+from lightning_scaling.nn import attention_scale, coord_check, make_optimizer_mup, reattach
 
 T = 32
 

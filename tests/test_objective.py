@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.special import huber as scipy_huber
 
-from lightning_scaling.law.objective import huber, huber_objective, objective, objective_grad_hess
+from lightning_scaling.law import huber, huber_objective
+from lightning_scaling.law.objective import objective, objective_grad_hess
 
 
 def test_huber_matches_scipy():

@@ -16,6 +16,9 @@ from lightning_scaling.plugins import (
     PluginWarning,
     check_plugins,
     estimate_flops,
+    gpt_non_embedding_params,
+    gpt_shape_for,
+    hookimpl,
     law_forms,
     notify_recommendation,
     plugin_manager,
@@ -23,8 +26,6 @@ from lightning_scaling.plugins import (
     reset_plugin_manager,
 )
 from lightning_scaling.plugins import builtin as builtin_plugins
-from lightning_scaling.plugins.builtin import gpt_non_embedding_params, gpt_shape_for
-from lightning_scaling.plugins.hookspecs import hookimpl
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_PLUGIN_DIR = ROOT / "examples" / "plugin"

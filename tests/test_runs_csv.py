@@ -7,8 +7,7 @@ import pytest
 from conftest import grid_runs
 
 from lightning_scaling import InsufficientRunsError, ScalingDataError
-from lightning_scaling.runs.table import read_runs_csv
-from lightning_scaling.runs.validation import distinct, suggest_runs
+from lightning_scaling.runs import distinct, read_runs_csv, suggest_runs
 
 
 def write_csv(path, header, rows):
@@ -41,11 +40,13 @@ def test_unknown_and_missing_columns_are_listed(tmp_path):
     msg = str(info.value)
     assert "missing column(s) ['tokens']" in msg and "unknown column(s) ['toks']" in msg
     assert "found ['params', 'toks', 'loss']" in msg
-    assert "expected ['params', 'tokens', 'loss'] and optionally ['flops', 'params_avg', 'run_id', 'unique_tokens', 'lr']" in msg
+    optional = "['flops', 'params_avg', 'run_id', 'unique_tokens', 'lr']"
+    assert f"expected ['params', 'tokens', 'loss'] and optionally {optional}" in msg
 
 
 def test_non_number_names_the_line(tmp_path):
-    path = write_csv(tmp_path / "runs.csv", ["run_id", "params", "tokens", "loss"], [("a", 1e6, 1e9, 3.0), ("b", "x", 1e9, 3)])
+    path = write_csv(tmp_path / "runs.csv", ["run_id", "params", "tokens", "loss"],
+                     [("a", 1e6, 1e9, 3.0), ("b", "x", 1e9, 3)])
     with pytest.raises(ScalingDataError, match=r"line 3 \(run_id=b\): `params` is not a number: 'x'"):
         read_runs_csv(path)
 

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from lightning_scaling import ConfigurationError
-from lightning_scaling.schedules.lr import PowerSchedule, decay_factor, power_lr
+from lightning_scaling.schedules import PowerSchedule, decay_factor, power_lr
 
 
 @pytest.mark.parametrize("n", [1e3, 1e6, 3.7e8, 1e12])

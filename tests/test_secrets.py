@@ -21,7 +21,8 @@ from test_lightning_cli import exit_code, tiny_config
 
 from lightning_scaling.callbacks import ScalingLawAdvisor
 from lightning_scaling.callbacks.advisor import ScalingLawAdvisorWarning
-from lightning_scaling.runs.secrets import SECRET_VARIABLES, redact
+from lightning_scaling.runs import redact
+from lightning_scaling.runs.secrets import SECRET_VARIABLES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lightning_scaling"
 URI_PASSWORD = "uri-pass-9f3k2"

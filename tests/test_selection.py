@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lightning_scaling.runs.records import RunRecord, select_runs
+from lightning_scaling.runs import RunRecord, select_runs
 
 NOW = 1_800_000_000.0  # seconds since the epoch
 

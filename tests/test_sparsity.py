@@ -5,7 +5,7 @@ import pytest
 from scipy.integrate import quad
 
 from lightning_scaling import ConfigurationError
-from lightning_scaling.schedules.sparsity import (
+from lightning_scaling.schedules import (
     average_params,
     cubic_sparsity,
     initial_params_for_average,

@@ -14,7 +14,7 @@ from mlflow.entities import ViewType
 from servers import REPO, env, mlflow_on, postgres, postgres_missing
 
 from lightning_scaling.cli import main
-from lightning_scaling.runs.schema import N_RUNS_TAG, SUMMARY_TAG, TOKENS
+from lightning_scaling.runs import N_RUNS_TAG, SUMMARY_TAG, TOKENS
 
 SIZES = [(16, 12), (16, 36), (24, 24), (32, 12), (32, 36), (48, 24), (24, 12), (48, 36)]
 T, BATCH, LOG_EVERY = 32, 4, 5
@@ -124,7 +124,8 @@ class RacingClient:
 
 
 def test_a_tag_written_by_two_hooks_at_once_is_written_again():
-    from lightning_scaling.integrations.mlflow_store import TAG_WRITE_ATTEMPTS, MLflowRunStore
+    from lightning_scaling.integrations import MLflowRunStore
+    from lightning_scaling.integrations.mlflow_store import TAG_WRITE_ATTEMPTS
 
     store = MLflowRunStore.__new__(MLflowRunStore)
     store.client = RacingClient(fails=2)
@@ -151,7 +152,7 @@ def test_a_hook_stops_refitting_once_the_summary_covers_every_usable_run(monkeyp
     over 5: no refit (a refit in every hook multiplied the work of 8 runs ending together)."""
     from lightning_scaling.callbacks import ScalingLawAdvisor
     from lightning_scaling.callbacks import advisor as advisor_module
-    from lightning_scaling.runs.records import RunRecord, Selection
+    from lightning_scaling.runs import RunRecord, Selection
 
     def selection(n):
         return Selection(used=[RunRecord(run_id=str(i)) for i in range(n)], excluded=[])

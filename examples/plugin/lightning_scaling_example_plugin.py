@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 import os
 
-from lightning_scaling.plugins.builtin import DEFAULT_VOCAB_SIZE, GPT_KEYS, gpt_shape_for
-from lightning_scaling.plugins.hookspecs import hookimpl
+from lightning_scaling.plugins import DEFAULT_VOCAB_SIZE, GPT_KEYS, gpt_shape_for, hookimpl
 
 #: The environment variable naming the JSON-lines file recommendations are appended to.
 RECOMMENDATIONS_FILE_ENV = "LIGHTNING_SCALING_RECOMMENDATIONS_FILE"

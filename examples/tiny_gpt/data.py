@@ -320,7 +320,7 @@ class ByteCorpusDataModule(pl.LightningDataModule):
     ``train_files``/``val_files`` list the :class:`CorpusFile` on each side.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # the keyword arguments are the data module's YAML keys, flat for LightningCLI
         self,
         paths: list[str] | None = None,
         seq_len: int = 128,

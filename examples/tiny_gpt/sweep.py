@@ -27,7 +27,7 @@ from pathlib import Path
 
 from lightning_scaling.planner.stages import VALIDATIONS, validation_interval
 from lightning_scaling.plugins import hookimpl
-from lightning_scaling.schedules.sparsity import average_params
+from lightning_scaling.schedules import average_params
 
 HERE = Path(__file__).resolve().parent
 
@@ -151,7 +151,7 @@ SPARSE_FINAL = 0.5  # config_sparse.yaml: 50% on the cubic schedule from 25% to 
 def propose_width(params: float, hparams: dict) -> dict:
     """This family's size knob: the width (d_model a multiple of 16, d_head 16, two layers: what muP transfers
     across) whose non-embedding count is nearest `params` in log."""
-    from lightning_scaling.plugins.builtin import gpt_non_embedding_params
+    from lightning_scaling.plugins import gpt_non_embedding_params
 
     d = min(range(16, 257, 16), key=lambda d: abs(math.log(gpt_non_embedding_params(d, 2) / params)))
     return {"d_model": d, "n_layer": 2, "n_head": d // 16, "params": gpt_non_embedding_params(d, 2)}
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return main_planned(args)
     import torch
 
-    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+    from lightning_scaling.integrations import MLflowRunStore
 
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and robust on a busy machine
     plan_name = "quick" if args.quick else "full"
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(run: Run, uri: str, experiment: str, quick: bool, extra: list[str] = ()) -> int:
-    from lightning_scaling.integrations.lightning_cli import run_cli
+    from lightning_scaling.integrations import run_cli
 
     t0 = time.perf_counter()
     print(f"  training {run.name}: d_model={run.d_model}, {run.steps} steps"
@@ -304,7 +304,7 @@ def main_planned(args) -> int:
 
 
 def _planned_stages(args, plan_name: str, experiment: str, start: float, done: dict) -> int:
-    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+    from lightning_scaling.integrations import MLflowRunStore
 
     p = PLANS[plan_name]
     capped, trained = False, 0
@@ -333,7 +333,7 @@ def _planned_stages(args, plan_name: str, experiment: str, start: float, done: d
 
 
 def _report(uri: str, experiment: str, start: float) -> int:
-    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+    from lightning_scaling.integrations import MLflowRunStore
 
     store = MLflowRunStore(uri, experiment_name=experiment)
     summary = store.summary_run()

@@ -10,10 +10,18 @@
 """
 
 from lightning_scaling.callbacks.advisor import ScalingLawAdvisor
-from lightning_scaling.callbacks.loss_forecast import LossForecast
+from lightning_scaling.callbacks.loss_forecast import LossForecast, LossForecastWarning
 from lightning_scaling.callbacks.mup import MuP
 from lightning_scaling.callbacks.power_lr import PowerLR
 from lightning_scaling.callbacks.pruning import GradualPruning
 from lightning_scaling.callbacks.tracker import ScalingTracker
 
-__all__ = ["GradualPruning", "LossForecast", "MuP", "PowerLR", "ScalingLawAdvisor", "ScalingTracker"]
+__all__ = [
+    "GradualPruning",
+    "LossForecast",
+    "LossForecastWarning",
+    "MuP",
+    "PowerLR",
+    "ScalingLawAdvisor",
+    "ScalingTracker",
+]

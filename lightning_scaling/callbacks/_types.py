@@ -1,10 +1,12 @@
-"""Constrained argument types for the callbacks, so that LightningCLI rejects a bad YAML value at parse time with
-a message naming the field (jsonargparse reads these type hints); `__init__` validates the same ranges for
-Python users, and the cross-field rules (e.g. pruning start before end)."""
+"""Constrained argument types for the callbacks' signatures, so that LightningCLI rejects a bad YAML value at parse
+time with a message naming the field (jsonargparse reads these type hints).
+
+The allowed values are declared once, as constraint objects and `Literal`s in `lightning_scaling.options` and beside
+the schedules; the types here are built from them. Each callback checks the same constraints in `__init__` (its
+`_parameter_constraints`), for Python users, and the cross-field rules (e.g. pruning start before end).
+"""
 
 from __future__ import annotations
-
-from typing import Literal
 
 from jsonargparse.typing import (  # noqa: F401  (re-exported for the callbacks' signatures)
     ClosedUnitInterval,
@@ -16,11 +18,16 @@ from jsonargparse.typing import (  # noqa: F401  (re-exported for the callbacks'
     restricted_number_type,
 )
 
-Sparsity = restricted_number_type("Sparsity", float, [(">=", 0), ("<", 1)])
-PowerExponent = restricted_number_type("PowerExponent", float, [(">=", -1), ("<", 0)])
-DecayShape = Literal["exponential", "linear", "1-sqrt"]
-PruningScope = Literal["layer", "global"]
-ParamsBasis = Literal["non_embedding", "total"]
-HiddenInit = Literal["fan_in", "fixed"]
-OptimizerKind = Literal["adam", "sgd"]
-UseCurves = Literal["auto", "always", "never"]
+from lightning_scaling.options import (  # noqa: F401  (re-exported for the callbacks' signatures)
+    DecayShape,
+    HiddenInit,
+    OptimizerKind,
+    ParamsBasis,
+    PruningScope,
+    UseCurves,
+)
+from lightning_scaling.schedules.lr import POWER_CONSTRAINTS
+from lightning_scaling.schedules.sparsity import PRUNING_CONSTRAINTS
+
+Sparsity = restricted_number_type("Sparsity", float, PRUNING_CONSTRAINTS["final_sparsity"].comparisons())
+PowerExponent = restricted_number_type("PowerExponent", float, POWER_CONSTRAINTS["b"].comparisons())

@@ -29,13 +29,12 @@ import time
 import warnings
 from array import array
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from lightning_scaling.callbacks._clock import clock_of
 from lightning_scaling.callbacks._types import NonNegativeInt, OpenUnitInterval
-from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.integrations.lightning import Callback, override
-from lightning_scaling.options import check_confidence
+from lightning_scaling.options import Constraint, Flag, Integer, Interval, Name, validate
 from lightning_scaling.runs.schema import LR, STOPPED_EARLY_TAG
 from lightning_scaling.runs.secrets import redact
 
@@ -69,26 +68,26 @@ class LossForecast(Callback):
                             callbacks=[ScalingTracker(), PowerLR(), LossForecast(stop_if_hopeless=True)])
     """
 
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "confidence": Interval(0, 1, closed="neither"),
+        "stop_if_hopeless": Flag(),
+        "loss_key": Name(text="a metric name"),
+        "min_progress": Interval(0, 1, closed="left"),
+        "max_pool_runs": Integer(0),
+        "momentum": Interval(0, 1, closed="left", or_none="fitted"),  # the annealing law's momentum, in [0, 1)
+    }
+
     def __init__(self, confidence: OpenUnitInterval = 0.8, stop_if_hopeless: bool = False,
                  loss_key: str = "val_loss", min_progress: float = 0.1, max_pool_runs: NonNegativeInt = 64,
                  momentum: float | None = None):
-        check_confidence(confidence, "confidence")
-        if not isinstance(stop_if_hopeless, bool):
-            raise ConfigurationError(f"`stop_if_hopeless` must be True or False, got {stop_if_hopeless!r}")
-        if not (isinstance(loss_key, str) and loss_key):
-            raise ConfigurationError(f"`loss_key` must be a metric name, got {loss_key!r}")
-        if not (isinstance(min_progress, (int, float)) and 0.0 <= min_progress < 1.0):
-            raise ConfigurationError(f"`min_progress` must be in [0, 1), got {min_progress!r}")
-        if not (isinstance(max_pool_runs, int) and not isinstance(max_pool_runs, bool) and max_pool_runs >= 0):
-            raise ConfigurationError(f"`max_pool_runs` must be an integer >= 0, got {max_pool_runs!r}")
-        if momentum is not None and not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
-            raise ConfigurationError(f"`momentum` must be in [0, 1) or None (fitted), got {momentum!r}")
-        self.confidence = float(confidence)
-        self.stop_if_hopeless = stop_if_hopeless
-        self.loss_key = loss_key
-        self.min_progress = float(min_progress)
-        self.max_pool_runs = max_pool_runs
-        self.momentum = momentum
+        v = validate(self._parameter_constraints, confidence=confidence, stop_if_hopeless=stop_if_hopeless,
+                     loss_key=loss_key, min_progress=min_progress, max_pool_runs=max_pool_runs, momentum=momentum)
+        self.confidence = float(v["confidence"])
+        self.stop_if_hopeless = v["stop_if_hopeless"]
+        self.loss_key = v["loss_key"]
+        self.min_progress = float(v["min_progress"])
+        self.max_pool_runs = v["max_pool_runs"]
+        self.momentum = v["momentum"]
         self.forecaster = None
         self.law = None  # the scaling law across the store's runs (a fitted estimator), when there is one
         self.last = None  # the last forecast (`curves.forecast.Forecast`)

@@ -29,11 +29,11 @@ from __future__ import annotations
 import types
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.integrations.lightning import Callback, check_strategy, override, warn_rank_zero
-from lightning_scaling.nn.mup_optim import KINDS, make_optimizer_mup, split_optimizers_and_schedulers
+from lightning_scaling.nn.mup_optim import make_optimizer_mup, split_optimizers_and_schedulers
 from lightning_scaling.nn.mup_shapes import (
     attach,
     attention_scale_problems,
@@ -47,14 +47,13 @@ from lightning_scaling.nn.mup_shapes import (
     rescale_fixed_init,
     rescale_init,
 )
+from lightning_scaling.options import Choice, Constraint, HiddenInit, OptimizerKind, validate
 
 if TYPE_CHECKING:
     from lightning_scaling.integrations.lightning import LightningModule, Trainer
 from lightning_scaling.callbacks._state import check_state_version
-from lightning_scaling.callbacks._types import HiddenInit, OptimizerKind
 
 STATE_VERSION = 1
-HIDDEN_INITS = ("fan_in", "fixed")
 
 
 class MuP(Callback):
@@ -83,6 +82,11 @@ class MuP(Callback):
         trainer = pl.Trainer(callbacks=[MuP(base={"d_model": 64}, hidden_init="fixed"), PowerLR()])
     """
 
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "hidden_init": Choice.of(HiddenInit),
+        "optimizer_kind": Choice.of(OptimizerKind, or_none=True),
+    }
+
     def __init__(
         self,
         base: dict[str, int] | None = None,
@@ -104,17 +108,14 @@ class MuP(Callback):
             if value is not None and not (isinstance(value, Mapping) and value
                                           and all(isinstance(v, int) and v > 0 for v in value.values())):
                 raise ConfigurationError(f"`{name}` must map hyperparameter names to positive integers, got {value!r}")
-        if hidden_init not in HIDDEN_INITS:
-            raise ConfigurationError(f"`hidden_init` must be one of {HIDDEN_INITS}, got {hidden_init!r}")
-        if optimizer_kind is not None and optimizer_kind not in KINDS:
-            raise ConfigurationError(f"`optimizer_kind` must be one of {KINDS} or None, got {optimizer_kind!r}")
+        v = validate(self._parameter_constraints, hidden_init=hidden_init, optimizer_kind=optimizer_kind)
         self.base = dict(base) if base is not None else None
         self.delta = dict(delta) if delta is not None else None
         self.base_shapes = base_shapes
         self.readout = readout
         self.convert_readout = convert_readout
-        self.hidden_init = hidden_init
-        self.optimizer_kind = optimizer_kind
+        self.hidden_init = v["hidden_init"]
+        self.optimizer_kind = v["optimizer_kind"]
         self.shapes: dict[str, list] | None = None
         self.width_mult: float | None = None
         self.base_width: int | None = None

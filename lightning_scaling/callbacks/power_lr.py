@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from lightning_scaling.callbacks._clock import RunClock, clock_of, release_clock
-from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.integrations.lightning import Callback, override, warn_rank_zero
+from lightning_scaling.options import Constraint, Integer, validate
 from lightning_scaling.runs.schema import LR, POWER_DECAY_FRACTION
-from lightning_scaling.schedules.lr import PowerSchedule, validate_power_args
+from lightning_scaling.schedules.lr import POWER_CONSTRAINTS, PowerSchedule, check_warmup_before_decay
 
 if TYPE_CHECKING:
     from lightning_scaling.integrations.lightning import LightningModule, Optimizer, Trainer
@@ -66,7 +66,12 @@ class PowerLR(Callback):
         trainer = pl.Trainer(max_steps=1000, callbacks=[PowerLR(warmup_tokens=1_000_000)])
     """
 
-    def __init__(
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        **POWER_CONSTRAINTS,
+        "batch_size": Integer(above=0, or_none=True),  # sequences per step: whole
+    }
+
+    def __init__(  # noqa: PLR0913  # the keyword arguments are the callback's YAML keys: kept flat for LightningCLI
         self,
         a: PositiveFloat = 4.0,  # Shen et al. 2024, Sec. 4
         b: PowerExponent = -0.51,  # Shen et al. 2024, Sec. 4
@@ -80,16 +85,15 @@ class PowerLR(Callback):
         sequences_fn: Callable | None = None,
         log: bool = True,
     ):
-        validate_power_args(a=a, b=b, lr_max=lr_max, warmup_tokens=warmup_tokens, total_tokens=total_tokens,
-                            decay_fraction=decay_fraction, decay=decay)
-        if batch_size is not None and not (isinstance(batch_size, int) and batch_size > 0):
-            raise ConfigurationError(f"`batch_size` must be an integer > 0 or None, got {batch_size!r}")
-        self.a, self.b, self.lr_max = a, b, lr_max
-        self.warmup_tokens = warmup_tokens
-        self.total_tokens = total_tokens
-        self.decay_fraction = decay_fraction
-        self.decay = decay
-        self.batch_size = batch_size
+        v = validate(self._parameter_constraints, a=a, b=b, lr_max=lr_max, warmup_tokens=warmup_tokens,
+                     total_tokens=total_tokens, decay_fraction=decay_fraction, decay=decay, batch_size=batch_size)
+        check_warmup_before_decay(v["warmup_tokens"], v["total_tokens"], v["decay_fraction"])
+        self.a, self.b, self.lr_max = v["a"], v["b"], v["lr_max"]
+        self.warmup_tokens = v["warmup_tokens"]
+        self.total_tokens = v["total_tokens"]
+        self.decay_fraction = v["decay_fraction"]
+        self.decay = v["decay"]
+        self.batch_size = v["batch_size"]
         self.tokens_fn, self.sequences_fn = tokens_fn, sequences_fn
         self.log_lr = log  # not `self.log`: Lightning sets `callback.log` to the module's log method
         self.clock = RunClock()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -26,7 +26,6 @@ from lightning_scaling.callbacks._clock import RunClock, clock_of, release_clock
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.integrations.lightning import Callback, check_strategy, override, warn_rank_zero
 from lightning_scaling.nn.masks import (
-    SCOPES,
     apply_masks,
     full_masks,
     magnitude_masks,
@@ -35,7 +34,14 @@ from lightning_scaling.nn.masks import (
     reset_optimizer_state,
     sparsity_of,
 )
-from lightning_scaling.schedules.sparsity import END_FRACTION, START_FRACTION, cubic_sparsity, validate_pruning_args
+from lightning_scaling.options import Choice, Constraint, Integer, Patterns, validate
+from lightning_scaling.schedules.sparsity import (
+    END_FRACTION,
+    PRUNING_CONSTRAINTS,
+    START_FRACTION,
+    check_start_before_end,
+    cubic_sparsity,
+)
 
 if TYPE_CHECKING:
     from lightning_scaling.integrations.lightning import LightningModule, Optimizer, Trainer
@@ -68,7 +74,16 @@ class GradualPruning(Callback):
         trainer = pl.Trainer(max_steps=2000, callbacks=[GradualPruning(final_sparsity=0.5)])
     """
 
-    def __init__(
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        **PRUNING_CONSTRAINTS,
+        "update_every": Integer(1),
+        "scope": Choice.of(PruningScope),
+        "include": Patterns(or_none=True),
+        "exclude": Patterns(or_none=True),
+        "total_tokens": Integer(above=0, or_none=True),
+    }
+
+    def __init__(  # noqa: PLR0913  # the keyword arguments are the callback's YAML keys: kept flat for LightningCLI
         self,
         final_sparsity: Sparsity = 0.5,
         start_fraction: ClosedUnitInterval = START_FRACTION,  # Jin et al. 2025, Sec. 4
@@ -80,30 +95,24 @@ class GradualPruning(Callback):
         total_tokens: PositiveInt | None = None,
         tokens_fn: Callable | None = None,
     ):
-        validate_pruning_args(final_sparsity=final_sparsity, start_fraction=start_fraction, end_fraction=end_fraction)
-        if not (isinstance(update_every, int) and update_every >= 1):
-            raise ConfigurationError(f"`update_every` must be an integer >= 1, got {update_every!r}")
-        if scope not in SCOPES:
-            raise ConfigurationError(f"`scope` must be one of {SCOPES}, got {scope!r}")
-        if total_tokens is not None and not (isinstance(total_tokens, int) and total_tokens > 0):
-            raise ConfigurationError(f"`total_tokens` must be an integer > 0 or None, got {total_tokens!r}")
-        for name, value in (("include", include), ("exclude", exclude)):
-            if value is not None and not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
-                raise ConfigurationError(f"`{name}` must be a list of name patterns or None, got {value!r}")
-        self.final_sparsity = final_sparsity
-        self.start_fraction = start_fraction
-        self.end_fraction = end_fraction
-        self.update_every = update_every
-        self.scope = scope
-        self.include = list(include) if include else None
-        self.exclude = list(exclude) if exclude else None
-        self.total_tokens = total_tokens
+        v = validate(self._parameter_constraints, final_sparsity=final_sparsity, start_fraction=start_fraction,
+                     end_fraction=end_fraction, update_every=update_every, scope=scope, include=include,
+                     exclude=exclude, total_tokens=total_tokens)
+        check_start_before_end(v["start_fraction"], v["end_fraction"])
+        self.final_sparsity = v["final_sparsity"]
+        self.start_fraction = v["start_fraction"]
+        self.end_fraction = v["end_fraction"]
+        self.update_every = v["update_every"]
+        self.scope = v["scope"]
+        self.include = v["include"] or None
+        self.exclude = v["exclude"] or None
+        self.total_tokens = v["total_tokens"]
         self.tokens_fn = tokens_fn
         self.clock = RunClock()
         self.params: dict[str, torch.nn.Parameter] = {}
         self.masks: dict[str, torch.Tensor] = {}
         self.sparsity = 0.0  # target sparsity of the current masks
-        self._run_tokens: int | None = total_tokens
+        self._run_tokens: int | None = self.total_tokens
         self._restored: dict | None = None
         self._stepped = False
         self._hooks: list = []  # the optimizers' step post-hooks

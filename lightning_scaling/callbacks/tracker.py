@@ -28,7 +28,7 @@ import json
 import math
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -38,7 +38,6 @@ from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.integrations.lightning import Callback, check_strategy, override, running_trainer, warn_rank_zero
 from lightning_scaling.integrations.loggers import keep_credentials_out_of_output, log_schema, run_id_of, set_run_tags
 from lightning_scaling.nn.measure import (
-    PARAMS_BASES,
     StepFlops,
     basis_parameters,
     count_nonzero,
@@ -46,6 +45,7 @@ from lightning_scaling.nn.measure import (
     default_input,
     is_sharded,
 )
+from lightning_scaling.options import Choice, Constraint, Integer, validate
 from lightning_scaling.runs import schema
 from lightning_scaling.runs.schema import BEST_TAG, COMPLETE_TAG, RESUMED_FROM_TAG, SCHEMA_VERSION
 from lightning_scaling.schedules.flops import transformer_training_flops
@@ -75,6 +75,9 @@ class ScalingTracker(Callback):
         trainer = pl.Trainer(logger=MLFlowLogger(tracking_uri="sqlite:///mlflow.db"), callbacks=[ScalingTracker()])
     """
 
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "log_every_n_steps": Integer(1, or_none=True), "params_basis": Choice.of(ParamsBasis)}
+
     def __init__(
         self,
         log_every_n_steps: PositiveInt | None = None,
@@ -83,15 +86,12 @@ class ScalingTracker(Callback):
         flops_fn: Callable | None = None,
         params_basis: ParamsBasis = "non_embedding",
     ):
-        if log_every_n_steps is not None and not (isinstance(log_every_n_steps, int) and log_every_n_steps >= 1):
-            raise ConfigurationError(f"`log_every_n_steps` must be an integer >= 1 or None, got {log_every_n_steps!r}")
-        if params_basis not in PARAMS_BASES:
-            raise ConfigurationError(f"`params_basis` must be one of {PARAMS_BASES}, got {params_basis!r}")
-        self.log_every_n_steps = log_every_n_steps
+        v = validate(self._parameter_constraints, log_every_n_steps=log_every_n_steps, params_basis=params_basis)
+        self.log_every_n_steps = v["log_every_n_steps"]
         self.tokens_fn = tokens_fn
         self.input_fn = input_fn or default_input
         self.flops_fn = flops_fn
-        self.params_basis = params_basis
+        self.params_basis = v["params_basis"]
         self.clock = RunClock()
         # exact totals (global over ranks), as of the last flush
         self.flops = 0

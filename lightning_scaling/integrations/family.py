@@ -71,7 +71,8 @@ def train_command(family: dict, tracking_uri: str | None = None, experiment: str
             if key != "params":
                 parts.append(f"--model.init_args.{key}={value}")
         if "steps" in run:
-            parts += [f"--trainer.max_steps={run['steps']}", f"--trainer.val_check_interval={run['val_check_interval']}"]
+            parts += [f"--trainer.max_steps={run['steps']}",
+                      f"--trainer.val_check_interval={run['val_check_interval']}"]
         parts.append(f"--trainer.logger.init_args.run_name={run['name']}")
         if tracking_uri:
             parts.append(f"--trainer.logger.init_args.tracking_uri={tracking_uri}")

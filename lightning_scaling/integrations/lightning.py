@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from typing_extensions import override
 
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.options import Choice
+
 if TYPE_CHECKING:  # the hooks' types, for readers and type checkers (either namespace works at run time)
-    from lightning.pytorch import LightningModule, Trainer
-    from torch.optim import Optimizer
+    from lightning.pytorch import LightningModule, Trainer  # noqa: F401  (the callbacks import them from here)
+    from torch.optim import Optimizer  # noqa: F401  (the callbacks import it from here)
 
 #: The namespaces this package knows, in order of preference.
-NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
+Namespace = Literal["lightning.pytorch", "pytorch_lightning"]
+NAMESPACES = get_args(Namespace)
 
 
 def installed_namespaces() -> tuple[str, ...]:
@@ -65,7 +69,23 @@ _BASES = tuple(importlib.import_module(name).Callback for name in INSTALLED)
 #: The base class of this package's callbacks: the `Callback` of every installed namespace.
 Callback = type("Callback", (_OverridesChecked, *_BASES), {"__module__": __name__})
 
-__all__ = ["Callback", "LightningModule", "Optimizer", "Trainer", "override"]
+__all__ = [
+    "INSTALLED",
+    "NAMESPACES",
+    "REFUSED_STRATEGIES",
+    "SUPPORTED_STRATEGIES",
+    "Callback",
+    "Namespace",
+    "check_strategy",
+    "cli_module",
+    "installed_namespaces",
+    "lightning_module",
+    "namespace_of",
+    "override",
+    "running_trainer",
+    "strategy_name",
+    "warn_rank_zero",
+]
 
 
 def namespace_of(obj) -> str | None:
@@ -81,10 +101,7 @@ def namespace_of(obj) -> str | None:
 
 def lightning_module(namespace: str | None = None):
     """The top module of a namespace (default: the preferred installed one)."""
-    name = namespace or INSTALLED[0]
-    if name not in NAMESPACES:
-        raise ValueError(f"`namespace` must be one of {NAMESPACES}, got {name!r}")
-    return importlib.import_module(name)
+    return importlib.import_module(Choice.of(Namespace).check("namespace", namespace or INSTALLED[0]))
 
 
 def cli_module(namespace: str | None = None):
@@ -129,8 +146,6 @@ def check_strategy(trainer, owner: str, reads_parameters: bool = True) -> None:
     Raises:
         ConfigurationError: the trainer's strategy is one of `REFUSED_STRATEGIES` and `reads_parameters`.
     """
-    from lightning_scaling.errors import ConfigurationError
-
     names = [klass.__name__ for klass in type(trainer.strategy).__mro__]
     if any(name in SUPPORTED_STRATEGIES for name in names):
         return

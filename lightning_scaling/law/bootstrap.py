@@ -29,7 +29,7 @@ from lightning_scaling.law.chinchilla import PARAM_NAMES
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE
 from lightning_scaling.law.objective import objective
 from lightning_scaling.law.search import newton
-from lightning_scaling.options import check_confidence, check_resamples
+from lightning_scaling.options import Integer, Interval, Resamples, validate
 
 
 def percentile_interval(values, confidence: float) -> tuple[float, float]:
@@ -96,6 +96,12 @@ class BootstrapResult:
 
 CHUNK = 2**15  # problems x runs per Newton batch
 PILOT = 100  # replicates that try every start; the others try the runner-up basins only if one of these needed them
+# The bootstrap's options and their allowed values.
+BOOTSTRAP_CONSTRAINTS = {
+    "n_resamples": Resamples(allow_zero=False),
+    "confidence": Interval(0, 1, closed="neither"),
+    "n_starts": Integer(1),
+}
 
 
 def resample_counts(rng, n: int, n_resamples: int, groups=None) -> np.ndarray:
@@ -176,10 +182,8 @@ def bootstrap(fit, n_resamples: int = 1000, seed: int = 0, confidence: float = D
         A `BootstrapResult`.
     """
     fit._require_fitted()
-    check_resamples(n_resamples, "n_resamples", allow_zero=False)
-    check_confidence(confidence, "confidence")
-    if not (isinstance(n_starts, int) and n_starts >= 1):
-        raise ConfigurationError(f"`n_starts` must be an integer >= 1, got {n_starts!r}")
+    options = validate(BOOTSTRAP_CONSTRAINTS, n_resamples=n_resamples, confidence=confidence, n_starts=n_starts)
+    n_resamples, confidence, n_starts = options["n_resamples"], options["confidence"], options["n_starts"]
     rng = np.random.default_rng(seed)
     counts = resample_counts(rng, fit.n_runs_, n_resamples, getattr(fit, "groups_", None))
     best = weighted_refits(fit, counts, n_starts)

@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 
-from lightning_scaling.errors import ConfigurationError, NotFittedError
+from lightning_scaling.errors import NotFittedError
 from lightning_scaling.law.chinchilla import PARAM_NAMES, ChinchillaLaw
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE
 from lightning_scaling.law.objective import HUBER_DELTA, huber_objective
 from lightning_scaling.law.search import SCAN_RUNS, basin_starts, box_polish, newton, profile_scan, scan_subset
+from lightning_scaling.options import Choice, Constraint, Integer, Interval, Positive, validate
 from lightning_scaling.runs.validation import check_enough_runs, validate_runs
 
-PARAMS_COLUMNS = ("params", "params_avg")
+ParamsColumn = Literal["params", "params_avg"]  # which N the runs gave: dense counts, or N_avg of sparse runs
+PARAMS_COLUMNS = get_args(ParamsColumn)
 VANISHING_TERM = 1e-3  # a term that moves the loss by less than 0.1% over all the runs carries no information
 
 
@@ -59,6 +62,15 @@ class ChinchillaFit:
     It implements the law-form interface (`lightning_scaling.law.form`): `compute_optimal` and `bootstrap` too.
     """
 
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "delta": Positive(text="a finite number > 0"),
+        "exponent_max": Interval(0.5, 10),  # published exponents are 0.07-0.7; below 0.5 the box cuts them off
+        "grid_step": Interval(0.001, 0.25),  # finer is slow for nothing, coarser misses basins
+        "n_starts": Integer(1),
+        "min_runs": Integer(5),  # the law has five parameters
+        "min_distinct": Integer(3),  # an exponent needs three distinct values to be told from a curve's bend
+    }
+
     def __init__(
         self,
         delta: float = HUBER_DELTA,
@@ -79,18 +91,12 @@ class ChinchillaFit:
 
     # -- fitting ----------------------------------------------------------------------------------------------
     def _check_options(self) -> None:
-        if not (isinstance(self.delta, (int, float)) and self.delta > 0 and math.isfinite(self.delta)):
-            raise ConfigurationError(f"`delta` must be a finite number > 0, got {self.delta!r}")
-        if not (isinstance(self.exponent_max, (int, float)) and 0.5 <= self.exponent_max <= 10):
-            raise ConfigurationError(f"`exponent_max` must be in [0.5, 10], got {self.exponent_max!r}")
-        if not (isinstance(self.grid_step, (int, float)) and 0.001 <= self.grid_step <= 0.25):
-            raise ConfigurationError(f"`grid_step` must be in [0.001, 0.25], got {self.grid_step!r}")
-        if not (isinstance(self.n_starts, int) and self.n_starts >= 1):
-            raise ConfigurationError(f"`n_starts` must be an integer >= 1, got {self.n_starts!r}")
-        if not (isinstance(self.min_runs, int) and self.min_runs >= 5):
-            raise ConfigurationError(f"`min_runs` must be an integer >= 5, got {self.min_runs!r}")
-        if not (isinstance(self.min_distinct, int) and self.min_distinct >= 3):
-            raise ConfigurationError(f"`min_distinct` must be an integer >= 3, got {self.min_distinct!r}")
+        """Validate the options against `_parameter_constraints` (at `fit`, as scikit-learn does); text converted."""
+        options = validate(self._parameter_constraints, delta=self.delta, exponent_max=self.exponent_max,
+                           grid_step=self.grid_step, n_starts=self.n_starts, min_runs=self.min_runs,
+                           min_distinct=self.min_distinct)
+        for name, value in options.items():  # numbers are kept as given; only text is converted
+            setattr(self, name, value)
 
     def fit(self, N, D, loss, *, params_column: str = "params", labels=None) -> ChinchillaFit:
         """Fit the law to runs.
@@ -111,8 +117,7 @@ class ChinchillaFit:
                 proposes runs to add.
         """
         self._check_options()
-        if params_column not in PARAMS_COLUMNS:
-            raise ConfigurationError(f"`params_column` must be one of {PARAMS_COLUMNS}, got {params_column!r}")
+        Choice.of(ParamsColumn).check("params_column", params_column)
         N, D, L = validate_runs(N, D, loss, labels)
         check_enough_runs(N, D, self.min_runs, self.min_distinct)
         logN, logD, logL = np.log(N), np.log(D), np.log(L)

@@ -182,7 +182,8 @@ class SeparableLawFit:
                                      *(np.asarray(v, float) for v in extra.values()))
         flat = {k: a.reshape(-1) for k, a in zip(extra, arrays[2:])}
         shape = arrays[0].shape
-        return (self.coef_ @ self.basis(arrays[0].reshape(-1), arrays[1].reshape(-1), self.theta_, **flat)).reshape(shape)
+        basis = self.basis(arrays[0].reshape(-1), arrays[1].reshape(-1), self.theta_, **flat)
+        return (self.coef_ @ basis).reshape(shape)
 
     def compute_optimal(self, flops) -> Allocation:
         """The N minimising the law along C = 6ND, found numerically (golden section on log N)."""
@@ -340,7 +341,8 @@ class DataConstrainedFit(SeparableLawFit):
         alpha, beta, _ = theta
         U = np.full_like(D, np.inf) if unique_tokens is None else unique_tokens
         with np.errstate(over="ignore", invalid="ignore"):
-            return np.stack(np.broadcast_arrays(np.ones_like(N), N ** -alpha, self.effective_data(D, U, theta) ** -beta))
+            columns = (np.ones_like(N), N ** -alpha, self.effective_data(D, U, theta) ** -beta)
+            return np.stack(np.broadcast_arrays(*columns))
 
     def basis_jacobian(self, N, D, theta, unique_tokens=None):
         alpha, beta, log_r = theta

@@ -8,8 +8,11 @@
   place, the attention scale, and the coordinate check.
 """
 
-from lightning_scaling.nn.coord_check import CoordCheckResult, coord_check
-from lightning_scaling.nn.mup_optim import make_optimizer_mup, mup_param_groups
+from lightning_scaling.nn.coord_check import CoordCheckResult, coord_check, coord_check_from_config
+from lightning_scaling.nn.layers import embeddings, is_linear, linear_weights, readout_names
+from lightning_scaling.nn.masks import apply_masks, magnitude_masks, prunable_parameters, sparsity_of
+from lightning_scaling.nn.measure import StepFlops, count_nonzero, count_params, default_input, default_tokens
+from lightning_scaling.nn.mup_optim import make_optimizer_mup, mup_param_groups, optimizer_kind
 from lightning_scaling.nn.mup_shapes import (
     attach,
     attention_scale,
@@ -21,13 +24,28 @@ from lightning_scaling.nn.mup_shapes import (
 
 __all__ = [
     "CoordCheckResult",
+    "StepFlops",
+    "apply_masks",
     "attach",
     "attention_scale",
     "base_shapes_from_hparams",
     "convert_to_mureadout",
     "coord_check",
+    "coord_check_from_config",
+    "count_nonzero",
+    "count_params",
+    "default_input",
+    "default_tokens",
+    "embeddings",
     "find_readout",
+    "is_linear",
+    "linear_weights",
+    "magnitude_masks",
     "make_optimizer_mup",
     "mup_param_groups",
+    "optimizer_kind",
+    "prunable_parameters",
+    "readout_names",
     "reattach",
+    "sparsity_of",
 ]

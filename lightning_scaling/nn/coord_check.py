@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 import torch
@@ -23,8 +24,14 @@ from torch import nn
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.nn.mup_optim import make_optimizer_mup
 from lightning_scaling.nn.mup_shapes import attach, rescale_fixed_init, serialize
+from lightning_scaling.options import Choice, HiddenInit, Integer, Parametrization, validate
 
-PARAMETRIZATIONS = ("mup", "sp")
+PARAMETRIZATIONS = get_args(Parametrization)
+COORD_CHECK_CONSTRAINTS = {
+    "parametrization": Choice.of(Parametrization),
+    "hidden_init": Choice.of(HiddenInit),
+    "steps": Integer(1),
+}
 
 
 @dataclass
@@ -135,7 +142,7 @@ def _train_and_record(model, batches, steps, lr, loss_fn, mup_optimizer) -> tupl
     return records, losses
 
 
-def coord_check(
+def coord_check(  # noqa: PLR0913  # the keyword arguments are the `coord-check` config's keys
     make_model: Callable[[int], nn.Module],
     widths: Sequence[int],
     batches: Sequence,
@@ -163,15 +170,11 @@ def coord_check(
             width-independent std, rescaled by 1/sqrt(width_mult) under muP).
         loss_fn: `loss_fn(model, batch) -> loss` (default: next-token cross-entropy).
     """
-    if parametrization not in PARAMETRIZATIONS:
-        raise ConfigurationError(f"`parametrization` must be one of {PARAMETRIZATIONS}, got {parametrization!r}")
-    if hidden_init not in ("fan_in", "fixed"):
-        raise ConfigurationError(f"`hidden_init` must be one of ('fan_in', 'fixed'), got {hidden_init!r}")
+    steps = validate(COORD_CHECK_CONSTRAINTS, parametrization=parametrization, hidden_init=hidden_init,
+                     steps=steps)["steps"]
     widths = sorted(int(w) for w in widths)
     if len(set(widths)) < 3:
         raise ConfigurationError(f"`widths` needs at least 3 distinct widths to measure a slope, got {widths}")
-    if not (isinstance(steps, int) and steps >= 1):
-        raise ConfigurationError(f"`steps` must be an integer >= 1, got {steps!r}")
     loss_fn = loss_fn or default_loss
     shapes = None
     if parametrization == "mup":
@@ -200,7 +203,8 @@ def coord_check(
     sizes = []
     for t in range(steps):
         sizes.append({
-            layer: np.array([np.mean([per_seed[s][i][t][layer] for s in range(len(seeds))]) for i in range(len(widths))])
+            layer: np.array([np.mean([per_seed[s][i][t][layer] for s in range(len(seeds))])
+                             for i in range(len(widths))])
             for layer in layers
         })
     return CoordCheckResult(widths=widths, sizes=sizes, parametrization=parametrization, losses=losses)

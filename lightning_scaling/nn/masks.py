@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
+from typing import get_args
 
 import torch
 from torch import nn
@@ -26,8 +27,9 @@ from torch import nn
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.nn.layers import embedding_parameter_ids, linear_weights, module_kinds, readout_names
 from lightning_scaling.nn.measure import local_tensor
+from lightning_scaling.options import Choice, PruningScope
 
-SCOPES = ("layer", "global")
+SCOPES = get_args(PruningScope)
 
 
 def _matches(name: str, patterns: Iterable[str] | None) -> bool:
@@ -115,8 +117,7 @@ def magnitude_masks(params: dict[str, torch.Tensor], sparsity: float, scope: str
         scope: "layer" prunes that fraction of every tensor; "global" ranks all entries together.
         previous: masks so far; entries they pruned rank first, so a mask never revives a pruned weight.
     """
-    if scope not in SCOPES:
-        raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}")
+    Choice.of(PruningScope).check("scope", scope)
 
     def magnitude(name, p):
         m = _full(p.detach()).abs().float()

@@ -21,6 +21,7 @@ on a B T + b B T^2 (linear layers and attention), so a run with many sequence le
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import get_args
 
 import numpy as np
 import torch
@@ -28,8 +29,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from lightning_scaling.nn.layers import embedding_parameter_ids
+from lightning_scaling.options import Choice, ParamsBasis
 
-PARAMS_BASES = ("non_embedding", "total")
+PARAMS_BASES = get_args(ParamsBasis)
 DATA_UNITS = ("tokens", "samples")
 MASK_KEY = "attention_mask"
 
@@ -97,8 +99,7 @@ def count_params(module: nn.Module) -> dict[str, int]:
 
 def basis_parameters(module: nn.Module, basis: str = "non_embedding") -> list[torch.Tensor]:
     """The parameters N counts: all, or all but the embedding tables (Kaplan et al. 2020, Sec. 2.1)."""
-    if basis not in PARAMS_BASES:
-        raise ValueError(f"`params_basis` must be one of {PARAMS_BASES}, got {basis!r}")
+    Choice.of(ParamsBasis).check("params_basis", basis)
     emb = embedding_parameter_ids(module) if basis == "non_embedding" else set()
     return [p for p in module.parameters() if id(p) not in emb]
 

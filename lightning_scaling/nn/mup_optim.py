@@ -20,20 +20,21 @@ group, and the schedulers inside `SequentialLR` and `ChainedScheduler` are remap
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.options import Choice, OptimizerKind
 
 ADAM_LIKE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad", "SparseAdam")
 SGD_LIKE = ("SGD", "ASGD")
-KINDS = ("adam", "sgd")
+KINDS = get_args(OptimizerKind)
 
 
 def optimizer_kind(optimizer: torch.optim.Optimizer, kind: str | None = None) -> str:
     if kind is not None:
-        if kind not in KINDS:
-            raise ConfigurationError(f"`optimizer_kind` must be one of {KINDS} or None, got {kind!r}")
-        return kind
+        return Choice.of(OptimizerKind).check("optimizer_kind", kind)
     names = {c.__name__ for c in type(optimizer).__mro__}
     if names & set(ADAM_LIKE):
         return "adam"
@@ -62,6 +63,28 @@ def _scale_group(group: dict, lr_factor: float, wd_factor: float) -> dict:
     return out
 
 
+def _bucket(buckets: dict[tuple, tuple[dict, float]], group: dict, key: tuple, lr_factor: float,
+            wd_factor: float) -> list:
+    """The parameter list of `group`'s bucket `key`, made on first use (a dict keeps the order buckets appear in)."""
+    if key not in buckets:
+        buckets[key] = (_scale_group(group, lr_factor, wd_factor), lr_factor)
+    return buckets[key][0]["params"]
+
+
+def _bucket_key(s, kind: str) -> tuple[tuple, float, float]:
+    """(bucket key, learning-rate factor, weight-decay factor) of a parameter with infshape `s` under `kind`."""
+    ninf = s.ninf()
+    if ninf == 2:
+        mult = s.width_mult() if kind == "adam" else s.fanin_fanout_mult_ratio()
+        return ("matrix", mult), 1.0 / mult, mult
+    if kind == "adam":
+        return ("vector",), 1.0, 1.0
+    if ninf == 1:
+        wm = s.width_mult()
+        return ("vector", wm), wm, 1.0 / wm
+    return ("fixed",), 1.0, 1.0
+
+
 def mup_param_groups(param_groups: list[dict], kind: str) -> tuple[list[dict], list[int], list[float]]:
     """The muP split of `param_groups`, and for each new group the index of the group it came from and its learning
     rate relative to that group.
@@ -73,17 +96,7 @@ def mup_param_groups(param_groups: list[dict], kind: str) -> tuple[list[dict], l
     sources: list[int] = []
     factors: list[float] = []
     for index, group in enumerate(param_groups):
-        buckets: dict[tuple, dict] = {}
-        order: list[tuple] = []
-        bucket_factor: dict[tuple, float] = {}
-
-        def bucket(key, lr_factor, wd_factor):
-            if key not in buckets:
-                buckets[key] = _scale_group(group, lr_factor, wd_factor)
-                bucket_factor[key] = lr_factor
-                order.append(key)
-            return buckets[key]
-
+        buckets: dict[tuple, tuple[dict, float]] = {}
         for p in group["params"]:
             s = getattr(p, "infshape", None)
             if s is None:
@@ -95,25 +108,11 @@ def mup_param_groups(param_groups: list[dict], kind: str) -> tuple[list[dict], l
             if ninf > 2:
                 raise ConfigurationError(f"muP handles at most 2 width dimensions; a parameter of shape "
                                          f"{tuple(p.shape)} has {ninf}")
-            if kind == "adam":
-                if ninf == 2:
-                    wm = s.width_mult()
-                    bucket(("matrix", wm), 1.0 / wm, wm)["params"].append(p)
-                else:
-                    bucket(("vector",), 1.0, 1.0)["params"].append(p)
-            else:
-                if ninf == 2:
-                    ratio = s.fanin_fanout_mult_ratio()
-                    bucket(("matrix", ratio), 1.0 / ratio, ratio)["params"].append(p)
-                elif ninf == 1:
-                    wm = s.width_mult()
-                    bucket(("vector", wm), wm, 1.0 / wm)["params"].append(p)
-                else:
-                    bucket(("fixed",), 1.0, 1.0)["params"].append(p)
-        for key in order:
-            new_groups.append(buckets[key])
+            _bucket(buckets, group, *_bucket_key(s, kind)).append(p)
+        for new_group, factor in buckets.values():
+            new_groups.append(new_group)
             sources.append(index)
-            factors.append(bucket_factor[key])
+            factors.append(factor)
     return new_groups, sources, factors
 
 

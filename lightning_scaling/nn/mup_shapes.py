@@ -27,6 +27,7 @@ from torch import nn
 
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.nn.layers import is_linear, readout_names, tied_embedding
+from lightning_scaling.options import Choice, Parametrization
 
 SHAPES_ATTR = "_lightning_scaling_base_shapes"  # module attribute: {param name: base shape list}
 #: Attribute names under which attention modules keep their head width and their logit scale.
@@ -210,7 +211,7 @@ def attach(module: nn.Module, shapes: Mapping[str, list], rescale_params: bool) 
     mup.set_base_shapes(module, base, rescale_params=rescale_params, do_assert=False)
     module.__dict__[SHAPES_ATTR] = dict(shapes)
     canonical = {id(p): n for n, p in module.named_parameters()}  # a tied weight is named after its embedding
-    for name, mod in module.named_modules():
+    for mod in module.modules():
         if isinstance(mod, mup.MuReadout):
             mod.__dict__[SHAPES_ATTR] = {k: shapes[canonical[id(p)]] for k, p in mod.named_parameters(recurse=False)}
             if not getattr(mod, "_lightning_scaling_hooked", False):
@@ -277,11 +278,9 @@ def attention_scale(d_head: int, parametrization: str = "mup") -> float:
         >>> attention_scale(64), attention_scale(64, "sp")
         (0.015625, 0.125)
     """
-    if parametrization == "mup":
+    if Choice.of(Parametrization).check("parametrization", parametrization) == "mup":
         return 1.0 / d_head
-    if parametrization == "sp":
-        return 1.0 / math.sqrt(d_head)
-    raise ConfigurationError(f"`parametrization` must be one of ('mup', 'sp'), got {parametrization!r}")
+    return 1.0 / math.sqrt(d_head)
 
 
 def attention_scale_problems(module: nn.Module) -> list[str]:

@@ -6,7 +6,8 @@ built-in plugin.
 - `builtin`: what the package does out of the box, registered through the same hooks third parties use.
 """
 
-from lightning_scaling.plugins.hookspecs import hookimpl, hookspec
+from lightning_scaling.plugins.builtin import DEFAULT_VOCAB_SIZE, GPT_KEYS, gpt_non_embedding_params, gpt_shape_for
+from lightning_scaling.plugins.hookspecs import PROJECT_NAME, hookimpl, hookspec
 from lightning_scaling.plugins.manager import (
     BUILTIN_NAME,
     DISABLE_AUTOLOAD_ENV,
@@ -23,11 +24,16 @@ from lightning_scaling.plugins.manager import (
 
 __all__ = [
     "BUILTIN_NAME",
+    "DEFAULT_VOCAB_SIZE",
     "DISABLE_AUTOLOAD_ENV",
     "ENTRY_POINT_GROUP",
+    "GPT_KEYS",
+    "PROJECT_NAME",
     "PluginWarning",
     "check_plugins",
     "estimate_flops",
+    "gpt_non_embedding_params",
+    "gpt_shape_for",
     "hookimpl",
     "hookspec",
     "law_forms",

@@ -36,6 +36,7 @@ from numbers import Integral, Real
 
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.law.fit import ChinchillaFit
+from lightning_scaling.options import Integer, Interval, Positive, validate
 from lightning_scaling.plugins.hookspecs import hookimpl
 
 #: The hyperparameters that mark a GPT-like model; without all of them `propose_architecture` returns None.
@@ -58,9 +59,16 @@ def gpt_non_embedding_params(d_model: int, n_layer: int, vocab_size: int = DEFAU
     return n_layer * (12 * d * d + 13 * d) + 2 * d + vocab_size * d
 
 
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"`{name}` must be an integer >= 1, got {value!r}")
+#: The arguments of `gpt_shape_for` and their allowed values.
+SHAPE_CONSTRAINTS = {
+    "params": Positive(text="a finite number > 0"),
+    "d_head": Integer(1),
+    "aspect": Positive(text="a finite number > 0"),
+    "vocab_size": Integer(1),
+    "max_layers": Integer(1),
+    "rtol": Interval(0, 1, closed="left"),
+    "aspect_band": Interval(1, None, text="a finite number >= 1"),
+}
 
 
 def gpt_shape_for(
@@ -98,19 +106,11 @@ def gpt_shape_for(
     >>> gpt_shape_for(1e6, d_head=32, aspect=32.0)
     {'d_model': 128, 'n_layer': 5, 'n_head': 4, 'params': 1024384}
     """
-    if isinstance(params, bool) or not isinstance(params, Real) or not (params > 0 and math.isfinite(params)):
-        raise ConfigurationError(f"`params` must be a finite number > 0, got {params!r}")
-    _check_positive_int("d_head", d_head)
-    if isinstance(aspect, bool) or not isinstance(aspect, Real) or not (aspect > 0 and math.isfinite(aspect)):
-        raise ConfigurationError(f"`aspect` must be a finite number > 0, got {aspect!r}")
-    _check_positive_int("vocab_size", vocab_size)
-    _check_positive_int("max_layers", max_layers)
-    if isinstance(rtol, bool) or not isinstance(rtol, Real) or not 0 <= rtol < 1:
-        raise ConfigurationError(f"`rtol` must be in [0, 1), got {rtol!r}")
-    if isinstance(aspect_band, bool) or not isinstance(aspect_band, Real) or not 1 <= aspect_band < math.inf:
-        raise ConfigurationError(f"`aspect_band` must be a finite number >= 1, got {aspect_band!r}")
-
-    N = float(params)
+    v = validate(SHAPE_CONSTRAINTS, params=params, d_head=d_head, aspect=aspect, vocab_size=vocab_size,
+                 max_layers=max_layers, rtol=rtol, aspect_band=aspect_band)
+    d_head, aspect, vocab_size, max_layers = v["d_head"], v["aspect"], v["vocab_size"], v["max_layers"]
+    rtol, aspect_band = v["rtol"], v["aspect_band"]
+    N = float(v["params"])
     candidates = []  # (relative error, log-aspect distance, n_layer, d_model, count)
     for L in range(1, max_layers + 1):
         a, b = 12 * L, 13 * L + 2 + vocab_size  # N(d, L) = a d^2 + b d

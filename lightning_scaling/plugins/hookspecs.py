@@ -97,9 +97,9 @@ def on_recommendation(recommendation: dict) -> None:
     a job queue).
 
     Args:
-        recommendation: the dict of `lightning_scaling.planner.next_run.plan_next_run`: the fitted law (``E``, ``A``, ``B``,
-            ``alpha``, ``beta``, ...), the compute-optimal ``params``, ``tokens``, ``flops`` and ``loss``, and a
-            one-line ``sentence``. Each plugin gets its own shallow copy.
+        recommendation: the dict of `lightning_scaling.planner.next_run.plan_next_run`: the fitted law (``E``,
+            ``A``, ``B``, ``alpha``, ``beta``, ...), the compute-optimal ``params``, ``tokens``, ``flops`` and
+            ``loss``, and a one-line ``sentence``. Each plugin gets its own shallow copy.
 
     Returns:
         Nothing; the return value is ignored. An exception is turned into a warning naming the plugin, so one broken

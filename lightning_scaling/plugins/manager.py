@@ -17,8 +17,10 @@ The helpers below are what callbacks and the closing hook call:
 - `notify_recommendation(recommendation)`: every plugin's `on_recommendation`, each in its own ``try``; an exception
   becomes a `PluginWarning` naming the plugin, so one broken sink neither silences the others nor crashes training.
 
-The last two call each hook implementation in turn, in pluggy's order (last registered first), to know which plugin
-did what; new-style and old-style hook wrappers are not called for them.
+Every hook is called through pluggy (``pm.hook.<name>(...)``). pluggy calls all implementations of a hook in one
+chain, where the first exception stops the rest and every implementation gets the same arguments; the last two helpers
+need to know which plugin did what and to give each its own arguments, so they call the hook through pluggy once per
+implementing plugin (``pm.subset_hook_caller``, the others left out), in pluggy's order (last registered first).
 
 This module imports only pluggy, the standard library and the numpy-only core, so it works without torch, Lightning
 or MLflow.
@@ -38,6 +40,7 @@ from typing import Any
 import pluggy
 
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.options import Positive
 from lightning_scaling.plugins import hookspecs
 from lightning_scaling.plugins.hookspecs import PROJECT_NAME
 
@@ -133,13 +136,24 @@ def reset_plugin_manager() -> None:
         _manager = None
 
 
-def _implementations(hook_name: str) -> Iterator[tuple[str, Callable[..., Any], tuple[str, ...]]]:
-    """(plugin name, function, argument names) of each plain implementation of a hook, in pluggy's call order."""
-    hook = getattr(plugin_manager().hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):
-        if impl.hookwrapper or impl.wrapper:
-            continue
-        yield impl.plugin_name, impl.function, impl.argnames
+def _implementing_plugins(pm: pluggy.PluginManager, hook_name: str) -> list[object]:
+    """The plugins with a plain (not wrapper) implementation of a hook, in pluggy's call order."""
+    impls = reversed(getattr(pm.hook, hook_name).get_hookimpls())
+    return [impl.plugin for impl in impls if not (impl.hookwrapper or impl.wrapper)]
+
+
+def _implementations(hook_name: str) -> list[str]:
+    """The names of the plugins implementing a hook, in pluggy's call order (for error messages)."""
+    pm = plugin_manager()
+    return [pm.get_name(plugin) for plugin in _implementing_plugins(pm, hook_name)]
+
+
+def _each_plugin(hook_name: str) -> Iterator[tuple[str, Callable[..., list]]]:
+    """(plugin name, the hook called through pluggy with that plugin alone) for each plugin implementing a hook."""
+    pm = plugin_manager()
+    for plugin in _implementing_plugins(pm, hook_name):
+        others = [other for other in pm.get_plugins() if other is not plugin]
+        yield pm.get_name(plugin), pm.subset_hook_caller(hook_name, remove_plugins=others)
 
 
 # -- the calls ----------------------------------------------------------------------------------------------------
@@ -161,15 +175,14 @@ def propose_architecture(params: float, hparams: Mapping[str, Any]) -> dict | No
     >>> propose_architecture(1e6, {"lr": 1e-3}) is None  # not a GPT: the built-in plugin does not answer
     True
     """
-    if isinstance(params, bool) or not isinstance(params, Real) or not (params > 0 and math.isfinite(params)):
-        raise ConfigurationError(f"`params` must be a finite number > 0, got {params!r}")
+    Positive(text="a finite number > 0").check("params", params)
     if not isinstance(hparams, Mapping):
         raise ConfigurationError(f"`hparams` must be a mapping of hyperparameters, got {type(hparams).__name__}")
     answer = plugin_manager().hook.propose_architecture(params=params, hparams=dict(hparams))
     if answer is not None and not isinstance(answer, Mapping):
         raise ConfigurationError(
             f"a `propose_architecture` hook must return a dict or None, got {type(answer).__name__}; implementations: "
-            f"{[name for name, _, _ in _implementations('propose_architecture')]}"
+            f"{_implementations('propose_architecture')}"
         )
     return None if answer is None else dict(answer)
 
@@ -186,7 +199,7 @@ def estimate_flops(module: Any, batch: Any) -> int | None:
     if isinstance(answer, bool) or not isinstance(answer, Real) or not (answer >= 0 and math.isfinite(answer)):
         raise ConfigurationError(
             f"an `estimate_flops` hook must return a finite number >= 0 or None, got {answer!r}; implementations: "
-            f"{[name for name, _, _ in _implementations('estimate_flops')]}"
+            f"{_implementations('estimate_flops')}"
         )
     return int(round(answer))
 
@@ -203,7 +216,7 @@ def law_forms() -> dict[str, Callable[[], Any]]:
     """
     forms: dict[str, Callable[[], Any]] = {}
     owners: dict[str, str] = {}
-    for plugin_name, function, argnames in _implementations("register_law_forms"):
+    for plugin_name, hook in _each_plugin("register_law_forms"):
 
         def register(name: str, factory: Callable[[], Any], _plugin: str = plugin_name) -> None:
             if not isinstance(name, str) or not name:
@@ -221,8 +234,7 @@ def law_forms() -> dict[str, Callable[[], Any]]:
                 )
             forms[name], owners[name] = factory, _plugin
 
-        arguments = {"register": register}
-        function(*(arguments[arg] for arg in argnames))
+        hook(register=register)
     return forms
 
 
@@ -231,10 +243,9 @@ def notify_recommendation(recommendation: Mapping[str, Any]) -> None:
 
     A plugin that raises is reported with a `PluginWarning` naming it, and the remaining plugins are still called.
     """
-    for plugin_name, function, argnames in _implementations("on_recommendation"):
-        arguments = {"recommendation": dict(recommendation)}
+    for plugin_name, hook in _each_plugin("on_recommendation"):
         try:
-            function(*(arguments[arg] for arg in argnames))
+            hook(recommendation=dict(recommendation))
         except Exception as exc:  # a broken sink must not stop the others or the run
             warnings.warn(
                 f"plugin {plugin_name!r} failed in `on_recommendation` and was skipped: {type(exc).__name__}: {exc}",

@@ -75,7 +75,7 @@ def read_curves_csv(path) -> tuple[list[dict], list[dict]]:
     for r in rows:
         groups.setdefault((r[1], r[2]), []).append(r)
     curves = []
-    for (run, curve), rs in groups.items():
+    for (run, _curve), rs in groups.items():
         for a, b in zip(rs, rs[1:]):
             if b[3] <= a[3]:
                 raise ScalingDataError(f"line {b[0]}: column `step` is {b[3]:g}, not after the previous row of run "

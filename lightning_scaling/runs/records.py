@@ -10,6 +10,7 @@ left out; nothing is dropped silently.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 
 from lightning_scaling.runs.schema import FLOPS, PARAMS_AVG, TOKENS
@@ -84,67 +85,68 @@ def select_runs(records: list[RunRecord], current_run_id: str | None = None,
     hook is running now; a RUNNING run with no new metric for `stale_after` seconds is called stale: a killed
     process, which comes back when it is resumed under the same run id); runs without the schema tag; runs missing
     N, D, C or the loss; NaN, infinite or non-positive values; implausible ones (a magnitude outside
-    `validation.PLAUSIBLE`, or measured FLOPs outside `FLOPS_RATIO` x 6ND); diverged runs; and runs superseded by a run resumed
-    from them (the resumed run carries the whole history: its counters continue from the checkpoint).
+    `validation.PLAUSIBLE`, or measured FLOPs outside `FLOPS_RATIO` x 6ND); diverged runs; and runs superseded by a
+    run resumed from them (the resumed run carries the whole history: its counters continue from the checkpoint).
 
     Args:
         now: the time in seconds since the epoch (default: the clock), for the staleness of RUNNING runs.
     """
-    import time
-
     now = time.time() if now is None else now
     used: list[RunRecord] = []
     excluded: list[tuple[RunRecord, str]] = []
     superseded_by = {r.resumed_from: r.run_id for r in records if r.resumed_from}
     for r in records:
-        if r.is_summary:
-            excluded.append((r, "summary run written by ScalingLawAdvisor (not a training run)"))
-            continue
-        current = r.run_id == current_run_id
-        if r.status == "RUNNING" and not (current or r.complete):
-            idle = now - (r.last_activity or r.start_time or 0) / 1000.0
-            if idle > stale_after:
-                excluded.append((r, f"stale: RUNNING with no new metric for {idle:.0f} s (more than {stale_after:g} "
-                                    "s): a killed process? resume it under the same run id to bring it back"))
-            else:
-                excluded.append((r, "status RUNNING: still training"))
-            continue
-        if r.status not in USABLE_STATUSES and r.status != "RUNNING":
-            excluded.append((r, f"status {r.status}: only finished runs are fitted"))
-            continue
-        if r.schema is None:
-            excluded.append((r, "no `lightning_scaling.schema` tag: not logged with ScalingTracker"))
-            continue
-        if r.run_id in superseded_by:
-            excluded.append((r, f"superseded by run {superseded_by[r.run_id]}, resumed from its checkpoint"))
-            continue
-        if r.stopped_early:
-            excluded.append((r, f"stopped early: {r.stopped_early} (its last loss is not the loss of its budget; "
-                                "its curve still informs forecasts)"))
-            continue
-        required = ((PARAMS_AVG, r.params), (TOKENS, r.tokens), (FLOPS, r.flops), (loss_key, r.loss))
-        missing = [name for name, value in required if value is None]
-        if missing:
-            excluded.append((r, f"missing metric(s) {missing}"))
-            continue
-        bad = [(name, value) for name, value in required if not _finite_positive(value)]
-        if bad:
-            listing = ", ".join(f"{name} ({value})" for name, value in bad)
-            excluded.append((r, f"NaN, infinite or non-positive {listing}"))
-            continue
-        absurd = [implausible(name, [value]) for name, value in (("params", r.params), ("tokens", r.tokens),
-                                                                   ("flops", r.flops))]
-        absurd = [problem[1] for problem in absurd if problem is not None]
-        ratio = r.flops / (FLOPS_PER_PARAM_TOKEN * r.params * r.tokens)
-        if not absurd and not (FLOPS_RATIO[0] <= ratio <= FLOPS_RATIO[1]):
-            absurd.append(f"measured {FLOPS} {r.flops:.3g} is {ratio:.3g}x 6ND (N {r.params:.3g}, D {r.tokens:.3g}); a "
-                          f"training run spends {FLOPS_RATIO[0]:g} to {FLOPS_RATIO[1]:g}x: N, D or C is wrong")
-        if absurd:
-            excluded.append((r, "implausible: " + "; ".join(absurd)))
-            continue
-        if r.best_loss is not None and math.isfinite(r.best_loss) and r.loss > divergence_ratio * r.best_loss:
-            excluded.append((r, f"diverged: final {loss_key} {r.loss:.4g} is more than {divergence_ratio}x its best "
-                                f"{r.best_loss:.4g}"))
-            continue
-        used.append(r)
+        why = (_state_reason(r, r.run_id == current_run_id, superseded_by, stale_after, now)
+               or _values_reason(r, loss_key, divergence_ratio))
+        if why:
+            excluded.append((r, why))
+        else:
+            used.append(r)
     return Selection(used=used, excluded=excluded)
+
+
+def _state_reason(r: RunRecord, current: bool, superseded_by: dict, stale_after: float, now: float) -> str | None:
+    """Why a run is left out for what it is (a summary, unfinished, untagged, superseded, stopped), or None."""
+    if r.is_summary:
+        return "summary run written by ScalingLawAdvisor (not a training run)"
+    if r.status == "RUNNING" and not (current or r.complete):
+        idle = now - (r.last_activity or r.start_time or 0) / 1000.0
+        if idle > stale_after:
+            return (f"stale: RUNNING with no new metric for {idle:.0f} s (more than {stale_after:g} "
+                    "s): a killed process? resume it under the same run id to bring it back")
+        return "status RUNNING: still training"
+    if r.status not in USABLE_STATUSES and r.status != "RUNNING":
+        return f"status {r.status}: only finished runs are fitted"
+    if r.schema is None:
+        return "no `lightning_scaling.schema` tag: not logged with ScalingTracker"
+    if r.run_id in superseded_by:
+        return f"superseded by run {superseded_by[r.run_id]}, resumed from its checkpoint"
+    if r.stopped_early:
+        return (f"stopped early: {r.stopped_early} (its last loss is not the loss of its budget; "
+                "its curve still informs forecasts)")
+    return None
+
+
+def _values_reason(r: RunRecord, loss_key: str, divergence_ratio: float) -> str | None:
+    """Why a run is left out for its values (missing, not finite, implausible, diverged), or None."""
+    required = ((PARAMS_AVG, r.params), (TOKENS, r.tokens), (FLOPS, r.flops), (loss_key, r.loss))
+    missing = [name for name, value in required if value is None]
+    if missing:
+        return f"missing metric(s) {missing}"
+    bad = [(name, value) for name, value in required if not _finite_positive(value)]
+    if bad:
+        listing = ", ".join(f"{name} ({value})" for name, value in bad)
+        return f"NaN, infinite or non-positive {listing}"
+    absurd = [implausible(name, [value]) for name, value in (("params", r.params), ("tokens", r.tokens),
+                                                               ("flops", r.flops))]
+    absurd = [problem[1] for problem in absurd if problem is not None]
+    ratio = r.flops / (FLOPS_PER_PARAM_TOKEN * r.params * r.tokens)
+    if not absurd and not (FLOPS_RATIO[0] <= ratio <= FLOPS_RATIO[1]):
+        absurd.append(f"measured {FLOPS} {r.flops:.3g} is {ratio:.3g}x 6ND (N {r.params:.3g}, D {r.tokens:.3g}); a "
+                      f"training run spends {FLOPS_RATIO[0]:g} to {FLOPS_RATIO[1]:g}x: N, D or C is wrong")
+    if absurd:
+        return "implausible: " + "; ".join(absurd)
+    if r.best_loss is not None and math.isfinite(r.best_loss) and r.loss > divergence_ratio * r.best_loss:
+        return (f"diverged: final {loss_key} {r.loss:.4g} is more than {divergence_ratio}x its best "
+                f"{r.best_loss:.4g}")
+    return None

@@ -28,8 +28,9 @@ MIN_SECRET_LENGTH = 3  # shorter values would blank ordinary words
 MASK = "***"
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^/@\s:?#]*):(?P<password>[^/@\s?#]*)@")
-_QUERY = re.compile(r"(?P<key>(?:password|passwd|pwd|token|secret|api_key|apikey|access_key|sig)=)(?P<value>[^&\s'\"]+)",
-                    re.IGNORECASE)
+_QUERY = re.compile(
+    r"(?P<key>(?:password|passwd|pwd|token|secret|api_key|apikey|access_key|sig)=)(?P<value>[^&\s'\"]+)", re.IGNORECASE
+)
 
 
 URL_PRINTING_VARIABLE = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,18 +46,8 @@ class RunTable:
         return len(self.N)
 
 
-def read_runs_csv(path) -> RunTable:
-    """Read runs from a CSV with columns params, tokens, loss and optionally flops, params_avg, run_id, unique_tokens,
-    lr (the peak learning rate; may be empty).
-
-    Parameters and tokens are counts (not millions): values outside `validation.PLAUSIBLE` are refused.
-
-    Raises:
-        ScalingDataError: unknown or missing columns (the message lists what was found and what is expected),
-            a value that is not a number (the line is named), or an invalid value (see `validate_runs`).
-    """
-    import csv
-
+def _read_rows(path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header's columns and the rows (text, stripped) of a runs CSV; unknown or missing columns refused."""
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         found = [c.strip() for c in (reader.fieldnames or [])]
@@ -74,6 +66,11 @@ def read_runs_csv(path) -> RunTable:
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     if not rows:
         raise InsufficientRunsError(f"{path}: no runs (the file has a header but no rows)", suggest_runs([], [], 5))
+    return found, rows
+
+
+def _numbers(path, found: list[str], rows: list[dict[str, str]]) -> tuple[list[str], list[str], dict]:
+    """Each run's label ("line 4 (run_id=abc)") and run id, and each numeric column's values (NaN for no `lr`)."""
     labels, run_ids = [], []
     columns: dict[str, list[float]] = {c: [] for c in ("params", "tokens", "loss", "flops", "params_avg",
                                                        "unique_tokens", "lr")}
@@ -94,25 +91,43 @@ def read_runs_csv(path) -> RunTable:
                 columns[column].append(float(text))
             except ValueError:
                 raise ScalingDataError(f"{path}: {label}: `{column}` is not a number: {text!r}") from None
+    return labels, run_ids, columns
+
+
+def _peak_lrs(path, values: list[float], labels: list[str], rows: list[dict[str, str]]) -> np.ndarray:
+    """The runs' peak learning rates: each a number > 0, or NaN where not given."""
+    lr = np.array(values, float)
+    bad = [i for i, v in enumerate(lr) if not (np.isnan(v) or (np.isfinite(v) and v > 0))]
+    if bad:
+        raise ScalingDataError(f"{path}: {labels[bad[0]]}: `lr` must be a positive number or empty, got "
+                               f"{rows[bad[0]].get('lr')!r}")
+    return lr
+
+
+def read_runs_csv(path) -> RunTable:
+    """Read runs from a CSV with columns params, tokens, loss and optionally flops, params_avg, run_id, unique_tokens,
+    lr (the peak learning rate; may be empty).
+
+    Parameters and tokens are counts (not millions): values outside `validation.PLAUSIBLE` are refused.
+
+    Raises:
+        ScalingDataError: unknown or missing columns (the message lists what was found and what is expected),
+            a value that is not a number (the line is named), or an invalid value (see `validate_runs`).
+    """
+    found, rows = _read_rows(path)
+    labels, run_ids, columns = _numbers(path, found, rows)
     N, D, L = validate_runs(columns["params"], columns["tokens"], columns["loss"], labels)
-    flops = None
-    if "flops" in found:
-        flops = validate_runs(columns["flops"], D, L, labels, names=("flops", "tokens", "loss"))[0]
-    params_column = "params"
-    dense = N
-    if "params_avg" in found:
-        N = validate_runs(columns["params_avg"], D, L, labels, names=("params_avg", "tokens", "loss"))[0]
-        params_column = "params_avg"
-    unique = None
-    if "unique_tokens" in found:
-        unique = validate_runs(columns["unique_tokens"], D, L, labels, names=("unique_tokens", "tokens", "loss"))[0]
-    lr = None
-    if "lr" in found:
-        lr = np.array(columns["lr"], float)
-        bad = [i for i, v in enumerate(lr) if not (np.isnan(v) or (np.isfinite(v) and v > 0))]
-        if bad:
-            raise ScalingDataError(f"{path}: {labels[bad[0]]}: `lr` must be a positive number or empty, got "
-                                   f"{rows[bad[0]].get('lr')!r}")
+
+    def column(name: str) -> np.ndarray | None:
+        """A count column validated beside the tokens and the loss, or None when the file lacks it."""
+        return validate_runs(columns[name], D, L, labels, names=(name, "tokens", "loss"))[0] if name in found else None
+
+    flops, dense = column("flops"), N
+    params_column = "params_avg" if "params_avg" in found else "params"
+    if params_column == "params_avg":
+        N = column("params_avg")
+    unique = column("unique_tokens")
+    lr = _peak_lrs(path, columns["lr"], labels, rows) if "lr" in found else None
     counts = {"params": dense, "tokens": D, "params_avg": N if params_column == "params_avg" else None,
               "flops": flops, "unique_tokens": unique}
     check_plausible({k: v for k, v in counts.items() if v is not None}, labels)
@@ -129,15 +144,13 @@ def read_points_csv(path) -> tuple[np.ndarray, np.ndarray]:
         ScalingDataError: a missing column, no rows, or a value that is not a finite number > 0 (line and column
             named).
     """
-    import csv
-    import math
-
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         found = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in POINT_COLUMNS if c not in found]
         if missing:
-            raise ScalingDataError(f"{path}: missing column(s) {missing}; found {found}, expected {list(POINT_COLUMNS)}")
+            raise ScalingDataError(
+                f"{path}: missing column(s) {missing}; found {found}, expected {list(POINT_COLUMNS)}")
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     if not rows:
         raise ScalingDataError(f"{path}: no points (the file has a header but no rows)")

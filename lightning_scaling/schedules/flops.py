@@ -14,10 +14,14 @@ the work of QK^T and of the attention-weighted sum of values. Fused kernels, and
 from __future__ import annotations
 
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.options import Integer, validate
 
 FORWARD_FLOPS_PER_PARAM = 2  # a multiply and an add per weight per token (Kaplan et al. 2020, Table 1)
 TRAINING_MULTIPLIER = 3  # backward = 2 x forward (Kaplan et al. 2020, Sec. 2.1)
 FLOPS_PER_PARAM_TOKEN = TRAINING_MULTIPLIER * FORWARD_FLOPS_PER_PARAM  # C = 6 N D
+
+# A transformer's shape, as the attention term needs it.
+SHAPE_CONSTRAINTS = {name: Integer(above=0) for name in ("n_layer", "n_ctx", "d_model")}
 
 
 def training_compute(N, D):
@@ -31,9 +35,8 @@ def training_compute(N, D):
 
 def attention_forward_flops_per_token(n_layer: int, n_ctx: int, d_model: int, causal_discount: bool = False) -> float:
     """Forward FLOPs per token of the score and value products: 4 n_layer n_ctx d_model (2 with the discount)."""
-    for name, value in (("n_layer", n_layer), ("n_ctx", n_ctx), ("d_model", d_model)):
-        if not (isinstance(value, int) and value > 0):
-            raise ConfigurationError(f"`{name}` must be an integer > 0, got {value!r}")
+    shape = validate(SHAPE_CONSTRAINTS, n_layer=n_layer, n_ctx=n_ctx, d_model=d_model)
+    n_layer, n_ctx, d_model = shape["n_layer"], shape["n_ctx"], shape["d_model"]
     return (2 if causal_discount else 4) * n_layer * n_ctx * d_model
 
 

@@ -20,10 +20,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import get_args
 
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.options import Choice, DecayShape, Interval, Positive, validate
 
-DECAY_SHAPES = ("exponential", "linear", "1-sqrt")
+DECAY_SHAPES = get_args(DecayShape)
+# The Power schedule's arguments and their allowed values (the `PowerLR` callback declares the same).
+POWER_CONSTRAINTS = {
+    "a": Positive(),
+    "b": Interval(-1, 0, closed="left"),  # a decreasing power law, no steeper than 1/n
+    "lr_max": Interval(0, 10, closed="right"),  # above 10 is a typo, not a learning rate
+    "warmup_tokens": Interval(0, None),
+    "total_tokens": Positive(or_none=True),
+    "decay_fraction": Interval(0, 1),
+    "decay": Choice.of(DecayShape),
+}
 # The exponential decay falls by e^-EXP_DECAY_RATE over the decay phase before being shifted to end exactly at 0
 # (Shen et al. 2024 decay exponentially "to 0"; a pure exponential never reaches it).
 EXP_DECAY_RATE = 5.0
@@ -31,15 +43,15 @@ EXP_DECAY_RATE = 5.0
 
 def decay_factor(progress: float, shape: str = "exponential") -> float:
     """Multiplier in [0, 1] at `progress` in [0, 1] of the decay phase: 1 at its start, 0 at its end."""
+    shape = POWER_CONSTRAINTS["decay"].check("decay", shape)
     p = min(max(progress, 0.0), 1.0)
     if shape == "exponential":
         floor = math.exp(-EXP_DECAY_RATE)
         return (math.exp(-EXP_DECAY_RATE * p) - floor) / (1.0 - floor)
     if shape == "linear":
         return 1.0 - p
-    if shape == "1-sqrt":  # Hagele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Durations"
-        return 1.0 - math.sqrt(p)
-    raise ConfigurationError(f"`decay` must be one of {DECAY_SHAPES}, got {shape!r}")
+    # "1-sqrt": Hagele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Durations"
+    return 1.0 - math.sqrt(p)
 
 
 def power_lr(tokens: float, batch_size: float, a: float = 4.0, b: float = -0.51, lr_max: float = 0.02) -> float:
@@ -79,12 +91,13 @@ class PowerSchedule:
     decay: str = "exponential"
 
     def __post_init__(self):
-        validate_power_args(
+        values = validate_power_args(
             a=self.a, b=self.b, lr_max=self.lr_max, warmup_tokens=self.warmup_tokens,
             total_tokens=self.total_tokens, decay_fraction=self.decay_fraction, decay=self.decay,
         )
-        if not (self.batch_size > 0 and math.isfinite(self.batch_size)):
-            raise ConfigurationError(f"`batch_size` must be a number > 0, got {self.batch_size!r}")
+        values["batch_size"] = Positive().check("batch_size", self.batch_size)
+        for name, value in values.items():  # numbers given as text, converted
+            object.__setattr__(self, name, value)
 
     @property
     def decay_start(self) -> float | None:
@@ -103,7 +116,8 @@ class PowerSchedule:
         start = self.decay_start
         if start is not None and n >= start:
             # the decay starts from the value the schedule had reached at its start
-            base = power(start) if start >= self.warmup_tokens else power(self.warmup_tokens) * start / self.warmup_tokens
+            warmup = self.warmup_tokens
+            base = power(start) if start >= warmup else power(warmup) * start / warmup
             span = self.total_tokens - start
             return base * decay_factor((n - start) / span if span > 0 else 1.0, self.decay)
         if self.warmup_tokens > 0 and n < self.warmup_tokens:
@@ -114,25 +128,22 @@ class PowerSchedule:
         return asdict(self)
 
 
-def validate_power_args(*, a, b, lr_max, warmup_tokens, total_tokens, decay_fraction, decay) -> None:
-    """Raise `ConfigurationError` naming the argument for any value outside its range."""
-    if not (isinstance(a, (int, float)) and a > 0 and math.isfinite(a)):
-        raise ConfigurationError(f"`a` must be a number > 0, got {a!r}")
-    if not (isinstance(b, (int, float)) and -1.0 <= b < 0):
-        raise ConfigurationError(f"`b` must be in [-1, 0), got {b!r}")
-    if not (isinstance(lr_max, (int, float)) and 0 < lr_max <= 10):
-        raise ConfigurationError(f"`lr_max` must be in (0, 10], got {lr_max!r}")
-    if not (isinstance(warmup_tokens, (int, float)) and warmup_tokens >= 0 and math.isfinite(warmup_tokens)):
-        raise ConfigurationError(f"`warmup_tokens` must be a number >= 0, got {warmup_tokens!r}")
-    if total_tokens is not None:
-        if not (isinstance(total_tokens, (int, float)) and total_tokens > 0 and math.isfinite(total_tokens)):
-            raise ConfigurationError(f"`total_tokens` must be a number > 0 or None, got {total_tokens!r}")
-        if warmup_tokens > total_tokens * (1.0 - decay_fraction):
-            raise ConfigurationError(
-                f"`warmup_tokens` must end before the decay phase starts at {total_tokens * (1 - decay_fraction):.6g} "
-                f"tokens ((1 - decay_fraction) * total_tokens), got {warmup_tokens!r}"
-            )
-    if not (isinstance(decay_fraction, (int, float)) and 0 <= decay_fraction <= 1):
-        raise ConfigurationError(f"`decay_fraction` must be in [0, 1], got {decay_fraction!r}")
-    if decay not in DECAY_SHAPES:
-        raise ConfigurationError(f"`decay` must be one of {DECAY_SHAPES}, got {decay!r}")
+def validate_power_args(*, a, b, lr_max, warmup_tokens, total_tokens, decay_fraction, decay) -> dict:
+    """The arguments checked against `POWER_CONSTRAINTS` (text converted) and the decay phase after the warmup.
+
+    Raises:
+        ConfigurationError: a value outside its range (the message names the argument).
+    """
+    values = validate(POWER_CONSTRAINTS, a=a, b=b, lr_max=lr_max, warmup_tokens=warmup_tokens,
+                      total_tokens=total_tokens, decay_fraction=decay_fraction, decay=decay)
+    check_warmup_before_decay(values["warmup_tokens"], values["total_tokens"], values["decay_fraction"])
+    return values
+
+
+def check_warmup_before_decay(warmup_tokens: float, total_tokens: float | None, decay_fraction: float) -> None:
+    """Raise `ConfigurationError` when the warmup ends after the decay phase starts."""
+    if total_tokens is not None and warmup_tokens > total_tokens * (1.0 - decay_fraction):
+        raise ConfigurationError(
+            f"`warmup_tokens` must end before the decay phase starts at {total_tokens * (1 - decay_fraction):.6g} "
+            f"tokens ((1 - decay_fraction) * total_tokens), got {warmup_tokens!r}"
+        )

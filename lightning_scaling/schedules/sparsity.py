@@ -20,19 +20,34 @@ from __future__ import annotations
 import math
 
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.options import Interval, validate
 
 START_FRACTION = 0.25  # Jin et al. 2025, Sec. 4: start pruning at 25% of training compute
 END_FRACTION = 0.75  # Jin et al. 2025, Sec. 4: reach the final sparsity at 75%
 
 
-def validate_pruning_args(*, final_sparsity, start_fraction, end_fraction) -> None:
-    """Raise `ConfigurationError` naming the argument for any value outside its range."""
-    if not (isinstance(final_sparsity, (int, float)) and 0.0 <= final_sparsity < 1.0):
-        raise ConfigurationError(f"`final_sparsity` must be in [0, 1), got {final_sparsity!r}")
-    if not (isinstance(start_fraction, (int, float)) and 0.0 <= start_fraction <= 1.0):
-        raise ConfigurationError(f"`start_fraction` must be in [0, 1], got {start_fraction!r}")
-    if not (isinstance(end_fraction, (int, float)) and 0.0 <= end_fraction <= 1.0):
-        raise ConfigurationError(f"`end_fraction` must be in [0, 1], got {end_fraction!r}")
+# The pruning schedule's arguments and their allowed values (the `GradualPruning` callback declares the same).
+PRUNING_CONSTRAINTS = {
+    "final_sparsity": Interval(0, 1, closed="left"),  # 1 would prune every weight
+    "start_fraction": Interval(0, 1),
+    "end_fraction": Interval(0, 1),
+}
+
+
+def validate_pruning_args(*, final_sparsity, start_fraction, end_fraction) -> dict:
+    """The arguments checked against `PRUNING_CONSTRAINTS` (text converted) and the start before the end.
+
+    Raises:
+        ConfigurationError: a value outside its range (the message names the argument).
+    """
+    values = validate(PRUNING_CONSTRAINTS, final_sparsity=final_sparsity, start_fraction=start_fraction,
+                      end_fraction=end_fraction)
+    check_start_before_end(values["start_fraction"], values["end_fraction"])
+    return values
+
+
+def check_start_before_end(start_fraction: float, end_fraction: float) -> None:
+    """Raise `ConfigurationError` unless pruning starts before it ends."""
     if not start_fraction < end_fraction:
         raise ConfigurationError(
             f"`start_fraction` must be < `end_fraction`, got start_fraction={start_fraction!r}, "
