@@ -123,7 +123,7 @@ def fit_runs(factory, N, D, L, idx=None, extra: dict | None = None, *, quiet: bo
     for values in (N[at], D[at], L[at], *(extras[k] for k in sorted(extras))):
         digest.update(np.ascontiguousarray(values, dtype=float).tobytes())
         digest.update(b"|")
-    key = (factory, digest.hexdigest(), tuple(sorted(extras)), tuple(sorted(fit_kwargs.items())))
+    key = (factory, quiet, digest.hexdigest(), tuple(sorted(extras)), tuple(sorted(fit_kwargs.items())))
     try:
         hash(key)
     except TypeError:  # unhashable fit arguments (labels): not shared
