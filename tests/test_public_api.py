@@ -79,3 +79,27 @@ def test_importing_integrations_pulls_no_framework():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def documented_imports() -> list[tuple[str, str, str]]:
+    """(where, module, name) of every `from lightning_scaling... import name` in the README's code and the examples."""
+    import re
+
+    sources = [("README.md", "\n".join(re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)))]
+    sources += [(str(p.relative_to(ROOT)), p.read_text()) for p in sorted((ROOT / "examples").rglob("*.py"))]
+    out = []
+    for where, text in sources:
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lightning_scaling"):
+                out += [(where, node.module, alias.name) for alias in node.names]
+    return out
+
+
+def test_the_readme_and_the_examples_import_only_public_names():
+    found = documented_imports()
+    assert len(found) > 10 and ("README.md", "lightning_scaling.law", "ChinchillaFit") in found
+    for where, module, name in found:
+        is_package = (PACKAGE.joinpath(*module.split(".")[1:]) / "__init__.py").exists()
+        assert is_package or module == "lightning_scaling.hookspecs", f"{where} imports the module path {module}"
+        public = importlib.import_module(module).__all__
+        assert name in public, f"{where}: {name} is not in {module}.__all__"

@@ -39,10 +39,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from lightning_scaling.errors import ConfigurationError, ScalingDataError
+from lightning_scaling.errors import ScalingDataError
+from lightning_scaling.options import Interval
 
 MOMENTUM = 0.999  # Tissue et al. 2024, Sec. 3
 ALPHA_GRID = np.linspace(0.02, 2.0, 100)
+MOMENTUM_RANGE = Interval(0.0, 1.0, closed="left")  # the annealing area's lam: 0 forgets at once, 1 never decays
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,7 @@ def schedule_areas(steps, lr, momentum: float = MOMENTUM) -> tuple[np.ndarray, n
     """
     steps = np.asarray(steps, float)
     lr = np.asarray(lr, float)
-    if not (0.0 <= momentum < 1.0):
-        raise ConfigurationError(f"`momentum` must be in [0, 1), got {momentum!r}")
+    momentum = MOMENTUM_RANGE.check("momentum", momentum)
     last = int(steps[-1])
     every = np.arange(1, last + 1, dtype=float)
     eta = np.interp(every, steps, lr)

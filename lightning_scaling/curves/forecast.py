@@ -44,8 +44,9 @@ from lightning_scaling.curves.shared_fit import (
     observations,
 )
 from lightning_scaling.curves.stacking import final_law, stack
-from lightning_scaling.errors import ConfigurationError, ScalingDataError
+from lightning_scaling.errors import ScalingDataError
 from lightning_scaling.evaluation.folds import conformal_quantile
+from lightning_scaling.options import check_confidence
 
 MIN_OBSERVED = 2  # points of the run itself below which no forecast is made
 MIN_ALONE = 5  # ... and without other runs, whose curves give the shape
@@ -162,10 +163,7 @@ class Forecaster:
 
     def __init__(self, pool=(), confidence: float = 0.8, momentum: float | None = None,
                  shape: SharedCurveFit | None = None):
-        if not (isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
-                and 0.0 < confidence < 1.0):
-            raise ConfigurationError(f"`confidence` must be in (0, 1), got {confidence!r}")
-        self.confidence = float(confidence)
+        self.confidence = check_confidence(confidence)
         self.momentum = momentum
         self.pool = list(pool)
         self.pool_runs = by_run(self.pool)

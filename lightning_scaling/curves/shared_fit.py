@@ -27,8 +27,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from lightning_scaling.curves.annealing import ALPHA_GRID, MOMENTUM, AnnealingLaw, check_points, schedule_areas
-from lightning_scaling.errors import ConfigurationError, ScalingDataError
+from lightning_scaling.curves.annealing import (
+    ALPHA_GRID,
+    MOMENTUM,
+    MOMENTUM_RANGE,
+    AnnealingLaw,
+    check_points,
+    schedule_areas,
+)
+from lightning_scaling.errors import ScalingDataError
 
 MOMENTUM_GRID = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 C_MEASURED = 0.5  # C counts as measured when the observed S2 reaches half the S2 at the end of the plan
@@ -209,8 +216,7 @@ def fit_shared(curves, momentum: float | None = None, alphas=ALPHA_GRID) -> Shar
         raise ScalingDataError("no curves to fit")
     momenta = MOMENTUM_GRID if momentum is None else (float(momentum),)
     for m in momenta:
-        if not (0.0 <= m < 1.0):
-            raise ConfigurationError(f"`momentum` must be in [0, 1), got {m!r}")
+        MOMENTUM_RANGE.check("momentum", m)
     best = None
     for m in momenta:
         groups = {}
