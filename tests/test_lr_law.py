@@ -79,8 +79,8 @@ def test_sweeps_that_do_not_bracket_the_optimum_or_have_two_rates_are_not_used_w
 
 
 def test_the_plan_gives_the_fitted_learning_rate_per_run_and_keeps_the_priors_beside_it():
-    plan = plan_stage(1e21, 4e19)
-    hp = with_family(plan, sweeps=sweep_runs(GRID, noise=0.0))["hyperparameters"]
+    plan = with_family(plan_stage(1e21, 4e19), sweeps=sweep_runs(GRID, noise=0.0))
+    hp = plan["hyperparameters"]
     assert hp["kind"] == "fit" and "your learning-rate sweeps (9" in hp["why"]
     for r in plan["runs"]:
         h = r["hyperparameters"]

@@ -167,7 +167,7 @@ def test_the_rollout_ends_lower_than_the_per_flop_rule_it_looks_ahead_with():
     than the per-FLOP rule's first (the rule alone missed this law in `benchmarks/planning.py`)."""
     from lightning_scaling.evaluation.intervals import scatter
     from lightning_scaling.law.chinchilla import ChinchillaLaw
-    from lightning_scaling.planner.stages import _affordable, _arrays, _rollout, next_stage
+    from lightning_scaling.planner.rollout import affordable, arrays, next_stage, rollout
 
     law = ChinchillaLaw(E=1.69, A=406.4, B=180.0, alpha=0.34, beta=0.20)
     target, budget = 1e21, 5e19
@@ -180,12 +180,12 @@ def test_the_rollout_ends_lower_than_the_per_flop_rule_it_looks_ahead_with():
     sigma, left = max(scatter(fit, N, D, L), 0.002), budget - float((6 * N * D).sum())
     theta = np.asarray(fit.theta_, float)
     runs, expected = next_stage(fit, N, D, sigma, target, left, 2)
-    per_flop_end = _rollout(theta, fit, N, D, sigma, target, left, 2, float((6 * N * D).min()))
+    per_flop_end = rollout(fit, N, D, sigma, target, left, 2, float((6 * N * D).min()))
     assert expected["sd_log_params_at_budget_end"] < per_flop_end
     # the per-FLOP rule's own first group
     scored = []
-    for group_runs, cost in _affordable(fit, N, D, target, 2, left, float((6 * N * D).min())):
-        sd0, sd1, _ = expected_shrink(theta, N, D, *_arrays(group_runs), target, sigma)
+    for group_runs, cost in affordable(fit, N, D, target, 2, left, float((6 * N * D).min())):
+        sd0, sd1, _ = expected_shrink(theta, N, D, *arrays(group_runs), target, sigma)
         scored.append(((np.log(sd0) - np.log(sd1)) / cost, group_runs))
     per_flop_first = max(scored, key=lambda x: x[0])[1]
     assert runs[0]["group"] != per_flop_first[0]["group"] or len(runs) != len(per_flop_first)
