@@ -156,14 +156,19 @@ class Advice:
         if self.status == "degenerate":
             return {**out, "status": self.status, "degenerate": self.degenerate, "message": self.message,
                     "suggestions": self.suggestions, "figures": self.figures, "sentence": self.sentence}
-        out.update(self.next_run.to_dict())
-        out.update(confidence=self.confidence, status=self.status, intervals=self.intervals, backtest=self.backtest)
+        run = self.next_run.to_dict()
+        drawn = self.law.bootstrap is not None  # the intervals came with the allocation; else calibrated after it
+        out.update(run if drawn else {k: run[k] for k in (*ALLOCATION_KEYS, "tokens_per_param")})
+        out.update(sentence=self.sentence, status=self.status)
+        if not drawn:
+            out.update({k: v for k, v in run.items() if k not in out}, confidence=self.confidence)
+        out.update(intervals=self.intervals, backtest=self.backtest)
         if self.backtest_curves is not None:
             out["backtest_curves"] = self.backtest_curves
         out.update(data=self.data.to_dict(), n_points=self.n_points)
         if self.law_selection is not None:
             out["law_selection"] = self.law_selection
-        out.update(figures=self.figures, sentence=self.sentence, boundary=list(self.boundary))
+        out.update(figures=self.figures, boundary=list(self.boundary))
         if self.sparse_next is not None:
             out["sparse_next"] = self.sparse_next.to_dict()
         out["architecture"] = self.architecture
