@@ -18,6 +18,7 @@ from lightning_scaling.planner.next_run import advise, plan_next_run
 from lightning_scaling.planner.options import FitOptions, NextRunOptions, StageOptions
 from lightning_scaling.planner.predict import backtest_law, predict
 from lightning_scaling.planner.report import (
+    advice_text,
     backtest_text,
     experiment_markdown,
     format_count,
@@ -53,6 +54,7 @@ __all__ = [
     "SparseNext",
     "StageOptions",
     "StagePlan",
+    "advice_text",
     "advise",
     "backtest_law",
     "backtest_text",

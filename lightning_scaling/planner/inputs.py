@@ -61,6 +61,11 @@ class Runs:
         return len(self.N)
 
     @classmethod
+    def empty(cls) -> Runs:
+        """No runs yet (a plan from the prior)."""
+        return cls(N=np.zeros(0), D=np.zeros(0), L=np.zeros(0))
+
+    @classmethod
     def from_table(cls, table: RunTable) -> Runs:
         """The runs of a CSV table (its optional ``flops``, ``run_id``, ``unique_tokens`` and ``lr`` kept)."""
         dense = table.dense_params if table.dense_params is not None else table.N

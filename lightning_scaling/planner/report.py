@@ -87,6 +87,23 @@ def format_text(summary) -> str:
     return "\n".join(lines)
 
 
+def advice_text(advice) -> str:
+    """The command line's text of an `Advice`: the law's table and the next run (`format_text`), the law form's
+    choice, the backtest and the data used; a refusal's sentence and details without a run size."""
+    rec = as_dict(advice)
+    if rec["status"] == "insufficient_runs":
+        return "\n".join([rec["sentence"], f"Details: {rec['message']}"])
+    lines = [format_text(rec)]
+    if rec["status"] == "degenerate":
+        return "\n".join(lines + [f"WARNING: {d['message']}" for d in rec["degenerate"]] + ["", rec["sentence"]])
+    for label, text in (("law form", (rec.get("law_selection") or {}).get("reason")),
+                        ("intervals", rec["intervals"].get("meaning")),
+                        ("backtest", rec["backtest"].get("sentence")), ("data", rec["data"].get("sentence"))):
+        if text:
+            lines.append(f"{label}: {text}")
+    return "\n".join(lines)
+
+
 def recommendation_markdown(rec) -> str:
     """The run description shown in the MLflow UI: a short table and one sentence saying what to run next."""
     rec = as_dict(rec)
