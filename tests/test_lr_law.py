@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from lightning_scaling.cli import main
+from lightning_scaling.planner import plan_stage
+from lightning_scaling.planner.family import hyperparameters, with_family
 from lightning_scaling.planner.hyperparameters import STEP_LAW_EXPONENTS, fit_lr_law, lr_from_law, lr_sweeps
-from lightning_scaling.planner.stages import hyperparameters, plan_stage, with_family
 
 TRUE = {"k": 40.0, "p": -0.55, "q": 0.18}  # not Step Law's exponents: a fit that keeps them must fail
 

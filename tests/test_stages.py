@@ -16,17 +16,9 @@ from lightning_scaling.law.fit import ChinchillaFit
 from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW as LAW
 from lightning_scaling.law.synthetic import synthetic_runs
 from lightning_scaling.planner.design import expected_shrink, jacobian
-from lightning_scaling.planner.stages import (
-    FIRST_SHARE,
-    MIN_STEPS,
-    family_realizer,
-    fixed_design,
-    hyperparameters,
-    plan_stage,
-    prior_optimum,
-    validation_interval,
-    with_family,
-)
+from lightning_scaling.planner.family import family_realizer, hyperparameters, validation_interval, with_family
+from lightning_scaling.planner.options import FIRST_SHARE, MIN_STEPS
+from lightning_scaling.planner.stages import fixed_design, plan_stage, prior_optimum
 
 THETA = np.array([math.log(LAW.A), math.log(LAW.B), math.log(LAW.E), LAW.alpha, LAW.beta])
 CONFIG = "examples/tiny_gpt/config.yaml"
@@ -252,7 +244,7 @@ def test_validation_interval_divides_the_steps():
 def test_the_sparse_next_run_starts_from_the_dense_size_whose_average_is_the_optimum():
     """Integrated step by step over the cubic schedule (not the closed form), the planned run's N_avg is the
     recommended one only when the prunable fraction is taken into account."""
-    from lightning_scaling.planner.next_run import plan_next_run
+    from lightning_scaling.planner import plan_next_run
     from lightning_scaling.runs.records import RunRecord, Selection
     from lightning_scaling.schedules.sparsity import cubic_sparsity
 
@@ -279,7 +271,7 @@ def _records(seed=0):
 
 def test_the_closing_hook_plans_the_next_stage_and_names_the_target():
     from lightning_scaling.callbacks import ScalingLawAdvisor
-    from lightning_scaling.planner.recommendation import recommendation_markdown
+    from lightning_scaling.planner import recommendation_markdown
     from lightning_scaling.runs.records import Selection
 
     records = _records()
@@ -290,7 +282,7 @@ def test_the_closing_hook_plans_the_next_stage_and_names_the_target():
     assert plan["basis"] == "fit" and plan["runs"] and plan["fit"]["params_opt_low"] < plan["fit"]["params_opt_high"]
     assert all(r["architecture"]["params"] == r["params"] for r in plan["runs"])
     assert plan["hyperparameters"]["kind"] == "prior"
-    from lightning_scaling.planner.next_run import plan_next_run
+    from lightning_scaling.planner import plan_next_run
 
     rec = {**plan_next_run(selection, n_bootstrap=100), "plan": plan}
     note = recommendation_markdown(rec)
@@ -336,7 +328,7 @@ def test_the_summary_run_charts_each_refit_and_the_experiment_describes_the_stat
     import mlflow
 
     from lightning_scaling.integrations.mlflow_store import MLflowRunStore
-    from lightning_scaling.planner.next_run import plan_next_run
+    from lightning_scaling.planner import plan_next_run
     from lightning_scaling.runs.records import Selection
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -28,9 +28,8 @@ from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.integrations.loggers import mlflow_logger
 from lightning_scaling.law.form import shared_fits
 from lightning_scaling.options import check_confidence, check_int, check_open_unit, check_positive, check_resamples
-from lightning_scaling.planner import Family, Runs, StageOptions, plan_next_run, plan_sweep
+from lightning_scaling.planner import Family, NextRunOptions, Runs, StageOptions, plan_next_run, plan_sweep
 from lightning_scaling.planner.family import transfers
-from lightning_scaling.planner.next_run import validate_budget
 from lightning_scaling.planner.options import (
     DEFAULT_GROWTH,
     FIRST_GROUPS,
@@ -98,7 +97,7 @@ class ScalingLawAdvisor(Callback):
                  plan_budget: PositiveFloat | None = None, plan_min_steps: PositiveInt = MIN_STEPS,
                  plan_first_share: OpenUnitInterval = FIRST_SHARE, plan_first_groups: PositiveInt = FIRST_GROUPS,
                  plan_group_size: PositiveInt = GROUP_SIZE):
-        validate_budget(next_flops, growth)
+        NextRunOptions(next_flops=next_flops, growth=growth)  # checked as the planner checks them
         check_resamples(bootstrap, "bootstrap")
         check_confidence(confidence, "confidence")
         if not (isinstance(loss_key, str) and loss_key):
