@@ -137,3 +137,17 @@ def test_the_sweeps_plan_shares_the_recommendations_fit():
     assert len(fits) == 1 and plan.basis == "fit" and plan.runs
     assert all(r["architecture"]["params"] == r["params"] for r in plan.runs)
     assert plan.to_dict()["hyperparameters"]["kind"] == "prior"
+
+
+def test_the_command_lines_texts_are_the_reports():
+    """The plan's and the predictions' text as the command line prints them today, from `planner.report`."""
+    from lightning_scaling import cli
+    from lightning_scaling.planner import plan_stage, plan_text, predictions_text
+    from lightning_scaling.planner.family import with_family
+
+    N, D, L = _runs()
+    plan = with_family(plan_stage(1e22, 1e21, N, D, L, n_bootstrap=20))
+    assert plan_text(plan) == cli._plan_text(plan)
+    runs = Runs.from_selection(_selection(N, D, L))
+    rows = predict(runs, [1e8, 1e9], [2e9, 2e10], FitOptions(), {"chinchilla": plugins.law_forms()["chinchilla"]})
+    assert predictions_text(rows) == cli._predict_text([r.to_dict() for r in rows])

@@ -178,9 +178,8 @@ class ScalingLawAdvisor(Callback):
                 rec = plan_next_run(
                     selection, curves=curves, forms=forms, n_bootstrap=self.bootstrap, seed=self.seed,
                     confidence=self.confidence, law=self.law, use_curves=self.use_curves, next_flops=self.next_flops,
-                    growth=self.growth, pruning=pruning,
-                    context={"settings": settings, "hparams": hparams,
-                             "propose_architecture": plugins.propose_architecture},
+                    growth=self.growth, pruning=pruning, settings=settings, hparams=hparams,
+                    propose_architecture=plugins.propose_architecture,
                 )
                 rec["run_id"] = run_id
                 rec["loss_key"] = self.loss_key

@@ -56,21 +56,17 @@ def validate_budget(next_flops, growth) -> None:
     NextRunOptions(next_flops=next_flops, growth=growth)
 
 
-def plan_next_run(selection: Selection, *, curves: list | None = None, forms: dict | None = None,
-                  context: dict | None = None, **options) -> dict:
+def plan_next_run(selection: Selection, *, curves: list | None = None, forms: dict | None = None, **options) -> dict:
     """`advise` for the store's runs, as the plain dict (``recommendation.json``).
 
     Args:
         selection: usable runs and the excluded ones with reasons (`records.select_runs`).
         curves: the runs' loss curves (the store's `curves(..., dense_lr=True)`).
-        forms: the law forms to choose among (`law_forms` is the same; `law_factory`, one form).
-        context: ``settings``, ``hparams`` and ``propose_architecture`` (see `advise`); they may be given as options.
-        options: fields of `FitOptions` and `NextRunOptions`.
+        forms: the law forms to choose among (``law_forms`` is the same; ``law_factory``, one form).
+        options: fields of `FitOptions` and `NextRunOptions`, and `advise`'s ``settings``, ``hparams`` and
+            ``propose_architecture``.
     """
-    context = dict(context or {})
-    for key in ("settings", "hparams", "propose_architecture"):
-        if key in options:
-            context[key] = options.pop(key)
+    context = {key: options.pop(key) for key in ("settings", "hparams", "propose_architecture") if key in options}
     forms = options.pop("law_forms", forms)
     factory = options.pop("law_factory", None)
     if forms is None and factory is not None:

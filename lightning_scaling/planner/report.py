@@ -4,8 +4,10 @@ stage plan of `planner.stages`) or its `to_dict()`.
 - `recommendation_sentence`, `next_run_sentence`: what to run next, in one sentence; `format_text`: the command
   line's table of a fitted law and its recommendation; `recommendation_markdown`: the run's note in the MLflow UI;
   `experiment_markdown`: the experiment's description; `refit_metrics`: the summary run's metrics of one refit.
-- `stage_sentence`, `plan_line`: the next stage of the sweep; `backtest_text`: the forward-chaining backtest's
-  table; `data_sentence`, `suggestion_sentence`: which data the fit used, and the runs to add.
+- `advice_text`: the command line's text of the next run (or the refusal).
+- `stage_sentence`, `plan_line`, `plan_text`: the next stage of the sweep; `backtest_text`: the forward-chaining
+  backtest's table; `predictions_text`: the predicted losses; `data_sentence`, `suggestion_sentence`: which data the
+  fit used, and the runs to add.
 """
 
 from __future__ import annotations
@@ -321,4 +323,41 @@ def backtest_text(result) -> str:
                f"({100 * result['coverage']:.0f}%)" if result["coverage"] is not None else "")
         lines.append(f"pooled: MAPE {result['mape']:.2f}% over {result['held_out']} held-out runs{cov}")
     lines.append(result["sentence"])
+    return "\n".join(lines)
+
+
+def predictions_text(rows) -> str:
+    """The predictions (`planner.predict`) as a table, one point per line."""
+    rows = [as_dict(r) for r in rows]
+    pct = int(round(100 * rows[0]["confidence"]))
+    lines = [f"law: {rows[0]['law']}; {pct}% prediction intervals ({rows[0]['interval']})",
+             f"  {'params':>12} {'tokens':>12} {'loss':>8}   {pct}% interval"]
+    lines += [f"  {r['params']:>12.4g} {r['tokens']:>12.4g} {r['loss']:>8.4f}   [{r['loss_low']:.4f}, "
+              f"{r['loss_high']:.4f}]" for r in rows]
+    return "\n".join(lines)
+
+
+def plan_text(plan) -> str:
+    """The stage plan (`planner.sweep.plan_sweep`) as the command line prints it: the sentence, what it rests on,
+    the runs with their commands, and the learning rate and batch size."""
+    plan = as_dict(plan)
+    lines = [plan["sentence"], ""]
+    if plan["basis"] == "prior":
+        lines.append(f"prior: {plan['prior']['law']} ({plan['prior']['used_for']})")
+    else:
+        fit = plan["fit"]
+        s = f"law now: {fit['law']}; N_opt at the target {format_count(fit['params_opt_at_target'])}"
+        if "params_opt_low" in fit:
+            s += (f" ({int(round(100 * fit['confidence']))}% interval {format_count(fit['params_opt_low'])}.."
+                  f"{format_count(fit['params_opt_high'])})")
+        lines.append(s)
+    if plan["runs"]:
+        lines += ["", f"  {'group':<16} {'params':>10} {'tokens':>10} {'FLOPs':>10}  command"]
+        for r in plan["runs"]:
+            lines.append(f"  {r['group']:<16} {format_count(r['params']):>10} {format_count(r['tokens']):>10} "
+                         f"{r['flops']:>10.3g}  {r.get('command', '')}")
+    hp = plan.get("hyperparameters") or {}
+    if hp:
+        lines += ["", f"learning rate and batch size ({hp['kind']}): {hp['why']}"]
+        lines += [f"  learning-rate sweep not used: {why}" for why in hp.get("sweeps_not_used", [])]
     return "\n".join(lines)
