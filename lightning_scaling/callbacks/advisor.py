@@ -68,7 +68,7 @@ class ScalingLawAdvisor(Callback):
         target_flops, plan_budget: the compute of the run to size in the end and the compute to spend on small
             runs before it (all stages; the runs so far count against it). With both, the recommendation carries
             the plan (``plan`` in recommendation.json, a line in the note and in the experiment's description): the
-            next stage of small runs while budget is left (`planner.stages.plan_stage`), and N_opt at the target
+            next stage of small runs while budget is left (`planner.plan_sweep`), and N_opt at the target
             with its interval.
         plan_min_steps: the shortest run the plan proposes, in optimizer steps of this run's size (default 100;
             runs are planned in whole steps of this run's tokens per step).

@@ -115,7 +115,7 @@ class SparseNext:
 
 @dataclass(frozen=True)
 class Advice:
-    """The answer to "what next?" (`planner.questions.advise`).
+    """The answer to "what next?" (`planner.advise`).
 
     ``status`` is "ok" (a run size, its intervals, the backtest and the data used), "degenerate" (the law as fitted,
     what is wrong, the runs to add; no run size) or "insufficient_runs" (the runs to add).

@@ -22,7 +22,6 @@ left, the plan says so: the sweep is done, train the target. `stage_plan` answer
 steps, commands, learning rates) is `planner.family`; the whole pipeline, `planner.sweep.plan_sweep`.
 """
 
-
 from __future__ import annotations
 
 import math
