@@ -111,29 +111,26 @@ def test_predict_and_backtest_take_the_same_runs_and_options(tmp_path):
     assert result["form"] == "chinchilla" and result["law_selection"] is None
 
 
-def test_the_sweeps_plan_shares_the_recommendations_fit():
+def test_the_sweeps_plan_shares_the_recommendations_fit(monkeypatch):
     """Inside one `shared_fits`, the closing hook's recommendation and plan fit the runs once."""
-    import lightning_scaling.law.fit as fit_module
+    from lightning_scaling.law.fit import ChinchillaFit
 
     N, D, L = _runs()
     runs = Runs.from_selection(_selection(N, D, L))
     fits = []
-    original = fit_module.ChinchillaFit.fit
+    original = ChinchillaFit.fit
 
     def counting(self, *args, **kwargs):
         if len(args[0]) == len(N):
             fits.append(kwargs.get("labels"))
         return original(self, *args, **kwargs)
 
-    fit_module.ChinchillaFit.fit = counting
-    try:
-        with shared_fits():
-            advise(runs, FitOptions(n_bootstrap=0), forms={"chinchilla": fit_module.ChinchillaFit})
-            plan = plan_sweep(runs, StageOptions(target_flops=1e23, budget=1e21, n_bootstrap=0),
-                              Family(propose_architecture=plugins.propose_architecture,
-                                     hparams={"d_model": 64, "n_layer": 2, "n_head": 4}))
-    finally:
-        fit_module.ChinchillaFit.fit = original
+    monkeypatch.setattr(ChinchillaFit, "fit", counting)
+    with shared_fits():
+        advise(runs, FitOptions(n_bootstrap=0), forms={"chinchilla": ChinchillaFit})
+        plan = plan_sweep(runs, StageOptions(target_flops=1e23, budget=1e21, n_bootstrap=0),
+                          Family(propose_architecture=plugins.propose_architecture,
+                                 hparams={"d_model": 64, "n_layer": 2, "n_head": 4}))
     assert len(fits) == 1 and plan.basis == "fit" and plan.runs
     assert all(r["architecture"]["params"] == r["params"] for r in plan.runs)
     assert plan.to_dict()["hyperparameters"]["kind"] == "prior"
