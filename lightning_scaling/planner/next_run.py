@@ -71,25 +71,24 @@ def plan_next_run(selection: Selection, *, curves: list | None = None, forms: di
                   forms=forms, **context).to_dict()
 
 
-def advise(runs: Runs, fit: FitOptions | None = None, next_run_options: NextRunOptions | None = None, *,
+def advise(runs: Runs, fit_options: FitOptions | None = None, run_options: NextRunOptions | None = None, *,
            forms: dict[str, Callable] | None = None, settings: dict | None = None, hparams: dict | None = None,
            propose_architecture: Callable[[float, dict], dict | None] | None = None) -> Advice:
     """The recommendation for the next run (module docstring).
 
     Args:
         runs: the runs (`Runs.from_table`, `Runs.from_selection`, `inputs.read_runs`).
-        fit: how the law is fitted (`FitOptions`: bootstrap, seed, confidence, law, use_curves).
-        next_run_options: the next run's budget and pruning (`NextRunOptions`).
+        fit_options: how the law is fitted (`FitOptions`: bootstrap, seed, confidence, law, use_curves).
+        run_options: the next run's compute budget and pruning (`NextRunOptions`).
         forms: the law forms to choose among by forward-chaining error (forms needing per-run extras the runs do not
             carry are left out; "chinchilla", when present, is the baseline); default Chinchilla's alone.
         settings: learning-rate and muP settings to reuse (passed through).
         hparams: the hyperparameters of the run just finished (for the architecture proposal).
         propose_architecture: `f(params, hparams) -> dict | None`.
     """
-    fit = fit or FitOptions()
-    options = next_run_options or NextRunOptions()
     with shared_fits():  # the calibration, backtest and choice of form refit the same prefixes: fit each once
-        advice = _advise(runs, fit, options, forms or DEFAULT_FORMS, settings or {})
+        advice = _advise(runs, fit_options or FitOptions(), run_options or NextRunOptions(), forms or DEFAULT_FORMS,
+                         settings or {})
         if advice.status != "ok":
             return advice
         target = advice.sparse_next.initial_params if advice.sparse_next else advice.next_run.params
@@ -127,7 +126,7 @@ def _advise(runs: Runs, options: FitOptions, next_options: NextRunOptions, forms
     budget, rule = _budget(runs, next_options)
     base = {"runs": runs.runs_dict(), "n_runs": len(runs), "data_unit": runs.data_unit, "budget_rule": rule,
             "settings": settings}
-    name, factory, choice = select_law(forms, options.law, runs.N, runs.D, runs.L, runs.extra)
+    _, factory, choice = select_law(forms, options.law, runs.N, runs.D, runs.L, runs.extra)
     check_law_form(factory())
     data = choose_data(runs, factory, options.use_curves, options.confidence)
     try:
