@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,8 @@ sys.path.insert(0, str(REPO))
 from lightning_scaling.law.allocation import optimal_allocation  # noqa: E402
 from lightning_scaling.law.chinchilla import ChinchillaLaw  # noqa: E402
 from lightning_scaling.law.fit import ChinchillaFit  # noqa: E402
-from lightning_scaling.planner.next_run import plan_next_run  # noqa: E402
-from lightning_scaling.planner.stages import fixed_design, plan_stage  # noqa: E402
+from lightning_scaling.planner import FitOptions, NextRunOptions, Runs, StageOptions, advise, stage_plan  # noqa: E402
+from lightning_scaling.planner.stages import fixed_design  # noqa: E402
 from lightning_scaling.runs.records import RunRecord, Selection  # noqa: E402
 
 LAWS = {
@@ -53,10 +52,9 @@ def final(N, D, L, target, truth, bootstrap):
     where the nested fits put the optimum)."""
     records = [RunRecord(run_id=f"r{i}", schema="1", params=n, params_dense=n, tokens=d, flops=6 * n * d, loss=x)
                for i, (n, d, x) in enumerate(zip(N, D, L))]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rec = plan_next_run(Selection(used=records, excluded=[]), next_flops=target, n_bootstrap=bootstrap,
-                            law_factory=ChinchillaFit)
+    advice = advise(Runs.from_selection(Selection(used=records, excluded=[])), FitOptions(n_bootstrap=bootstrap),
+                    NextRunOptions(next_flops=target), forms={"chinchilla": ChinchillaFit})
+    rec = advice.to_dict()
     n, lo, hi = rec["params"], rec["params_low"], rec["params_high"]
     return {"error": abs(n / truth - 1.0), "covered": bool(lo <= truth <= hi), "ratio": hi / lo if lo > 0 else np.inf}
 
@@ -66,14 +64,12 @@ def planner(law, target, budget, seed, noise, bootstrap):
     N, D, L = np.zeros(0), np.zeros(0), np.zeros(0)
     stages = 0
     for _ in range(MAX_STAGES):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            plan = plan_stage(target, budget, N, D, L, n_bootstrap=0)
-        if plan["done"]:
+        plan = stage_plan(Runs(N=N, D=D, L=L), StageOptions(target_flops=target, budget=budget, n_bootstrap=0))
+        if plan.done:
             break
         stages += 1
-        newN = np.array([r["params"] for r in plan["runs"]])
-        newD = np.array([r["tokens"] for r in plan["runs"]])
+        newN = np.array([r["params"] for r in plan.runs])
+        newD = np.array([r["tokens"] for r in plan.runs])
         N, D = np.concatenate([N, newN]), np.concatenate([D, newD])
         L = np.concatenate([L, measure(law, newN, newD, rng, noise)])
     return {**final(N, D, L, target, truth_opt(law, target), bootstrap), "stages": stages, "runs": len(N),

@@ -178,7 +178,8 @@ def test_too_few_runs_says_which_to_add(tmp_path):
     run_id, _ = train(uri, 16, 8, callbacks=[advisor], artifacts=str(tmp_path / "artifacts"))
     rec = advisor.recommendation
     assert rec["status"] == "insufficient_runs"
-    assert rec["suggestions"] and all(6 * s["params"] * s["tokens"] == pytest.approx(s["flops"]) for s in rec["suggestions"])
+    assert rec["suggestions"] and all(6 * s["params"] * s["tokens"] == pytest.approx(s["flops"])
+                                      for s in rec["suggestions"])
     note = mlflow.MlflowClient(uri).get_run(run_id).data.tags["mlflow.note.content"]
     assert "not enough runs yet" in note and "add runs such as N=" in note
 
@@ -266,7 +267,7 @@ def test_recommendation_is_in_the_runs_unit_and_mixed_units_are_refused():
     from conftest import grid_runs
 
     from lightning_scaling.errors import ScalingDataError
-    from lightning_scaling.planner.next_run import plan_next_run
+    from lightning_scaling.planner import plan_next_run
     from lightning_scaling.runs.records import RunRecord, Selection
 
     N, D, L = grid_runs()

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from lightning_scaling.cli import main
+from lightning_scaling.planner import plan_stage
+from lightning_scaling.planner.family import hyperparameters, with_family
 from lightning_scaling.planner.hyperparameters import STEP_LAW_EXPONENTS, fit_lr_law, lr_from_law, lr_sweeps
-from lightning_scaling.planner.stages import hyperparameters, plan_stage, with_family
 
 TRUE = {"k": 40.0, "p": -0.55, "q": 0.18}  # not Step Law's exponents: a fit that keeps them must fail
 
@@ -79,8 +80,8 @@ def test_sweeps_that_do_not_bracket_the_optimum_or_have_two_rates_are_not_used_w
 
 
 def test_the_plan_gives_the_fitted_learning_rate_per_run_and_keeps_the_priors_beside_it():
-    plan = plan_stage(1e21, 4e19)
-    hp = with_family(plan, sweeps=sweep_runs(GRID, noise=0.0))["hyperparameters"]
+    plan = with_family(plan_stage(1e21, 4e19), sweeps=sweep_runs(GRID, noise=0.0))
+    hp = plan["hyperparameters"]
     assert hp["kind"] == "fit" and "your learning-rate sweeps (9" in hp["why"]
     for r in plan["runs"]:
         h = r["hyperparameters"]

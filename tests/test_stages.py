@@ -16,17 +16,9 @@ from lightning_scaling.law.fit import ChinchillaFit
 from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW as LAW
 from lightning_scaling.law.synthetic import synthetic_runs
 from lightning_scaling.planner.design import expected_shrink, jacobian
-from lightning_scaling.planner.stages import (
-    FIRST_SHARE,
-    MIN_STEPS,
-    family_realizer,
-    fixed_design,
-    hyperparameters,
-    plan_stage,
-    prior_optimum,
-    validation_interval,
-    with_family,
-)
+from lightning_scaling.planner.family import family_realizer, hyperparameters, validation_interval, with_family
+from lightning_scaling.planner.options import FIRST_SHARE, MIN_STEPS
+from lightning_scaling.planner.stages import fixed_design, plan_stage, prior_optimum
 
 THETA = np.array([math.log(LAW.A), math.log(LAW.B), math.log(LAW.E), LAW.alpha, LAW.beta])
 CONFIG = "examples/tiny_gpt/config.yaml"
@@ -167,7 +159,7 @@ def test_the_rollout_ends_lower_than_the_per_flop_rule_it_looks_ahead_with():
     than the per-FLOP rule's first (the rule alone missed this law in `benchmarks/planning.py`)."""
     from lightning_scaling.evaluation.intervals import scatter
     from lightning_scaling.law.chinchilla import ChinchillaLaw
-    from lightning_scaling.planner.stages import _affordable, _arrays, _rollout, next_stage
+    from lightning_scaling.planner.rollout import affordable, arrays, next_stage, rollout
 
     law = ChinchillaLaw(E=1.69, A=406.4, B=180.0, alpha=0.34, beta=0.20)
     target, budget = 1e21, 5e19
@@ -180,12 +172,12 @@ def test_the_rollout_ends_lower_than_the_per_flop_rule_it_looks_ahead_with():
     sigma, left = max(scatter(fit, N, D, L), 0.002), budget - float((6 * N * D).sum())
     theta = np.asarray(fit.theta_, float)
     runs, expected = next_stage(fit, N, D, sigma, target, left, 2)
-    per_flop_end = _rollout(theta, fit, N, D, sigma, target, left, 2, float((6 * N * D).min()))
+    per_flop_end = rollout(fit, N, D, sigma, target, left, 2, float((6 * N * D).min()))
     assert expected["sd_log_params_at_budget_end"] < per_flop_end
     # the per-FLOP rule's own first group
     scored = []
-    for group_runs, cost in _affordable(fit, N, D, target, 2, left, float((6 * N * D).min())):
-        sd0, sd1, _ = expected_shrink(theta, N, D, *_arrays(group_runs), target, sigma)
+    for group_runs, cost in affordable(fit, N, D, target, 2, left, float((6 * N * D).min())):
+        sd0, sd1, _ = expected_shrink(theta, N, D, *arrays(group_runs), target, sigma)
         scored.append(((np.log(sd0) - np.log(sd1)) / cost, group_runs))
     per_flop_first = max(scored, key=lambda x: x[0])[1]
     assert runs[0]["group"] != per_flop_first[0]["group"] or len(runs) != len(per_flop_first)
@@ -252,7 +244,7 @@ def test_validation_interval_divides_the_steps():
 def test_the_sparse_next_run_starts_from_the_dense_size_whose_average_is_the_optimum():
     """Integrated step by step over the cubic schedule (not the closed form), the planned run's N_avg is the
     recommended one only when the prunable fraction is taken into account."""
-    from lightning_scaling.planner.next_run import plan_next_run
+    from lightning_scaling.planner import plan_next_run
     from lightning_scaling.runs.records import RunRecord, Selection
     from lightning_scaling.schedules.sparsity import cubic_sparsity
 
@@ -279,7 +271,7 @@ def _records(seed=0):
 
 def test_the_closing_hook_plans_the_next_stage_and_names_the_target():
     from lightning_scaling.callbacks import ScalingLawAdvisor
-    from lightning_scaling.planner.recommendation import recommendation_markdown
+    from lightning_scaling.planner import recommendation_markdown
     from lightning_scaling.runs.records import Selection
 
     records = _records()
@@ -290,7 +282,7 @@ def test_the_closing_hook_plans_the_next_stage_and_names_the_target():
     assert plan["basis"] == "fit" and plan["runs"] and plan["fit"]["params_opt_low"] < plan["fit"]["params_opt_high"]
     assert all(r["architecture"]["params"] == r["params"] for r in plan["runs"])
     assert plan["hyperparameters"]["kind"] == "prior"
-    from lightning_scaling.planner.next_run import plan_next_run
+    from lightning_scaling.planner import plan_next_run
 
     rec = {**plan_next_run(selection, n_bootstrap=100), "plan": plan}
     note = recommendation_markdown(rec)
@@ -336,7 +328,7 @@ def test_the_summary_run_charts_each_refit_and_the_experiment_describes_the_stat
     import mlflow
 
     from lightning_scaling.integrations.mlflow_store import MLflowRunStore
-    from lightning_scaling.planner.next_run import plan_next_run
+    from lightning_scaling.planner import plan_next_run
     from lightning_scaling.runs.records import Selection
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

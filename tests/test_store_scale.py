@@ -114,7 +114,7 @@ def test_the_recheck_reads_only_runs_that_ended_since(tmp_path):
     assert not store.more_usable_since(store.select(), read_at)
 
 
-# -- the fit's cost -----------------------------------------------------------------------------------------------------
+# -- the fit's cost ----------------------------------------------------------------------------------------------------
 def test_the_bounded_scan_finds_the_optimum_of_the_full_scan(monkeypatch):
     N, D, L = random_budget_runs(3 * search.SCAN_RUNS)
     bounded = ChinchillaFit().fit(N, D, L)

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_scaling.planner.stages import VALIDATIONS, validation_interval
+from lightning_scaling.planner.family import VALIDATIONS, validation_interval
 from lightning_scaling.plugins import hookimpl
 from lightning_scaling.schedules import average_params
 
@@ -159,21 +159,16 @@ def propose_width(params: float, hparams: dict) -> dict:
 
 def next_stage(store, plan_name: str) -> dict:
     """The next stage of the planned sweep from the runs in the store (none yet: from the prior)."""
-    import warnings
-
-    from lightning_scaling.planner.next_run import law_inputs
-    from lightning_scaling.planner.stages import family_realizer, plan_stage, with_family
+    from lightning_scaling.planner import Family, Runs, StageOptions, plan_sweep
+    from lightning_scaling.runs.records import Selection
 
     p = PLANS[plan_name]
-    used = store.select().used if store is not None else []
-    N, D, L, _ = law_inputs(used)
-    tokens_per_step = TOKENS_PER_STEP[plan_name]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        plan = plan_stage(p.target, p.budget, N, D, L, n_bootstrap=200,
-                          realize=family_realizer({}, propose_width, tokens_per_step, min_steps(plan_name)),
-                          first_share=p.first_share, first_groups=p.first_groups, group_size=p.group_size)
-    return with_family(plan)
+    selection = store.select() if store is not None else Selection(used=[], excluded=[])
+    options = StageOptions(target_flops=p.target, budget=p.budget, min_steps=min_steps(plan_name),
+                           first_share=p.first_share, first_groups=p.first_groups, group_size=p.group_size,
+                           n_bootstrap=200)
+    family = Family(propose_architecture=propose_width, tokens_per_step=TOKENS_PER_STEP[plan_name])
+    return plan_sweep(Runs.from_selection(selection), options, family).to_dict()
 
 
 def stage_runs(plan: dict) -> list[Run]:

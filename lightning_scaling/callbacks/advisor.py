@@ -26,9 +26,20 @@ from lightning_scaling import plugins
 from lightning_scaling.callbacks._types import NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, UseCurves
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.integrations.loggers import mlflow_logger
+from lightning_scaling.law.form import shared_fits
 from lightning_scaling.options import check_confidence, check_int, check_open_unit, check_positive, check_resamples
-from lightning_scaling.planner.next_run import DEFAULT_GROWTH, USE_CURVES, plan_next_run, validate_budget
-from lightning_scaling.planner.stages import FIRST_GROUPS, FIRST_SHARE, GROUP_SIZE, MIN_GROUP, MIN_STEPS
+from lightning_scaling.planner import Family, NextRunOptions, Runs, StageOptions, plan_next_run, plan_sweep
+from lightning_scaling.planner.family import transfers
+from lightning_scaling.planner.options import (
+    DEFAULT_GROWTH,
+    FIRST_GROUPS,
+    FIRST_SHARE,
+    GROUP_SIZE,
+    MIN_GROUP,
+    MIN_STEPS,
+    PLAN_BOOTSTRAP,
+    USE_CURVES,
+)
 from lightning_scaling.runs.records import STALE_AFTER_S
 from lightning_scaling.runs.secrets import redact
 
@@ -57,7 +68,7 @@ class ScalingLawAdvisor(Callback):
         target_flops, plan_budget: the compute of the run to size in the end and the compute to spend on small
             runs before it (all stages; the runs so far count against it). With both, the recommendation carries
             the plan (``plan`` in recommendation.json, a line in the note and in the experiment's description): the
-            next stage of small runs while budget is left (`planner.stages.plan_stage`), and N_opt at the target
+            next stage of small runs while budget is left (`planner.plan_sweep`), and N_opt at the target
             with its interval.
         plan_min_steps: the shortest run the plan proposes, in optimizer steps of this run's size (default 100;
             runs are planned in whole steps of this run's tokens per step).
@@ -78,14 +89,15 @@ class ScalingLawAdvisor(Callback):
                              callbacks=[ScalingTracker(), ScalingLawAdvisor(growth=4)])
     """
 
-    def __init__(self, next_flops: PositiveFloat | None = None, growth: PositiveFloat = DEFAULT_GROWTH,
+    def __init__(  # noqa: PLR0913  (its keyword arguments are the callback's YAML keys: flat, one per option)
+                 self, next_flops: PositiveFloat | None = None, growth: PositiveFloat = DEFAULT_GROWTH,
                  loss_key: str = "val_loss", bootstrap: NonNegativeInt = 1000, seed: int = 0,
                  confidence: OpenUnitInterval = 0.8, law: str = "auto", stale_after: PositiveFloat = STALE_AFTER_S,
                  use_curves: UseCurves = "auto", target_flops: PositiveFloat | None = None,
                  plan_budget: PositiveFloat | None = None, plan_min_steps: PositiveInt = MIN_STEPS,
                  plan_first_share: OpenUnitInterval = FIRST_SHARE, plan_first_groups: PositiveInt = FIRST_GROUPS,
                  plan_group_size: PositiveInt = GROUP_SIZE):
-        validate_budget(next_flops, growth)
+        NextRunOptions(next_flops=next_flops, growth=growth)  # checked as the planner checks them
         check_resamples(bootstrap, "bootstrap")
         check_confidence(confidence, "confidence")
         if not (isinstance(loss_key, str) and loss_key):
@@ -162,17 +174,17 @@ class ScalingLawAdvisor(Callback):
         for _ in range(REFITS + 1):
             curves = (store.curves(selection, dense_lr=True, stopped=False)
                       if self.use_curves != "never" and hasattr(store, "curves") else None)
-            rec = plan_next_run(
-                selection, next_flops=self.next_flops, growth=self.growth, n_bootstrap=self.bootstrap,
-                seed=self.seed, confidence=self.confidence, pruning=pruning, settings=settings, hparams=hparams,
-                propose_architecture=plugins.propose_architecture,
-                law_forms=forms if self.law == "auto" else {self.law: forms[self.law]},
-                curves=curves, use_curves=self.use_curves,
-            )
-            rec["run_id"] = run_id
-            rec["loss_key"] = self.loss_key
-            if self.target_flops is not None:
-                rec["plan"] = self.plan(selection, hparams, settings, store, _tokens_per_step(trainer))
+            with shared_fits():  # the recommendation and the plan fit the same runs: once
+                rec = plan_next_run(
+                    selection, curves=curves, forms=forms, n_bootstrap=self.bootstrap, seed=self.seed,
+                    confidence=self.confidence, law=self.law, use_curves=self.use_curves, next_flops=self.next_flops,
+                    growth=self.growth, pruning=pruning, settings=settings, hparams=hparams,
+                    propose_architecture=plugins.propose_architecture,
+                )
+                rec["run_id"] = run_id
+                rec["loss_key"] = self.loss_key
+                if self.target_flops is not None:
+                    rec["plan"] = self.plan(selection, hparams, settings, store, _tokens_per_step(trainer))
             store.publish_everywhere(rec, [run_id])
             if not store.more_usable_since(selection, read_at, current_run_id=run_id):
                 break
@@ -186,26 +198,20 @@ class ScalingLawAdvisor(Callback):
 
     def plan(self, selection, hparams: dict, settings: dict, store=None, tokens_per_step: float | None = None
              ) -> dict:
-        """The next stage of the sweep from the runs used (`planner.stages`), as concrete architectures of this
+        """The next stage of the sweep from the runs used (`planner.plan_sweep`), as concrete architectures of this
         run's model where the `propose_architecture` hook knows it, in whole steps of `tokens_per_step` (this
         run's) when known; without muP and PowerLR settings to keep, the learning rate from the team's own sweeps
         in `store` (each run's peak `scaling/lr`) where it holds some."""
-        from lightning_scaling.planner.next_run import law_inputs
-        from lightning_scaling.planner.stages import family_realizer, plan_stage, transfers, with_family
-
-        N, D, L, _ = law_inputs(selection.used)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            plan = plan_stage(self.target_flops, self.plan_budget, N, D, L, n_bootstrap=min(self.bootstrap, 200),
-                              seed=self.seed, confidence=self.confidence,
-                              realize=family_realizer(hparams, plugins.propose_architecture, tokens_per_step,
-                                                      self.plan_min_steps),
-                              first_share=self.plan_first_share, first_groups=self.plan_first_groups,
-                              group_size=self.plan_group_size)
-        sweeps = None
+        lr = None
         if store is not None and not transfers(settings):  # the store's histories only where they are used
-            sweeps = (N, D, store.peak_learning_rates(selection.used), L)
-        return with_family(plan, settings=settings, sweeps=sweeps)
+            lr = store.peak_learning_rates(selection.used)
+        options = StageOptions(target_flops=self.target_flops, budget=self.plan_budget, min_steps=self.plan_min_steps,
+                               first_share=self.plan_first_share, first_groups=self.plan_first_groups,
+                               group_size=self.plan_group_size, n_bootstrap=min(self.bootstrap, PLAN_BOOTSTRAP),
+                               seed=self.seed, confidence=self.confidence)
+        family = Family(hparams=hparams, settings=settings, propose_architecture=plugins.propose_architecture,
+                        tokens_per_step=tokens_per_step)
+        return plan_sweep(Runs.from_selection(selection, lr=lr), options, family).to_dict()
 
 
 def _tokens_per_step(trainer) -> float | None:

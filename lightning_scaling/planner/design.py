@@ -26,7 +26,7 @@ import numpy as np
 
 from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
 
-RIDGE = 1e-10  # relative to the trace of J^T J over the runs so far (1e-6 swamped its smallest eigenvalues, ~1e-7 of it)
+RIDGE = 1e-10  # relative to the trace of J^T J over the runs so far: well below its smallest eigenvalues
 
 
 def _shares(theta, N, D):
@@ -94,3 +94,11 @@ def expected_shrink(theta, N, D, new_N, new_D, flops: float, sigma: float) -> tu
     v1 = variance_log_params_opt(theta, after, flops, sigma, scale)
     sd0, sd1 = math.sqrt(max(v0, 0.0)), math.sqrt(max(v1, 0.0))
     return sd0, sd1, (sd1 / sd0 if sd0 > 0 else 1.0)
+
+
+def group(flops: float, center: float, spread: float, count: int, name: str, stage: int) -> list[dict]:
+    """An isoFLOP group (Hoffmann et al. 2022, Approach 2): `count` runs at compute `flops`, sizes geometric from
+    center/spread to center*spread, each with the tokens that spend the compute (C = 6ND)."""
+    sizes = center * np.geomspace(1.0 / spread, spread, count) if count > 1 else np.array([center])
+    return [{"params": float(n), "tokens": float(flops / (FLOPS_PER_PARAM_TOKEN * n)), "flops": float(flops),
+             "group": name, "stage": stage} for n in sizes]

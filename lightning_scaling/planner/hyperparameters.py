@@ -37,7 +37,7 @@ def deepseek(params, tokens) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- the team's own learning-rate law, from sweeps in the store ---------------------------------------------------
-SAME_POINT = 0.02  # runs within 2% in both N and D are one point of a sweep (as `planner.stages.SAME_RUN`)
+SAME_POINT = 0.02  # runs within 2% in both N and D are one point of a sweep (as `planner.rollout.SAME_RUN`)
 MIN_SWEEP = 3  # a sweep has at least three distinct learning rates (a parabola in log lr)
 DISTINCT_LR = 0.05  # learning rates closer than 5% (in log) count as one
 

@@ -3,14 +3,14 @@
 
 `select_law` resolves the law form to use: "auto" chooses among the registered forms that the runs can feed (a
 data-constrained form needs each run's unique tokens) by forward-chaining error (`evaluation.backtest.choose_form`); a
-name picks one. `predict_points` gives the loss with its prediction interval at each (N, D) asked: calibrated by
+name picks one. `predict` gives the loss with its prediction interval at each (N, D) asked: calibrated by
 forward chaining (`evaluation.intervals`) when the runs allow, else the bootstrap interval widened by the runs' scatter,
-said in each row's ``interval``. `backtest_runs` is `evaluation.backtest.backtest` of the chosen form, with the choice.
+said in each row's ``interval``. `backtest_law` is `evaluation.backtest.backtest` of the chosen form, with the choice.
+`predict_points` and `backtest_runs` take arrays instead of `Runs`.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -19,8 +19,10 @@ from lightning_scaling.errors import ConfigurationError, LightningScalingError, 
 from lightning_scaling.evaluation.backtest import applicable_forms, backtest, choose_form
 from lightning_scaling.evaluation.intervals import calibrate, scatter, widen_by_scatter
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE, fit_runs
+from lightning_scaling.planner.inputs import Runs
+from lightning_scaling.planner.options import AUTO, FitOptions
+from lightning_scaling.planner.results import Prediction
 
-AUTO = "auto"
 POINT_BOOTSTRAP = 200  # replicates of the fallback interval (10th-90th percentiles need no more)
 
 
@@ -43,73 +45,65 @@ def select_law(forms: dict[str, Callable], law: str, N, D, L, extra: dict | None
     if len(candidates) == 1:
         name = next(iter(candidates))
         return name, candidates[name], None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        choice = choose_form(candidates, N, D, L, extra)
+    choice = choose_form(candidates, N, D, L, extra)
     return choice["chosen"], candidates[choice["chosen"]], choice
 
 
-def predict_points(N, D, L, points_N, points_D, *, forms: dict[str, Callable], law: str = AUTO,
-                   confidence: float = DEFAULT_CONFIDENCE, extra: dict | None = None,
-                   params_column: str = "params", seed: int = 0) -> list[dict]:
-    """The predicted loss with ``loss_low``/``loss_high`` at each (params, tokens) point (fresh data: no repeats).
-
-    Each row: ``params``, ``tokens``, ``loss``, ``loss_low``, ``loss_high``, ``confidence``, ``law`` (the form used),
-    ``interval`` ("calibrated", or "bootstrap+scatter" when the runs are too few to calibrate the extrapolation).
-    """
-    name, factory, _ = select_law(forms, law, N, D, L, extra)
+def predict(runs: Runs, points_N, points_D, options: FitOptions, forms: dict[str, Callable]) -> list[Prediction]:
+    """The predicted loss with its interval at each (params, tokens) point (fresh data: no repeats), from the form
+    `options.law` names or chooses (`select_law`): calibrated by forward chaining when the runs allow it, else the
+    bootstrap of the mean law widened by the runs' scatter (each row's ``interval`` says which)."""
+    N, D, L, extra = runs.N, runs.D, runs.L, runs.extra
+    name, factory, _ = select_law(forms, options.law, N, D, L, extra)
     pN, pD = np.asarray(points_N, float), np.asarray(points_D, float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            cal = calibrate(factory, N, D, L, confidence, fit_kwargs={"params_column": params_column}, extra=extra)
-        except LightningScalingError:
-            cal = None
-        if cal is not None and cal.calibrated:
-            fit, how = cal.fits[-1], "calibrated"
-            low, high = cal.interval(pN, pD)
-        else:
-            fit, how = fit_runs(factory, N, D, L, extra=extra, params_column=params_column), "bootstrap+scatter"
-            low, high = _scatter_widened(fit, N, D, L, pN, pD, confidence, seed, extra)
+    column = {"params_column": runs.params_column}
+    try:
+        cal = calibrate(factory, N, D, L, options.confidence, fit_kwargs=column, extra=extra)
+    except LightningScalingError:
+        cal = None
+    if cal is not None and cal.calibrated:
+        fit, how = cal.fits[-1], "calibrated"
+        low, high = cal.interval(pN, pD)
+    else:
+        fit, how = fit_runs(factory, N, D, L, extra=extra, quiet=True, **column), "bootstrap+scatter"
+        low, high = _scatter_widened(fit, runs, pN, pD, options)
     centre = np.asarray(fit.predict(pN, pD), float)
-    return [{"params": float(n), "tokens": float(d), "loss": float(c), "loss_low": float(lo), "loss_high": float(hi),
-             "confidence": confidence, "law": name, "interval": how}
+    return [Prediction(float(n), float(d), float(c), float(lo), float(hi), options.confidence, name, how)
             for n, d, c, lo, hi in zip(pN, pD, centre, low, high)]
 
 
-def _scatter_widened(fit, N, D, L, pN, pD, confidence, seed, extra):
+def predict_points(N, D, L, points_N, points_D, *, forms: dict[str, Callable], extra: dict | None = None,
+                   params_column: str = "params", **options) -> list[dict]:
+    """`predict` of the runs (N, D, L) as rows of dicts: ``params``, ``tokens``, ``loss``, ``loss_low``,
+    ``loss_high``, ``confidence``, ``law`` (the form used) and ``interval``; `options` are `FitOptions` fields
+    (``law``, ``confidence``, ``seed``)."""
+    runs = Runs(N=np.asarray(N, float), D=np.asarray(D, float), L=np.asarray(L, float), params_column=params_column,
+                extra=extra)
+    return [p.to_dict() for p in predict(runs, points_N, points_D, FitOptions(**options), forms)]
+
+
+def _scatter_widened(fit, runs: Runs, pN, pD, options: FitOptions):
     """Bootstrap percentiles of the mean law at each point, widened by the runs' scatter about the fit."""
-    boot = fit.bootstrap(POINT_BOOTSTRAP, seed=seed, confidence=confidence)
+    boot = fit.bootstrap(POINT_BOOTSTRAP, seed=options.seed, confidence=options.confidence)
     bounds = np.array([boot.loss_interval(n, d) for n, d in zip(pN, pD)], float).reshape(-1, 2)
-    return widen_by_scatter(bounds[:, 0], bounds[:, 1], scatter(fit, N, D, L, extra), confidence)
+    sigma = scatter(fit, runs.N, runs.D, runs.L, runs.extra)
+    return widen_by_scatter(bounds[:, 0], bounds[:, 1], sigma, options.confidence)
 
 
-def backtest_runs(N, D, L, *, forms: dict[str, Callable], law: str = AUTO, confidence: float = DEFAULT_CONFIDENCE,
-                  extra: dict | None = None) -> dict:
+def backtest_law(runs: Runs, options: FitOptions, forms: dict[str, Callable]) -> dict:
     """`evaluation.backtest.backtest` of the form `select_law` picks, with ``law_selection`` (None for a named form)."""
-    name, factory, choice = select_law(forms, law, N, D, L, extra)
-    out = backtest(factory, N, D, L, confidence=confidence, extra=extra, name=name)
+    name, factory, choice = select_law(forms, options.law, runs.N, runs.D, runs.L, runs.extra)
+    out = backtest(factory, runs.N, runs.D, runs.L, confidence=options.confidence, extra=runs.extra, name=name)
     out["law_selection"] = choice
     return out
 
 
-def backtest_text(result: dict) -> str:
-    """The backtest as a table, one fold per line."""
-    pct = int(round(100 * result["confidence"]))
-    lines = [f"backtest of the {result['form']} law: forward chaining over compute "
-             f"({'one fold per isoFLOP budget' if result['design'] == 'isoflop' else 'shares of the runs by compute'})"]
-    if result.get("law_selection"):
-        lines.append(f"law form: {result['law_selection']['reason']}")
-    lines.append(f"  {'fit on':>7} {'up to C':>10} {'predict':>7} {'at C':>10} {'MAPE':>7} {'max err':>8} "
-                 f"{f'{pct}% covered':>12}  N_opt law / isoFLOP")
-    for f in result["folds"]:
-        covered = f"{f['covered']}/{f['test_runs']}" if f["covered"] is not None else "n/a"
-        iso = ", ".join(f"{g['ratio']:.2f}" for g in f["isoflop"]) or "-"
-        lines.append(f"  {f['train_runs']:>7} {f['train_max_flops']:>10.3g} {f['test_runs']:>7} {f['test_flops']:>10.3g} "
-                     f"{f['mape']:>6.2f}% {f['max_error']:>7.2f}% {covered:>12}  {iso}")
-    if result["held_out"]:
-        cov = (f"; intervals covered {result['covered']} of the calibrated folds' runs ({100 * result['coverage']:.0f}%)"
-               if result["coverage"] is not None else "")
-        lines.append(f"pooled: MAPE {result['mape']:.2f}% over {result['held_out']} held-out runs{cov}")
-    lines.append(result["sentence"])
-    return "\n".join(lines)
+def backtest_runs(N, D, L, *, forms: dict[str, Callable], law: str = AUTO, confidence: float = DEFAULT_CONFIDENCE,
+                  extra: dict | None = None) -> dict:
+    """`backtest_law` of the runs (N, D, L)."""
+    runs = Runs(N=np.asarray(N, float), D=np.asarray(D, float), L=np.asarray(L, float), extra=extra)
+    return backtest_law(runs, FitOptions(law=law, confidence=confidence), forms)
+
+
+# The renderer lives in `planner.report`; importable from here for callers not yet moved to it.
+from lightning_scaling.planner.report import backtest_text  # noqa: E402, F401
