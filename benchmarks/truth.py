@@ -39,7 +39,7 @@ from lightning_scaling import ChinchillaFit  # noqa: E402
 from lightning_scaling.evaluation.backtest import choose_form  # noqa: E402
 from lightning_scaling.evaluation.intervals import calibrate  # noqa: E402
 from lightning_scaling.law import isoflop_groups  # noqa: E402
-from lightning_scaling.planner.next_run import plan_next_run  # noqa: E402
+from lightning_scaling.planner import plan_next_run  # noqa: E402
 from lightning_scaling.plugins import law_forms  # noqa: E402
 from lightning_scaling.runs import RunRecord, Selection  # noqa: E402
 

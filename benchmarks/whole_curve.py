@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lightning_scaling.curves import AnnealingLaw, Curve, schedule_areas  # noqa: E402
-from lightning_scaling.planner.next_run import plan_next_run  # noqa: E402
+from lightning_scaling.planner import plan_next_run  # noqa: E402
 from lightning_scaling.runs.records import RunRecord, Selection  # noqa: E402
 from lightning_scaling.schedules.lr import PowerSchedule  # noqa: E402
 

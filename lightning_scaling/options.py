@@ -17,6 +17,7 @@ the common constraints, for code that checks one value.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from numbers import Real
 from typing import Any, Literal, get_args
@@ -152,7 +153,9 @@ class Integer(Constraint):
         self.least, self.above = least, above
 
     def describe(self) -> str:
-        return f"an integer > {self.above}" if self.above is not None else f"an integer >= {self.least}"
+        if self.above is not None:
+            return f"an integer > {self.above}"
+        return f"an integer >= {self.least}" if self.least is not None else "an integer"
 
     def convert(self, value: Any) -> int:
         if isinstance(value, str):
@@ -160,8 +163,9 @@ class Integer(Constraint):
             if not number.is_integer():
                 raise ValueError(value)
             value = int(number)
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(value)
+        value = int(value)
         if (self.least is not None and value < self.least) or (self.above is not None and value <= self.above):
             raise ValueError(value)
         return value

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from lightning_scaling.integrations.lightning import Callback, override
 
@@ -27,18 +27,16 @@ from lightning_scaling.callbacks._types import NonNegativeInt, OpenUnitInterval,
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.integrations.loggers import mlflow_logger
 from lightning_scaling.law.form import shared_fits
-from lightning_scaling.options import check_confidence, check_int, check_open_unit, check_positive, check_resamples
-from lightning_scaling.planner import Family, NextRunOptions, Runs, StageOptions, plan_next_run, plan_sweep
+from lightning_scaling.options import Constraint, Integer, Name, Positive, Resamples, validate
+from lightning_scaling.planner import Family, FitOptions, NextRunOptions, Runs, StageOptions, plan_next_run, plan_sweep
 from lightning_scaling.planner.family import transfers
 from lightning_scaling.planner.options import (
     DEFAULT_GROWTH,
     FIRST_GROUPS,
     FIRST_SHARE,
     GROUP_SIZE,
-    MIN_GROUP,
     MIN_STEPS,
     PLAN_BOOTSTRAP,
-    USE_CURVES,
 )
 from lightning_scaling.runs.records import STALE_AFTER_S
 from lightning_scaling.runs.secrets import redact
@@ -89,6 +87,24 @@ class ScalingLawAdvisor(Callback):
                              callbacks=[ScalingTracker(), ScalingLawAdvisor(growth=4)])
     """
 
+    # The planner's own constraints where an argument is one of its options (`planner.options`), so both refuse alike.
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        **NextRunOptions._parameter_constraints,
+        "loss_key": Name(text="a metric name"),
+        "bootstrap": Resamples(),
+        "seed": Integer(),
+        "confidence": FitOptions._parameter_constraints["confidence"],
+        "law": FitOptions._parameter_constraints["law"],
+        "stale_after": Positive(),
+        "use_curves": FitOptions._parameter_constraints["use_curves"],
+        "target_flops": Positive(or_none=True),
+        "plan_budget": Positive(or_none=True),
+        "plan_min_steps": StageOptions._parameter_constraints["min_steps"],
+        "plan_first_share": StageOptions._parameter_constraints["first_share"],
+        "plan_first_groups": StageOptions._parameter_constraints["first_groups"],
+        "plan_group_size": StageOptions._parameter_constraints["group_size"],
+    }
+
     def __init__(  # noqa: PLR0913  (its keyword arguments are the callback's YAML keys: flat, one per option)
                  self, next_flops: PositiveFloat | None = None, growth: PositiveFloat = DEFAULT_GROWTH,
                  loss_key: str = "val_loss", bootstrap: NonNegativeInt = 1000, seed: int = 0,
@@ -97,37 +113,19 @@ class ScalingLawAdvisor(Callback):
                  plan_budget: PositiveFloat | None = None, plan_min_steps: PositiveInt = MIN_STEPS,
                  plan_first_share: OpenUnitInterval = FIRST_SHARE, plan_first_groups: PositiveInt = FIRST_GROUPS,
                  plan_group_size: PositiveInt = GROUP_SIZE):
-        NextRunOptions(next_flops=next_flops, growth=growth)  # checked as the planner checks them
-        check_resamples(bootstrap, "bootstrap")
-        check_confidence(confidence, "confidence")
-        if not (isinstance(loss_key, str) and loss_key):
-            raise ConfigurationError(f"`loss_key` must be a metric name, got {loss_key!r}")
-        self.next_flops = next_flops
-        self.growth = growth
-        self.loss_key = loss_key
-        self.bootstrap = bootstrap
-        self.seed = seed
-        self.confidence = confidence
-        check_positive(stale_after, "stale_after")
-        self.law = law
-        self.stale_after = stale_after
-        if use_curves not in USE_CURVES:
-            raise ConfigurationError(f"`use_curves` must be one of {USE_CURVES}, got {use_curves!r}")
-        self.use_curves = use_curves
-        check_positive(target_flops, "target_flops", or_none=True)
-        check_positive(plan_budget, "plan_budget", or_none=True)
+        v = validate(self._parameter_constraints, next_flops=next_flops, growth=growth, loss_key=loss_key,
+                     bootstrap=bootstrap, seed=seed, confidence=confidence, law=law, stale_after=stale_after,
+                     use_curves=use_curves, target_flops=target_flops, plan_budget=plan_budget,
+                     plan_min_steps=plan_min_steps, plan_first_share=plan_first_share,
+                     plan_first_groups=plan_first_groups, plan_group_size=plan_group_size)
         if (target_flops is None) != (plan_budget is None):
             raise ConfigurationError("`target_flops` and `plan_budget` go together: give both (to plan the sweep) or "
                                      f"neither, got target_flops={target_flops!r}, plan_budget={plan_budget!r}")
         if target_flops is not None and plan_budget >= target_flops:
             raise ConfigurationError(f"`plan_budget` ({plan_budget:.3g}) must be below `target_flops` "
                                      f"({target_flops:.3g})")
-        self.target_flops = target_flops
-        self.plan_budget = plan_budget
-        self.plan_min_steps = check_int(plan_min_steps, "plan_min_steps", 1)
-        self.plan_first_share = check_open_unit(plan_first_share, "plan_first_share")
-        self.plan_first_groups = check_int(plan_first_groups, "plan_first_groups", 1)
-        self.plan_group_size = check_int(plan_group_size, "plan_group_size", MIN_GROUP)
+        for name, value in v.items():
+            setattr(self, name, value)
         self.recommendation: dict | None = None  # the last one made, for programmatic use
 
     @override

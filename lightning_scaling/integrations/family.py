@@ -4,7 +4,7 @@
 needs to turn a planned (N, D) into a run: the model's ``init_args`` (the knobs `propose_architecture` reads, e.g.
 ``d_model``, ``n_layer``, ``n_head``), the tokens per optimizer step (``data.init_args.batch_size`` x
 ``seq_len`` when the data module has both, times the devices' count when given), which of this package's callbacks
-the config lists (muP and PowerLR settings transfer; see `planner.stages.hyperparameters`), and a builder of the
+the config lists (muP and PowerLR settings transfer; see `planner.family.hyperparameters`), and a builder of the
 command line that trains a planned run.
 """
 

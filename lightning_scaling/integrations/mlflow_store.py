@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from lightning_scaling.errors import ConfigurationError, LightningScalingError
-from lightning_scaling.planner.recommendation import experiment_markdown, recommendation_markdown, refit_metrics
+from lightning_scaling.planner import experiment_markdown, recommendation_markdown, refit_metrics
 from lightning_scaling.runs import schema
 from lightning_scaling.runs.records import STALE_AFTER_S, RunRecord, Selection, select_runs
 from lightning_scaling.runs.schema import (

@@ -1,5 +1,6 @@
 """The planner's options, one frozen dataclass per group, each checked once in `__post_init__` with the package's
-shared checks (`lightning_scaling.options`): an error names the field, the allowed values and the value received.
+constraints (`lightning_scaling.options`), declared once per field in `_parameter_constraints`: an error names
+the field, the allowed values and the value received.
 
 - `FitOptions`: how the law is fitted and how sure it is (bootstrap replicates, seed, confidence, which law form,
   whether the runs' checkpoints join the fit).
@@ -11,15 +12,23 @@ shared checks (`lightning_scaling.options`): an error names the field, the allow
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, fields
-from typing import Literal, get_args
+from typing import ClassVar, get_args
 
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE
-from lightning_scaling.options import check_confidence, check_int, check_open_unit, check_positive, check_resamples
+from lightning_scaling.options import (
+    Choice,
+    Constraint,
+    Integer,
+    Interval,
+    Name,
+    Positive,
+    Resamples,
+    UseCurves,
+    validate,
+)
 
-UseCurves = Literal["auto", "always", "never"]
 USE_CURVES = get_args(UseCurves)
 AUTO = "auto"  # `law`: choose the form by forward-chaining error among those the runs can feed
 DEFAULT_GROWTH = 4.0  # each run 4x the compute of the largest so far: big enough to learn, small enough to be safe
@@ -52,15 +61,16 @@ class FitOptions:
     law: str = AUTO
     use_curves: UseCurves = "auto"
 
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "n_bootstrap": Resamples(),
+        "seed": Integer(),
+        "confidence": Interval(0, 1, closed="neither"),
+        "law": Name(text=f"'{AUTO}' or the name of a law form"),
+        "use_curves": Choice.of(UseCurves),
+    }
+
     def __post_init__(self):
-        object.__setattr__(self, "n_bootstrap", check_resamples(self.n_bootstrap, "n_bootstrap"))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise ConfigurationError(f"`seed` must be an integer, got {self.seed!r}")
-        object.__setattr__(self, "confidence", check_confidence(self.confidence, "confidence"))
-        if not (isinstance(self.law, str) and self.law):
-            raise ConfigurationError(f"`law` must be '{AUTO}' or the name of a law form, got {self.law!r}")
-        if self.use_curves not in USE_CURVES:
-            raise ConfigurationError(f"`use_curves` must be one of {USE_CURVES}, got {self.use_curves!r}")
+        _validate_fields(self)
 
 
 @dataclass(frozen=True)
@@ -78,9 +88,11 @@ class NextRunOptions:
     growth: float = DEFAULT_GROWTH
     pruning: dict | None = None
 
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {"next_flops": Positive(or_none=True),
+                                                               "growth": Positive()}
+
     def __post_init__(self):
-        object.__setattr__(self, "next_flops", check_positive(self.next_flops, "next_flops", or_none=True))
-        object.__setattr__(self, "growth", check_positive(self.growth, "growth"))
+        _validate_fields(self)
         if self.pruning is not None and not isinstance(self.pruning, dict):
             raise ConfigurationError(f"`pruning` must be a dict of the pruning schedule or None, got {self.pruning!r}")
 
@@ -109,19 +121,33 @@ class StageOptions:
     seed: int = 0
     confidence: float = 0.8
 
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "target_flops": Positive(),
+        "budget": Positive(),
+        "min_steps": Integer(1, text="an integer of at least 1"),
+        "first_share": Interval(0, 1, closed="neither"),
+        "first_groups": Integer(1, text="an integer of at least 1"),
+        "group_size": Integer(MIN_GROUP, text=f"an integer of at least {MIN_GROUP}"),
+        "n_bootstrap": Resamples(),
+        "seed": Integer(),
+        "confidence": Interval(0, 1, closed="neither"),
+    }
+
     def __post_init__(self):
-        set_ = lambda name, value: object.__setattr__(self, name, value)
-        set_("target_flops", check_positive(self.target_flops, "target_flops"))
-        set_("budget", check_positive(self.budget, "budget"))
+        _validate_fields(self)
         if self.budget >= self.target_flops:
             raise ConfigurationError(f"`budget` ({self.budget:.3g}) must be below `target_flops` "
                                      f"({self.target_flops:.3g}): the small runs are there to size the target run")
-        check_int(self.min_steps, "min_steps", 1)
-        set_("first_share", check_open_unit(self.first_share, "first_share"))
-        check_int(self.first_groups, "first_groups", 1)
-        check_int(self.group_size, "group_size", MIN_GROUP)
-        set_("n_bootstrap", check_resamples(self.n_bootstrap, "n_bootstrap"))
-        set_("confidence", check_confidence(self.confidence, "confidence"))
+
+
+def _validate_fields(options) -> None:
+    """Check the fields of a frozen options dataclass against its `_parameter_constraints`, text converted and the
+    numbers of an interval as floats."""
+    constraints = options._parameter_constraints
+    values = validate(constraints, **{name: getattr(options, name) for name in constraints})
+    for name, value in values.items():
+        is_number = isinstance(constraints[name], Interval) and value is not None
+        object.__setattr__(options, name, float(value) if is_number else value)
 
 
 def split_options(values: dict, *groups: type) -> list[dict]:

@@ -97,7 +97,7 @@ def on_recommendation(recommendation: dict) -> None:
     a job queue).
 
     Args:
-        recommendation: the dict of `lightning_scaling.planner.next_run.plan_next_run`: the fitted law (``E``,
+        recommendation: the dict of `lightning_scaling.planner.advise(...).to_dict()`: the fitted law (``E``,
             ``A``, ``B``, ``alpha``, ``beta``, ...), the compute-optimal ``params``, ``tokens``, ``flops`` and
             ``loss``, and a one-line ``sentence``. Each plugin gets its own shallow copy.
 
