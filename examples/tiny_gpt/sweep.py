@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning_scaling.planner.family import VALIDATIONS, validation_interval
+from lightning_scaling.planner import VALIDATIONS, validation_interval
 from lightning_scaling.plugins import hookimpl
 from lightning_scaling.schedules import average_params
 
@@ -160,7 +160,7 @@ def propose_width(params: float, hparams: dict) -> dict:
 def next_stage(store, plan_name: str) -> dict:
     """The next stage of the planned sweep from the runs in the store (none yet: from the prior)."""
     from lightning_scaling.planner import Family, Runs, StageOptions, plan_sweep
-    from lightning_scaling.runs.records import Selection
+    from lightning_scaling.runs import Selection
 
     p = PLANS[plan_name]
     selection = store.select() if store is not None else Selection(used=[], excluded=[])

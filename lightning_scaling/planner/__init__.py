@@ -13,6 +13,7 @@ taking `Runs` (a CSV table, `read_runs`, or the store's `Selection`, `Runs.from_
 Each answer is a frozen dataclass with `to_dict()` (the JSON); `planner.report` renders them in words.
 """
 
+from lightning_scaling.planner.family import VALIDATIONS, validation_interval
 from lightning_scaling.planner.inputs import Runs, read_runs
 from lightning_scaling.planner.next_run import advise, plan_next_run
 from lightning_scaling.planner.options import FitOptions, NextRunOptions, StageOptions
@@ -44,6 +45,8 @@ from lightning_scaling.planner.stages import plan_stage, stage_plan
 from lightning_scaling.planner.sweep import Family, plan_sweep
 
 __all__ = [
+    "VALIDATIONS",
+    "validation_interval",
     "Advice",
     "DataUsed",
     "Family",

@@ -2,7 +2,7 @@
 
 `advise` takes the runs (`planner.inputs.Runs`: a CSV table or the store's `Selection`) and returns an `Advice`
 (`planner.results`): the law form chosen by forward-chaining error among those given (`evaluation.backtest`), fitted
-on the final losses or also on the runs' schedule-corrected checkpoints (`planner.checkpoints`), with bootstrap
+on the final losses or also on the runs' schedule-corrected checkpoints (`planner.data_choice`), with bootstrap
 intervals; the compute-optimal next run for the budget (an explicit `next_flops`, or `growth` times the largest
 compute logged so far, as C = 6ND) with calibrated prediction intervals (`planner.uncertainty`); the backtest; the
 initial dense size of a sparse next run whose N_avg is the optimum under the pruning schedule (Jin et al. 2025); the
@@ -27,7 +27,7 @@ from lightning_scaling.errors import InsufficientRunsError
 from lightning_scaling.evaluation.backtest import backtest
 from lightning_scaling.law.fit import ChinchillaFit
 from lightning_scaling.law.form import check_law_form, fit_runs, quietly, shared_fits
-from lightning_scaling.planner.checkpoints import DataChoice, choose_data
+from lightning_scaling.planner.data_choice import DataChoice, choose_data
 from lightning_scaling.planner.inputs import Runs, law_inputs
 from lightning_scaling.planner.options import DEFAULT_GROWTH, USE_CURVES, FitOptions, NextRunOptions, split_options
 from lightning_scaling.planner.predict import select_law
