@@ -1,8 +1,9 @@
 """The `lightning-scaling` command line: thin wrappers that load runs, fit, and print.
 
     lightning-scaling fit RUNS.csv [--format json|text] [--bootstrap K] [--seed S] [--confidence P]
-    lightning-scaling recommend RUNS.csv --flops C [--format json|text] [--bootstrap K] [--seed S]
-    lightning-scaling recommend --tracking-uri URI --experiment NAME [--flops C | --growth G] [--publish]
+    lightning-scaling recommend RUNS.csv --flops C [--law auto|NAME] [--format json|text] [--bootstrap K] [--seed S]
+    lightning-scaling recommend --tracking-uri URI --experiment NAME [--flops C | --growth G] [--law auto|NAME]
+        [--publish]
     lightning-scaling runs --tracking-uri URI --experiment NAME [--format json|text]
     lightning-scaling backtest RUNS.csv | --tracking-uri URI --experiment NAME [--law auto|NAME] [--confidence P]
     lightning-scaling predict RUNS.csv --at POINTS.csv [--law auto|NAME] [--confidence P] [--format json|text]
@@ -35,7 +36,7 @@ from lightning_scaling.cli.forecast import FORECAST
 from lightning_scaling.cli.plan import PLAN
 from lightning_scaling.cli.tools import COORD_CHECK, DEMO, TRAIN
 from lightning_scaling.errors import LightningScalingError
-from lightning_scaling.runs.secrets import redact
+from lightning_scaling.runs import redact
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 

@@ -2,9 +2,9 @@
 
 A `Command` names the command and its help, lists its arguments (the shared ones of `cli.options` and its own, in
 the order `--help` shows them), and holds `run(args) -> result` and `text(result) -> str`. `render(result, format)`
-prints the result as JSON (`--format json`: a typed result through its `to_dict()`) or as `text` gives it. A command
-that hands its whole command line to another parser (`train`, to LightningCLI) has `forward(argv) -> exit status`
-instead of `run` and `text`.
+prints the result as JSON (`--format json`: a typed result, or each of a list, through its `to_dict()`) or as
+`text` gives it. A command that hands its whole command line to another parser (`train`, to LightningCLI) has
+`forward(argv) -> exit status` instead of `run` and `text`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,16 @@ from typing import Any
 from lightning_scaling.cli.options import add_arguments
 
 
+def plain(result):
+    """A typed result as its `to_dict()` (a list of them, each); anything else as it is."""
+    if isinstance(result, list):
+        return [plain(r) for r in result]
+    return result.to_dict() if hasattr(result, "to_dict") else result
+
+
 def to_json(result) -> str:
-    """`result` as indented JSON: a typed result through its `to_dict()`, numpy numbers as floats."""
-    data = result.to_dict() if hasattr(result, "to_dict") else result
-    return json.dumps(data, indent=2, default=float)
+    """`result` as indented JSON: a typed result (or a list of them) through `to_dict()`, numpy numbers as floats."""
+    return json.dumps(plain(result), indent=2, default=float)
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 def mlflow_store(tracking_uri: str, experiment: str, loss_key: str, stale_after: float):
     """The experiment's `MLflowRunStore` (imports MLflow)."""
-    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
+    from lightning_scaling.integrations import MLflowRunStore
 
     return MLflowRunStore(tracking_uri, experiment_name=experiment, loss_key=loss_key, stale_after=stale_after)
 
 
 def train(argv: list[str]) -> int:
     """LightningCLI's `fit` on `argv` (imports Lightning and torch)."""
-    from lightning_scaling.integrations.lightning_cli import run_cli
+    from lightning_scaling.integrations import run_cli
 
     return run_cli(argv)
 
 
 def coord_check(config: dict) -> dict:
     """The muP coordinate check of each parametrisation in `config` (imports torch)."""
-    from lightning_scaling.nn.coord_check import coord_check_from_config
+    from lightning_scaling.nn import coord_check_from_config
 
     return coord_check_from_config(config)

@@ -1,7 +1,9 @@
 """The commands on the final-loss law: `fit`, `recommend`, `runs`, `backtest` and `predict`.
 
-Each `run_*` reads its runs (RUNS.csv, or the MLflow experiment through `cli.sources`) and asks the planner one
-question in one call, so that the call is the one line to change when the planner's entry points change.
+Each `run_*` reads its runs (`cli.sources`: RUNS.csv, or the MLflow experiment as the closing hook reads it) and asks
+the planner one question in one call (`planner.advise`, `backtest_law`, `predict`), so that a CSV and the store get
+one answer from the same runs: `recommend RUNS.csv` chooses the law form by backtest, gives calibrated intervals,
+the backtest and the refusal of a degenerate fit exactly as the closing hook does.
 """
 
 from __future__ import annotations
@@ -25,66 +27,83 @@ from lightning_scaling.cli.options import (
     argument,
     positive_float,
 )
-from lightning_scaling.errors import ConfigurationError
-from lightning_scaling.law.fit import ChinchillaFit
-from lightning_scaling.planner.next_run import DEFAULT_GROWTH, plan_next_run
-from lightning_scaling.planner.predict import backtest_runs, backtest_text, predict_points
-from lightning_scaling.planner.recommendation import format_text, recommend, recommendation_markdown, summarize_fit
-from lightning_scaling.runs.table import read_points_csv, read_runs_csv
+from lightning_scaling.errors import ConfigurationError, InsufficientRunsError
+from lightning_scaling.law import ChinchillaFit
+from lightning_scaling.planner import (
+    Advice,
+    FitOptions,
+    NextRunOptions,
+    Runs,
+    advice_text,
+    advise,
+    backtest_law,
+    backtest_text,
+    format_text,
+    predict,
+    predictions_text,
+    recommendation_markdown,
+)
+from lightning_scaling.planner.recommendation import summarize_fit
+from lightning_scaling.runs import read_points_csv, read_runs_csv
 
 
-# -- fit and recommend RUNS.csv -----------------------------------------------------------------------------------
-def fit_with_intervals(table, args):
-    """The law fitted to the runs of `table`, and its bootstrap intervals (None without `--bootstrap`)."""
+# -- fit ----------------------------------------------------------------------------------------------------------
+def run_fit(args) -> dict:
+    """Chinchilla's law fitted to RUNS.csv, with bootstrap intervals under `--bootstrap`."""
+    table = read_runs_csv(args.runs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # boundary messages are reported in the output instead
         fit = ChinchillaFit().fit(table.N, table.D, table.loss, params_column=table.params_column,
                                   labels=table.labels)
     boot = fit.bootstrap(args.bootstrap, seed=args.seed, confidence=args.confidence) if args.bootstrap else None
-    return fit, boot
-
-
-def run_fit(args) -> dict:
-    table = read_runs_csv(args.runs)
-    fit, boot = fit_with_intervals(table, args)
     return summarize_fit(fit, boot, table.flops)
 
 
+# -- recommend ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class StoreRecommendation:
-    """`recommend` from an MLflow experiment: the closing hook's recommendation, shown as its Markdown summary."""
+class StoreAdvice:
+    """`recommend` from an MLflow experiment: the closing hook's answer, shown as its Markdown note."""
 
-    recommendation: dict
+    advice: Advice
 
     def to_dict(self) -> dict:
-        return self.recommendation
+        return self.advice.to_dict()
 
 
-def run_recommend(args) -> dict | StoreRecommendation:
-    """From RUNS.csv (`--flops` needed), or from the MLflow experiment as the closing hook does."""
+def advise_runs(runs: Runs, args) -> Advice:
+    """The closing hook's answer for `runs` under the command line's options: the law form `--law` names or the
+    backtest chooses, the runs' checkpoints when they predict better (`use_curves="auto"`), intervals calibrated by
+    forward chaining, and the budget `--flops` or `--growth` x the largest compute logged (the planner's default)."""
+    fit_options = FitOptions(n_bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence, law=args.law,
+                             use_curves="auto")
+    run_options = NextRunOptions(next_flops=args.flops, growth=args.growth or NextRunOptions.growth)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # boundary messages are reported in the output instead
+        return advise(runs, fit_options, run_options, forms=plugins.law_forms(),
+                      propose_architecture=plugins.propose_architecture)
+
+
+def run_recommend(args) -> Advice | StoreAdvice:
+    """From RUNS.csv (`--flops` needed; too few runs exit with the runs to add), or from the MLflow experiment as the
+    closing hook reads it (its runs' curves too), `--publish` writing the answer where the hook writes it."""
     if args.runs is None:
-        return StoreRecommendation(_recommend_from_store(args))
+        runs_store = sources.store(args)
+        advice = advise_runs(sources.store_runs(runs_store, curves=True), args)
+        if args.publish:
+            runs_store.publish_everywhere(advice.to_dict(), force=True)
+        return StoreAdvice(advice)
     if args.flops is None:
         raise ConfigurationError("`recommend RUNS.csv` needs --flops C (the next run's compute budget)")
-    table = read_runs_csv(args.runs)
-    fit, boot = fit_with_intervals(table, args)
-    return recommend(fit, args.flops, boot, table.flops)
-
-
-def _recommend_from_store(args) -> dict:
-    store = sources.store(args)
-    rec = plan_next_run(store.select(), next_flops=args.flops, growth=args.growth or DEFAULT_GROWTH,
-                        n_bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
-                        propose_architecture=plugins.propose_architecture, law_forms=plugins.law_forms())
-    if args.publish:
-        store.publish_everywhere(rec, force=True)
-    return rec
+    advice = advise_runs(sources.runs(args), args)
+    if advice.status == "insufficient_runs":
+        raise InsufficientRunsError(advice.message, advice.suggestions)
+    return advice
 
 
 def _recommend_text(result) -> str:
-    if isinstance(result, StoreRecommendation):
-        return recommendation_markdown(result.recommendation)
-    return format_text(result)
+    if isinstance(result, StoreAdvice):
+        return recommendation_markdown(result.advice)
+    return advice_text(result)
 
 
 # -- runs ---------------------------------------------------------------------------------------------------------
@@ -104,24 +123,14 @@ def _runs_text(out: dict) -> str:
 
 # -- backtest and predict -----------------------------------------------------------------------------------------
 def run_backtest(args) -> dict:
-    N, D, L, extra, _ = sources.law_runs(args)
-    return backtest_runs(N, D, L, forms=plugins.law_forms(), law=args.law, confidence=args.confidence, extra=extra)
+    return backtest_law(sources.runs(args), FitOptions(law=args.law, confidence=args.confidence), plugins.law_forms())
 
 
 def run_predict(args) -> list:
-    N, D, L, extra, column = sources.law_runs(args)
+    runs = sources.runs(args)
     points = read_points_csv(args.at)
-    return predict_points(N, D, L, *points, forms=plugins.law_forms(), law=args.law, confidence=args.confidence,
-                          extra=extra, params_column=column, seed=args.seed)
-
-
-def _predict_text(rows: list) -> str:
-    pct = int(round(100 * rows[0]["confidence"]))
-    lines = [f"law: {rows[0]['law']}; {pct}% prediction intervals ({rows[0]['interval']})",
-             f"  {'params':>12} {'tokens':>12} {'loss':>8}   {pct}% interval"]
-    lines += [f"  {r['params']:>12.4g} {r['tokens']:>12.4g} {r['loss']:>8.4f}   "
-              f"[{r['loss_low']:.4f}, {r['loss_high']:.4f}]" for r in rows]
-    return "\n".join(lines)
+    return predict(runs, *points, FitOptions(law=args.law, confidence=args.confidence, seed=args.seed),
+                   plugins.law_forms())
 
 
 # -- the commands -------------------------------------------------------------------------------------------------
@@ -130,11 +139,12 @@ FIT = Command(
 
 RECOMMEND = Command(
     "recommend", "compute-optimal next run: from a CSV, or from an MLflow experiment as the closing hook does",
-    (RUNS.but(nargs="?"), FORMAT, *INTERVALS, TRACKING,
+    (RUNS.but(nargs="?"), FORMAT, *INTERVALS, LAW, TRACKING,
      Exclusive((argument("--flops", type=positive_float, metavar="C",
                          help="compute budget of the next run in FLOPs (C = 6 N D)"),
                 argument("--growth", type=positive_float, metavar="G",
-                         help="budget = G x the largest compute logged, as 6ND (MLflow form only; default 4)"))),
+                         help="budget = G x the largest compute logged, as 6ND (MLflow form only; default "
+                              f"{NextRunOptions.growth:g})"))),
      argument("--publish", action="store_true",
               help="also write the recommendation to the experiment's summary run `scaling-law`")),
     run_recommend, _recommend_text, epilog=EPILOG)
@@ -154,4 +164,4 @@ PREDICT = Command(
     "predict", "the loss with its prediction interval at each (params, tokens) of POINTS.csv",
     (RUNS, argument("--at", required=True, metavar="POINTS.csv", help="CSV with columns params, tokens"), LAW,
      CONFIDENCE_BRIEF, SEED.but(help="seed of the fallback bootstrap (default 0)"), FORMAT),
-    run_predict, _predict_text, epilog=EPILOG)
+    run_predict, predictions_text, epilog=EPILOG)

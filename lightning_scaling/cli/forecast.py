@@ -5,8 +5,8 @@ from __future__ import annotations
 from lightning_scaling.cli import sources
 from lightning_scaling.cli.command import Command
 from lightning_scaling.cli.options import CONFIDENCE_BRIEF, FORMAT, SEED, TRACKING, argument, momentum
-from lightning_scaling.curves.forecast import Curve, forecast
-from lightning_scaling.runs.curve_table import read_curves_csv
+from lightning_scaling.curves import Curve, forecast
+from lightning_scaling.runs import read_curves_csv
 
 EPILOG = ("CSV columns: step, lr, loss; optional tokens, params, run, curve. Rows with an empty loss are the planned "
           "rest of the run; other runs' rows give the law's shape and calibrate the interval; with tokens and params "

@@ -17,7 +17,7 @@ from typing import Any
 
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.options import check_confidence, check_positive, check_resamples
-from lightning_scaling.runs.records import STALE_AFTER_S
+from lightning_scaling.runs import STALE_AFTER_S
 
 EPILOG = ("CSV columns: params, tokens, loss; optional flops, params_avg (used as N when present), run_id, "
           "unique_tokens (lets the data-constrained law form compete).")

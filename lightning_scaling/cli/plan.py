@@ -1,11 +1,10 @@
 """`plan`: the next stage of small runs (isoFLOP groups) that most shrinks the interval on N_opt at the target
-compute, within a compute budget; with the model family's config, each run's architecture and training command."""
+compute, within a compute budget (`planner.plan_sweep`); with the model family's config, each run's architecture
+and training command."""
 
 from __future__ import annotations
 
 import warnings
-
-import numpy as np
 
 from lightning_scaling import plugins
 from lightning_scaling.cli import sources
@@ -21,59 +20,34 @@ from lightning_scaling.cli.options import (
     argument,
     positive_float,
 )
-from lightning_scaling.integrations.family import read_family, train_command
-from lightning_scaling.planner.recommendation import format_count
-from lightning_scaling.planner.stages import family_realizer, plan_stage, with_family
+from lightning_scaling.integrations import read_family, train_command
+from lightning_scaling.planner import Family, Runs, StageOptions, StagePlan, plan_sweep, plan_text
 
 
-def run_plan(args) -> dict:
-    sweeps = None
+def run_plan(args) -> StagePlan:
+    """The plan from RUNS.csv or the MLflow experiment (with each run's peak learning rate: the team's own sweeps),
+    or from the prior without runs."""
     if args.runs is not None or args.tracking_uri or args.experiment:
-        N, D, L, _, _, lr = sources.law_runs(args, peak_lr=True)
-        if lr is not None:
-            sweeps = (N, D, lr, L)
+        runs = sources.runs(args, lr=True)
     else:
-        N = D = L = np.zeros(0)
-    family = read_family(args.config) if args.config else None
-    return _plan(args, (N, D, L), family, sweeps)
-
-
-def _plan(args, runs: tuple, family: dict | None, sweeps: tuple | None) -> dict:
-    realize, command = None, None
-    if family:
-        realize = family_realizer(family["hparams"], plugins.propose_architecture, family["tokens_per_step"])
-        command = train_command(family, args.tracking_uri, args.experiment)
+        runs = Runs.empty()
+    options = StageOptions(target_flops=args.target_flops, budget=args.budget, n_bootstrap=args.bootstrap,
+                           seed=args.seed, confidence=args.confidence)
+    family = _family(args)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        plan = plan_stage(args.target_flops, args.budget, *runs, n_bootstrap=args.bootstrap, seed=args.seed,
-                          confidence=args.confidence, realize=realize)
-    plan = with_family(plan, command, family["settings"] if family else None, sweeps)
-    if family:
-        plan["family"] = {k: family[k] for k in ("config", "model", "tokens_per_step")}
-    return plan
+        warnings.simplefilter("ignore")  # the fit's boundary messages are no part of the plan
+        return plan_sweep(runs, options, family)
 
 
-def plan_text(plan: dict) -> str:
-    lines = [plan["sentence"], ""]
-    if plan["basis"] == "prior":
-        lines.append(f"prior: {plan['prior']['law']} ({plan['prior']['used_for']})")
-    else:
-        fit = plan["fit"]
-        s = f"law now: {fit['law']}; N_opt at the target {format_count(fit['params_opt_at_target'])}"
-        if "params_opt_low" in fit:
-            s += (f" ({int(round(100 * fit['confidence']))}% interval {format_count(fit['params_opt_low'])}.."
-                  f"{format_count(fit['params_opt_high'])})")
-        lines.append(s)
-    if plan["runs"]:
-        lines += ["", f"  {'group':<16} {'params':>10} {'tokens':>10} {'FLOPs':>10}  command"]
-        for r in plan["runs"]:
-            lines.append(f"  {r['group']:<16} {format_count(r['params']):>10} {format_count(r['tokens']):>10} "
-                         f"{r['flops']:>10.3g}  {r.get('command', '')}")
-    hp = plan.get("hyperparameters") or {}
-    if hp:
-        lines += ["", f"learning rate and batch size ({hp['kind']}): {hp['why']}"]
-        lines += [f"  learning-rate sweep not used: {why}" for why in hp.get("sweeps_not_used", [])]
-    return "\n".join(lines)
+def _family(args) -> Family:
+    """The model family of `--config` (its architectures, tokens per step, settings and training command), or none."""
+    if not args.config:
+        return Family()
+    family = read_family(args.config)
+    return Family(hparams=family["hparams"], settings=family["settings"],
+                  propose_architecture=plugins.propose_architecture, tokens_per_step=family["tokens_per_step"],
+                  command=train_command(family, args.tracking_uri, args.experiment),
+                  describe={k: family[k] for k in ("config", "model", "tokens_per_step")})
 
 
 PLAN = Command(

@@ -1,11 +1,12 @@
-"""Where a command's runs come from: RUNS.csv, or an MLflow experiment read as the closing hook reads it."""
+"""Where a command's runs come from: RUNS.csv (`planner.read_runs`), or an MLflow experiment read as the closing hook
+reads it (`planner.Runs.from_selection` of the store's selection, with the runs' curves or peak learning rates where
+the command uses them)."""
 
 from __future__ import annotations
 
 from lightning_scaling.cli import deferred
 from lightning_scaling.errors import ConfigurationError
-from lightning_scaling.planner.next_run import law_inputs
-from lightning_scaling.runs.table import read_runs_csv
+from lightning_scaling.planner import Runs, read_runs
 
 
 def store(args):
@@ -15,15 +16,20 @@ def store(args):
     return deferred.mlflow_store(args.tracking_uri, args.experiment, args.loss_key, args.stale_after)
 
 
-def law_runs(args, peak_lr: bool = False) -> tuple:
-    """(N, D, loss, extra, params_column) from RUNS.csv or from the MLflow experiment (as the closing hook reads it);
-    with `peak_lr`, each run's peak learning rate too (RUNS.csv's `lr` column, None without it; the store's largest
-    `scaling/lr` of each run)."""
+def store_runs(runs_store, curves: bool = False, lr: bool = False) -> Runs:
+    """The usable runs of `runs_store` and the excluded ones, as the closing hook reads them: with `curves`, each
+    run's loss curve with the learning rate at each validation (`curves(..., dense_lr=True, stopped=False)`, what
+    the hook passes to the planner); with `lr`, each run's peak learning rate (`peak_learning_rates`)."""
+    selection = runs_store.select()
+    return Runs.from_selection(
+        selection,
+        curves=runs_store.curves(selection, dense_lr=True, stopped=False) if curves else None,
+        lr=runs_store.peak_learning_rates(selection.used) if lr else None)
+
+
+def runs(args, curves: bool = False, lr: bool = False) -> Runs:
+    """The runs of RUNS.csv (its `lr` column, when present, as each run's peak learning rate), or of the MLflow
+    experiment (`store_runs`)."""
     if args.runs is not None:
-        table = read_runs_csv(args.runs)
-        out = (table.N, table.D, table.loss, table.extra, table.params_column)
-        return out + (table.lr,) if peak_lr else out
-    runs = store(args)
-    used = runs.select().used
-    N, D, L, column = law_inputs(used)
-    return (N, D, L, None, column) + ((runs.peak_learning_rates(used),) if peak_lr else ())
+        return read_runs(args.runs)
+    return store_runs(store(args), curves=curves, lr=lr)

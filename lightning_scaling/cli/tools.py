@@ -13,10 +13,9 @@ from lightning_scaling.cli import deferred
 from lightning_scaling.cli.command import Command
 from lightning_scaling.cli.options import BOOTSTRAP, CONFIDENCE, FORMAT, SEED, argument
 from lightning_scaling.errors import ConfigurationError
-from lightning_scaling.law.allocation import compute_optimal
-from lightning_scaling.law.fit import ChinchillaFit
-from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW, synthetic_runs
-from lightning_scaling.planner.recommendation import format_text, recommend
+from lightning_scaling.law import CHINCHILLA_PAPER_LAW, ChinchillaFit, compute_optimal, synthetic_runs
+from lightning_scaling.planner import format_text
+from lightning_scaling.planner.recommendation import recommend
 
 DEMO_BUDGETS = (1e18, 3e18, 1e19, 3e19)  # four isoFLOP groups half a decade apart, as a first sweep spaces them
 
