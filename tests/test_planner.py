@@ -136,15 +136,17 @@ def test_the_sweeps_plan_shares_the_recommendations_fit(monkeypatch):
     assert plan.to_dict()["hyperparameters"]["kind"] == "prior"
 
 
-def test_the_command_lines_texts_are_the_reports():
-    """The plan's and the predictions' text as the command line prints them today, from `planner.report`."""
-    from lightning_scaling import cli
-    from lightning_scaling.planner import plan_stage, plan_text, predictions_text
-    from lightning_scaling.planner.family import with_family
+def test_the_command_line_renders_with_the_planners_reports():
+    """The command line has no text of its own for the planner's answers: `plan`, `predict` and `backtest` print with
+    `planner.report`; the predictions' text is a heading, the columns and one line per point."""
+    from lightning_scaling.cli.fitting import BACKTEST, PREDICT
+    from lightning_scaling.cli.plan import PLAN
+    from lightning_scaling.planner import backtest_text, plan_text, predictions_text
 
+    assert (PLAN.text, PREDICT.text, BACKTEST.text) == (plan_text, predictions_text, backtest_text)
     N, D, L = _runs()
-    plan = with_family(plan_stage(1e22, 1e21, N, D, L, n_bootstrap=20))
-    assert plan_text(plan) == cli._plan_text(plan)
     runs = Runs.from_selection(_selection(N, D, L))
     rows = predict(runs, [1e8, 1e9], [2e9, 2e10], FitOptions(), {"chinchilla": plugins.law_forms()["chinchilla"]})
-    assert predictions_text(rows) == cli._predict_text([r.to_dict() for r in rows])
+    lines = predictions_text(rows).splitlines()
+    assert lines[0] == "law: chinchilla; 80% prediction intervals (calibrated)" and len(lines) == 2 + len(rows)
+    assert lines[2].split()[:3] == ["1e+08", "2e+09", f"{rows[0].loss:.4f}"]
