@@ -331,9 +331,7 @@ def _law_across(records) -> LawAcross | None:
     N = np.array([r.params for r in records], float)
     D = np.array([r.tokens for r in records], float)
     L = np.array([r.loss for r in records], float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = ChinchillaFit().fit(N, D, L)
+    fit = ChinchillaFit(warn=False).fit(N, D, L)  # a fit on its bounds is reported below (`bool(fit.boundary_)`)
     scatter = float(np.sqrt(np.mean((L / fit.predict(N, D) - 1.0) ** 2)))
     return LawAcross(fit, (float(N.min()), float(N.max())), (float(D.min()), float(D.max())), scatter,
                      bool(fit.boundary_))

@@ -8,7 +8,6 @@ the backtest and the refusal of a degenerate fit exactly as the closing hook doe
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 from lightning_scaling import plugins
@@ -51,10 +50,8 @@ from lightning_scaling.runs import read_points_csv, read_runs_csv
 def run_fit(args) -> dict:
     """Chinchilla's law fitted to RUNS.csv, with bootstrap intervals under `--bootstrap`."""
     table = read_runs_csv(args.runs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # boundary messages are reported in the output instead
-        fit = ChinchillaFit().fit(table.N, table.D, table.loss, params_column=table.params_column,
-                                  labels=table.labels)
+    fit = ChinchillaFit(warn=False).fit(table.N, table.D, table.loss, params_column=table.params_column,
+                                        labels=table.labels)  # its boundary messages are in the output
     boot = fit.bootstrap(args.bootstrap, seed=args.seed, confidence=args.confidence) if args.bootstrap else None
     return summarize_fit(fit, boot, table.flops)
 
@@ -77,10 +74,8 @@ def advise_runs(runs: Runs, args) -> Advice:
     fit_options = FitOptions(n_bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence, law=args.law,
                              use_curves="auto")
     run_options = NextRunOptions(next_flops=args.flops, growth=args.growth or NextRunOptions.growth)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # boundary messages are reported in the output instead
-        return advise(runs, fit_options, run_options, forms=plugins.law_forms(),
-                      propose_architecture=plugins.propose_architecture)
+    return advise(runs, fit_options, run_options, forms=plugins.law_forms(),
+                  propose_architecture=plugins.propose_architecture)
 
 
 def run_recommend(args) -> Advice | StoreAdvice:

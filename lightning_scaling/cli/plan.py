@@ -4,8 +4,6 @@ and training command."""
 
 from __future__ import annotations
 
-import warnings
-
 from lightning_scaling import plugins
 from lightning_scaling.cli import sources
 from lightning_scaling.cli.command import Command
@@ -34,9 +32,7 @@ def run_plan(args) -> StagePlan:
     options = StageOptions(target_flops=args.target_flops, budget=args.budget, n_bootstrap=args.bootstrap,
                            seed=args.seed, confidence=args.confidence)
     family = _family(args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the fit's boundary messages are no part of the plan
-        return plan_sweep(runs, options, family)
+    return plan_sweep(runs, options, family)
 
 
 def _family(args) -> Family:
