@@ -1,8 +1,10 @@
 """lightning-scaling: scaling-law practice for PyTorch Lightning trainers.
 
-The top-level package is the pure core (numpy and scipy only): the law, its fitter, compute allocation,
-bootstrap intervals, isoFLOP analysis and run validation. Lightning callbacks live in
-`lightning_scaling.callbacks`, MLflow and LightningCLI adapters in `lightning_scaling.integrations`.
+The top level re-exports the fitter most users start from (`ChinchillaFit`, `ChinchillaLaw`, `FitWarning`) and the
+error types. One room per concept, each exporting its public names in its `__init__`: `law` (the final-loss law and
+its fitters), `evaluation` (backtests and calibrated intervals), `curves` (the whole-curve law and forecasts),
+`planner` (what to run next), `runs`, `schedules`, `nn` (tensor code), `plugins`, `integrations` (MLflow, LightningCLI,
+the Lightning namespaces), `callbacks` and `cli`; the README's Layout gives the import layers.
 """
 
 from lightning_scaling.errors import (
