@@ -145,12 +145,20 @@ class Positive(Interval):
         super().__init__(0, None, closed="neither", **kwargs)
 
 
+OPEN_UNIT = Interval(0, 1, closed="neither")  # a probability (an interval's confidence) or a share
+
+
 class Integer(Constraint):
     """An integer (not a bool, nor a float) of at least `least`, or above `above`; text of an integer converted."""
 
     def __init__(self, least: int | None = None, *, above: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.least, self.above = least, above
+
+    @classmethod
+    def at_least(cls, least: int, **kwargs) -> Integer:
+        """An integer of at least `least`, in the words the package's errors have always used for it."""
+        return cls(least, text=f"an integer of at least {least}", **kwargs)
 
     def describe(self) -> str:
         if self.above is not None:
@@ -253,7 +261,7 @@ def check_positive(value, name: str, or_none: bool = False) -> float | None:
 
 def check_open_unit(value, name: str) -> float:
     """A number in (0, 1): a probability, a share."""
-    return float(Interval(0, 1, closed="neither").check(name, value))
+    return float(OPEN_UNIT.check(name, value))
 
 
 def check_confidence(value, name: str = "confidence") -> float:
@@ -263,7 +271,7 @@ def check_confidence(value, name: str = "confidence") -> float:
 
 def check_int(value, name: str, least: int) -> int:
     """An integer (not a bool) of at least `least`."""
-    return Integer(least, text=f"an integer of at least {least}").check(name, value)
+    return Integer.at_least(least).check(name, value)
 
 
 def check_resamples(value, name: str = "bootstrap", allow_zero: bool = True) -> int:

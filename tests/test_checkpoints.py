@@ -15,8 +15,8 @@ from lightning_scaling.evaluation.backtest import backtest
 from lightning_scaling.evaluation.folds import inside_hull
 from lightning_scaling.law.bootstrap import resample_counts
 from lightning_scaling.law.fit import ChinchillaFit
+from lightning_scaling.planner import recommendation_markdown
 from lightning_scaling.planner.next_run import plan_next_run
-from lightning_scaling.planner.recommendation import recommendation_markdown
 from lightning_scaling.runs.records import RunRecord, Selection
 from lightning_scaling.schedules.lr import PowerSchedule
 

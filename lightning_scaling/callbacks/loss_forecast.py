@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, ClassVar
 from lightning_scaling.callbacks._clock import clock_of
 from lightning_scaling.callbacks._types import NonNegativeInt, OpenUnitInterval
 from lightning_scaling.integrations.lightning import Callback, override
-from lightning_scaling.options import Constraint, Flag, Integer, Interval, Name, validate
+from lightning_scaling.options import OPEN_UNIT, Constraint, Flag, Integer, Interval, Name, validate
 from lightning_scaling.runs.schema import LR, STOPPED_EARLY_TAG
 from lightning_scaling.runs.secrets import redact
 
@@ -69,7 +69,7 @@ class LossForecast(Callback):
     """
 
     _parameter_constraints: ClassVar[dict[str, Constraint]] = {
-        "confidence": Interval(0, 1, closed="neither"),
+        "confidence": OPEN_UNIT,
         "stop_if_hopeless": Flag(),
         "loss_key": Name(text="a metric name"),
         "min_progress": Interval(0, 1, closed="left"),

@@ -29,7 +29,7 @@ from lightning_scaling.law.chinchilla import PARAM_NAMES
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE
 from lightning_scaling.law.objective import objective
 from lightning_scaling.law.search import newton
-from lightning_scaling.options import Integer, Interval, Resamples, validate
+from lightning_scaling.options import OPEN_UNIT, Integer, Resamples, validate
 
 
 def percentile_interval(values, confidence: float) -> tuple[float, float]:
@@ -99,7 +99,7 @@ PILOT = 100  # replicates that try every start; the others try the runner-up bas
 # The bootstrap's options and their allowed values.
 BOOTSTRAP_CONSTRAINTS = {
     "n_resamples": Resamples(allow_zero=False),
-    "confidence": Interval(0, 1, closed="neither"),
+    "confidence": OPEN_UNIT,
     "n_starts": Integer(1),
 }
 

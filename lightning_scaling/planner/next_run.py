@@ -28,8 +28,8 @@ from lightning_scaling.evaluation.backtest import backtest
 from lightning_scaling.law.fit import ChinchillaFit
 from lightning_scaling.law.form import check_law_form, fit_runs, quietly, shared_fits
 from lightning_scaling.planner.data_choice import DataChoice, choose_data
-from lightning_scaling.planner.inputs import Runs, law_inputs
-from lightning_scaling.planner.options import DEFAULT_GROWTH, USE_CURVES, FitOptions, NextRunOptions, split_options
+from lightning_scaling.planner.inputs import Runs
+from lightning_scaling.planner.options import FitOptions, NextRunOptions, split_options
 from lightning_scaling.planner.predict import select_law
 from lightning_scaling.planner.recommendation import figure_data, law_summary, next_run
 from lightning_scaling.planner.report import (
@@ -44,8 +44,6 @@ from lightning_scaling.planner.uncertainty import fit_kwargs, form_predictions, 
 from lightning_scaling.runs.records import Selection
 from lightning_scaling.runs.validation import suggest_runs
 from lightning_scaling.schedules.sparsity import END_FRACTION, START_FRACTION, initial_params_for_average
-
-__all__ = ["DEFAULT_GROWTH", "USE_CURVES", "advise", "law_inputs", "plan_next_run"]
 
 EXTRAPOLATION_RATIO = 10.0  # a recommendation more than 10x outside the sizes trained is an extrapolation
 DEFAULT_FORMS = {"chinchilla": ChinchillaFit}  # without forms given: Chinchilla's law (Hoffmann et al. 2022)

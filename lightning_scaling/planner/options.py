@@ -13,11 +13,12 @@ the field, the allowed values and the value received.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import ClassVar, get_args
+from typing import ClassVar
 
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE
 from lightning_scaling.options import (
+    OPEN_UNIT,
     Choice,
     Constraint,
     Integer,
@@ -29,7 +30,6 @@ from lightning_scaling.options import (
     validate,
 )
 
-USE_CURVES = get_args(UseCurves)
 AUTO = "auto"  # `law`: choose the form by forward-chaining error among those the runs can feed
 DEFAULT_GROWTH = 4.0  # each run 4x the compute of the largest so far: big enough to learn, small enough to be safe
 DEFAULT_BOOTSTRAP = 1000  # replicates of the next run's intervals (Epoch's replication of Chinchilla uses 4000)
@@ -64,7 +64,7 @@ class FitOptions:
     _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         "n_bootstrap": Resamples(),
         "seed": Integer(),
-        "confidence": Interval(0, 1, closed="neither"),
+        "confidence": OPEN_UNIT,
         "law": Name(text=f"'{AUTO}' or the name of a law form"),
         "use_curves": Choice.of(UseCurves),
     }
@@ -124,13 +124,13 @@ class StageOptions:
     _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         "target_flops": Positive(),
         "budget": Positive(),
-        "min_steps": Integer(1, text="an integer of at least 1"),
-        "first_share": Interval(0, 1, closed="neither"),
-        "first_groups": Integer(1, text="an integer of at least 1"),
-        "group_size": Integer(MIN_GROUP, text=f"an integer of at least {MIN_GROUP}"),
+        "min_steps": Integer.at_least(1),
+        "first_share": OPEN_UNIT,
+        "first_groups": Integer.at_least(1),
+        "group_size": Integer.at_least(MIN_GROUP),
         "n_bootstrap": Resamples(),
         "seed": Integer(),
-        "confidence": Interval(0, 1, closed="neither"),
+        "confidence": OPEN_UNIT,
     }
 
     def __post_init__(self):

@@ -104,6 +104,3 @@ def backtest_runs(N, D, L, *, forms: dict[str, Callable], law: str = AUTO, confi
     runs = Runs(N=np.asarray(N, float), D=np.asarray(D, float), L=np.asarray(L, float), extra=extra)
     return backtest_law(runs, FitOptions(law=law, confidence=confidence), forms)
 
-
-# The renderer lives in `planner.report`; importable from here for callers not yet moved to it.
-from lightning_scaling.planner.report import backtest_text  # noqa: E402, F401

@@ -104,13 +104,3 @@ def figure_data(fit, run_flops, budget: float, points: int = 100) -> dict:
                        "params_opt": opt.params, "loss_opt": opt.loss})
     return {"frontier": {"flops": grid.tolist(), "loss": [a.loss for a in frontier]}, "isoflop": groups}
 
-
-# The renderers live in `planner.report`; these names stay importable from here for callers not yet moved to it.
-from lightning_scaling.planner.report import (  # noqa: E402, F401
-    experiment_markdown,
-    format_count,
-    format_text,
-    plan_line,
-    recommendation_markdown,
-    refit_metrics,
-)

@@ -14,7 +14,7 @@ the planner returned before it had types).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 ALLOCATION_KEYS = ("params", "tokens", "flops", "loss")
 
@@ -108,9 +108,7 @@ class SparseNext:
     prunable_fraction: float
 
     def to_dict(self) -> dict:
-        return {"initial_params": self.initial_params, "params_avg": self.params_avg,
-                "final_sparsity": self.final_sparsity, "start_fraction": self.start_fraction,
-                "end_fraction": self.end_fraction, "prunable_fraction": self.prunable_fraction}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -190,9 +188,7 @@ class Prediction:
     interval: str
 
     def to_dict(self) -> dict:
-        return {"params": self.params, "tokens": self.tokens, "loss": self.loss, "loss_low": self.loss_low,
-                "loss_high": self.loss_high, "confidence": self.confidence, "law": self.law,
-                "interval": self.interval}
+        return asdict(self)
 
 
 @dataclass(frozen=True)

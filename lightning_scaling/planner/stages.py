@@ -37,7 +37,6 @@ from lightning_scaling.law.form import fit_runs
 from lightning_scaling.law.isoflop import group_by_flops
 from lightning_scaling.law.synthetic import CHINCHILLA_PAPER_LAW
 from lightning_scaling.planner.design import group
-from lightning_scaling.planner.family import family_realizer, with_family  # noqa: F401  (the command line's)
 from lightning_scaling.planner.inputs import Runs
 from lightning_scaling.planner.options import FIRST_GROUPS, FIRST_SHARE, GROUP_SIZE, StageOptions, split_options
 from lightning_scaling.planner.report import stage_sentence
