@@ -19,6 +19,7 @@ Hooks:
 - `estimate_flops` (first non-None answer wins): training FLOPs of one batch, replacing the measured count.
 - `register_law_forms` (every plugin): name the estimators that can fit a scaling law.
 - `on_recommendation` (every plugin): a sink for the recommended next run.
+- `register_executors` (every plugin): name the engines a sweep can hand its runs to.
 
 This module imports only pluggy, so a plugin can be written and tested without torch or Lightning.
 """
@@ -104,4 +105,21 @@ def on_recommendation(recommendation: dict) -> None:
     Returns:
         Nothing; the return value is ignored. An exception is turned into a warning naming the plugin, so one broken
         sink neither stops the others nor the training run.
+    """
+
+
+@hookspec
+def register_executors(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Name the execution engines this plugin provides to `lightning-scaling sweep --executor NAME`. Every plugin is
+    called.
+
+    Args:
+        register: call ``register(name, factory)`` once per engine. ``factory(resources=..., folder=..., **options)``
+            returns a `lightning_scaling.executors.Executor`: `resources` is what each run needs
+            (`lightning_scaling.executors.Resources`), `folder` a directory for the engine's own files, and
+            `options` the keys of the sweep YAML's section of that name. The built-in names (``local``, ``slurm``,
+            ``ray``) cannot be taken; two plugins registering one name is an error naming both.
+
+    Returns:
+        Nothing; the return value is ignored.
     """

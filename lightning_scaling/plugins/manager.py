@@ -214,28 +214,42 @@ def law_forms() -> dict[str, Callable[[], Any]]:
     >>> "chinchilla" in law_forms()
     True
     """
-    forms: dict[str, Callable[[], Any]] = {}
-    owners: dict[str, str] = {}
-    for plugin_name, hook in _each_plugin("register_law_forms"):
+    return _registered("register_law_forms", "law form")
 
-        def register(name: str, factory: Callable[[], Any], _plugin: str = plugin_name) -> None:
+
+def executor_factories() -> dict[str, Callable[..., Any]]:
+    """Every execution engine registered by a plugin (`register_executors`): name -> factory of an executor.
+
+    Raises:
+        ConfigurationError: as `law_forms`.
+    """
+    return _registered("register_executors", "executor")
+
+
+def _registered(hook_name: str, what: str) -> dict[str, Callable[..., Any]]:
+    """name -> factory from every plugin's ``register(name, factory)`` calls in the hook `hook_name`."""
+    factories: dict[str, Callable[..., Any]] = {}
+    owners: dict[str, str] = {}
+    for plugin_name, hook in _each_plugin(hook_name):
+
+        def register(name: str, factory: Callable[..., Any], _plugin: str = plugin_name) -> None:
             if not isinstance(name, str) or not name:
                 raise ConfigurationError(
-                    f"plugin {_plugin!r}: a law form's `name` must be a non-empty string, got {name!r}"
+                    f"plugin {_plugin!r}: a {what}'s `name` must be a non-empty string, got {name!r}"
                 )
             if not callable(factory):
                 raise ConfigurationError(
-                    f"plugin {_plugin!r}: the `factory` of law form {name!r} must be callable, got {factory!r}"
+                    f"plugin {_plugin!r}: the `factory` of {what} {name!r} must be callable, got {factory!r}"
                 )
-            if name in forms:
+            if name in factories:
                 raise ConfigurationError(
-                    f"law form {name!r} is registered twice: by plugin {owners[name]!r} and by plugin {_plugin!r}; "
-                    f"uninstall one of them or rename the form"
+                    f"{what} {name!r} is registered twice: by plugin {owners[name]!r} and by plugin {_plugin!r}; "
+                    f"uninstall one of them or rename the {what}"
                 )
-            forms[name], owners[name] = factory, _plugin
+            factories[name], owners[name] = factory, _plugin
 
         hook(register=register)
-    return forms
+    return factories
 
 
 def notify_recommendation(recommendation: Mapping[str, Any]) -> None:
