@@ -3,7 +3,7 @@
 `TinyGPT` is a small pre-LN decoder-only transformer with muP switches (``attn_scale="inverse"``,
 ``readout="mup"``); `ByteCorpusDataModule` serves byte windows of the Python standard library's own
 source (or the user's text files) with a deterministic file-level train/validation split and
-reproducible, resumable training batches.
+reproducible, resumable training batches. `WidthFamily` sizes the family by its width (a plugin the sweep registers).
 """
 
 from .data import (
@@ -18,6 +18,7 @@ from .data import (
     stdlib_source_files,
 )
 from .model import ATTN_SCALES, READOUTS, TinyGPT
+from .widths import WidthFamily, propose_width
 
 __all__ = [
     "ATTN_SCALES",
@@ -28,8 +29,10 @@ __all__ = [
     "RandomWindowDataset",
     "ResumableWindowLoader",
     "TinyGPT",
+    "WidthFamily",
     "WindowSampler",
     "is_validation_file",
+    "propose_width",
     "resolve_paths",
     "stdlib_source_files",
 ]

@@ -39,6 +39,7 @@ from lightning_scaling.planner.options import (
     PLAN_BOOTSTRAP,
 )
 from lightning_scaling.runs.records import STALE_AFTER_S
+from lightning_scaling.runs.schema import SWEEP_STAGE_TAG
 from lightning_scaling.runs.secrets import redact
 
 REFITS = 3  # refits when more runs finished while this hook was fitting
@@ -143,6 +144,10 @@ class ScalingLawAdvisor(Callback):
 
             store = MLflowRunStore(logger.experiment.tracking_uri, experiment_id=logger.experiment_id,
                                    loss_key=self.loss_key, stale_after=self.stale_after)
+            if store.client.get_run(logger.run_id).data.tags.get(SWEEP_STAGE_TAG):
+                store.note(logger.run_id, "### Scaling law\n\nThis run belongs to a `lightning-scaling sweep`, "
+                           "which refits the law once its stage has finished (see the summary run `scaling-law`).")
+                return
             self.recommendation = self.advise(store, logger.run_id, trainer, pl_module)
         except Exception as err:  # never let the closing hook harm the run
             message = redact(f"ScalingLawAdvisor could not make a recommendation: {type(err).__name__}: {err}")
@@ -153,8 +158,10 @@ class ScalingLawAdvisor(Callback):
                 except Exception:  # MLflow itself is unreachable: the warning is all we can do
                     pass
 
-    def advise(self, store, run_id: str, trainer=None, pl_module=None) -> dict:
-        """Fetch, fit, recommend and publish; returns the recommendation dict.
+    def advise(self, store, run_id: str, trainer=None, pl_module=None, family: dict | None = None) -> dict:
+        """Fetch, fit, recommend and publish; returns the recommendation dict. The settings, hyperparameters and
+        tokens per step are this run's (`trainer`, `pl_module`), or, outside a run, those of `family` (the model
+        family's config as `integrations.read_family` reads it: what a sweep refits with).
 
         Runs that end together run their hooks together: when more runs have finished by the time this one has
         published than it fitted, it fits and publishes again (at most `REFITS` times), so the last hook to finish
@@ -167,6 +174,10 @@ class ScalingLawAdvisor(Callback):
             raise ConfigurationError(f"`law` must be 'auto' or one of {sorted(forms)}, got {self.law!r}")
         settings, pruning = _settings(trainer)
         hparams = dict(getattr(pl_module, "hparams", {}) or {}) if pl_module is not None else {}
+        tokens_per_step = _tokens_per_step(trainer)
+        if family is not None:
+            settings, hparams, tokens_per_step = dict(family["settings"]), dict(family["hparams"]), \
+                family["tokens_per_step"]
         read_at = time.time() * 1000
         selection = store.select(current_run_id=run_id)
         for _ in range(REFITS + 1):
@@ -182,7 +193,7 @@ class ScalingLawAdvisor(Callback):
                 rec["run_id"] = run_id
                 rec["loss_key"] = self.loss_key
                 if self.target_flops is not None:
-                    rec["plan"] = self.plan(selection, hparams, settings, store, _tokens_per_step(trainer))
+                    rec["plan"] = self.plan(selection, hparams, settings, store, tokens_per_step)
             store.publish_everywhere(rec, [run_id])
             if not store.more_usable_since(selection, read_at, current_run_id=run_id):
                 break

@@ -10,6 +10,8 @@
     lightning-scaling forecast CURVE.csv [--tracking-uri URI --experiment NAME] [--confidence P] [--format json|text]
     lightning-scaling plan [RUNS.csv | --tracking-uri URI --experiment NAME] --target-flops C --budget B
         [--config FAMILY.yaml] [--format json|text]
+    lightning-scaling sweep --config SWEEP.yaml [--target-flops C --budget B] [--executor local|slurm|ray]
+        [--workers K] [--tracking-uri URI --experiment NAME] [--train-target]
     lightning-scaling demo [--format json|text]
     lightning-scaling coord-check --config CONFIG.yaml [--out DIR] [--format json|text]
     lightning-scaling train --config CONFIG.yaml [LightningCLI options]   (LightningCLI's `fit`)
@@ -34,6 +36,7 @@ from lightning_scaling.cli.command import Command
 from lightning_scaling.cli.fitting import BACKTEST, FIT, PREDICT, RECOMMEND, RUNS_COMMAND
 from lightning_scaling.cli.forecast import FORECAST
 from lightning_scaling.cli.plan import PLAN
+from lightning_scaling.cli.sweep import SWEEP
 from lightning_scaling.cli.tools import COORD_CHECK, DEMO, TRAIN
 from lightning_scaling.errors import LightningScalingError
 from lightning_scaling.runs import redact
@@ -41,7 +44,7 @@ from lightning_scaling.runs import redact
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
 COMMANDS: dict[str, Command] = {command.name: command for command in (
-    FIT, RECOMMEND, RUNS_COMMAND, BACKTEST, PREDICT, FORECAST, PLAN, DEMO, TRAIN, COORD_CHECK)}
+    FIT, RECOMMEND, RUNS_COMMAND, BACKTEST, PREDICT, FORECAST, PLAN, SWEEP, DEMO, TRAIN, COORD_CHECK)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,5 +73,5 @@ def main(argv=None) -> int:
     except (LightningScalingError, OSError) as err:
         print(redact(f"lightning-scaling {args.command}: error: {err}"), file=sys.stderr)
         return 2
-    print(command.render(result, args.format))
+    print(command.render(result, getattr(args, "format", "text")))
     return 0

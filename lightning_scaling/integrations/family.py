@@ -19,7 +19,9 @@ SIZE_KNOBS = ("d_model", "n_layer", "n_head")
 
 
 def read_family(path) -> dict:
-    """{"config", "model", "hparams", "tokens_per_step", "settings"} of a LightningCLI YAML (module docstring).
+    """{"config", "model", "hparams", "tokens_per_step", "settings", "data", "logger", "advisor"} of a LightningCLI
+    YAML (module docstring): ``data`` is the data module's ``init_args``, ``logger`` the logger's, ``advisor`` the
+    `ScalingLawAdvisor`'s (None when the config lists none).
 
     Raises:
         ConfigurationError: the file is missing or not a YAML mapping, or it has no ``model.init_args``.
@@ -47,19 +49,24 @@ def read_family(path) -> dict:
         devices = trainer.get("devices")
         tokens_per_step = float(batch * seq * (devices if isinstance(devices, int) and devices > 0 else 1)
                                 * (trainer.get("accumulate_grad_batches") or 1))
-    settings = {}
+    settings, advisor = {}, None
     for cb in trainer.get("callbacks") or []:
         if not isinstance(cb, dict):
             continue
         name = str(cb.get("class_path", "")).rsplit(".", 1)[-1]
         args = cb.get("init_args") or {}
-        if name == "MuP":
+        if name == "ScalingLawAdvisor":
+            advisor = dict(args)
+        elif name == "MuP":
             settings["muP"] = f"base {args.get('base')}, hidden_init {args.get('hidden_init', 'fan_in')}"
         elif name == "PowerLR":
             settings["PowerLR"] = ", ".join(f"{k}={args[k]}" for k in ("a", "b", "lr_max", "warmup_tokens",
                                                                         "decay", "decay_fraction") if k in args)
+    logger = trainer.get("logger")
+    logger = (logger.get("init_args") or {}) if isinstance(logger, dict) else {}
     return {"config": str(path), "model": model.get("class_path"), "hparams": dict(model["init_args"]),
-            "tokens_per_step": tokens_per_step, "settings": settings}
+            "tokens_per_step": tokens_per_step, "settings": settings, "data": dict(data), "logger": dict(logger),
+            "advisor": advisor}
 
 
 def train_command(family: dict, tracking_uri: str | None = None, experiment: str | None = None):

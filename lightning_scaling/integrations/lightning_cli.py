@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 import sys
 from pathlib import Path
 
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.integrations.lightning import INSTALLED, cli_module, namespace_of
-from lightning_scaling.integrations.loggers import keep_credentials_out_of_output, open_mlflow_runs, run_id_of
+from lightning_scaling.integrations.loggers import (
+    claim_run,
+    keep_credentials_out_of_output,
+    open_mlflow_runs,
+    run_id_of,
+)
 from lightning_scaling.runs.secrets import redact
 
 _SAVE_BASES = tuple(cli_module(name).SaveConfigCallback for name in INSTALLED)
@@ -69,6 +75,8 @@ def scaling_cli(namespace: str | None = None) -> type:
             keep_credentials_out_of_output(self.trainer)
             if self.trainer.is_global_zero:
                 open_mlflow_runs(self.trainer)
+                for logger in self.trainer.loggers:  # who trains it: a sweep tells a live run from a killed one
+                    claim_run(logger, f"{socket.gethostname()}:{os.getpid()}")
 
         _CLI_CLASSES[namespace] = type("ScalingCLI", (base,), {
             "__init__": __init__, "before_fit": before_fit, "__module__": __name__,
@@ -116,16 +124,101 @@ def model_namespace(argv: list[str]) -> str | None:
     return namespace_of(cls)
 
 
+#: `lightning-scaling train`'s own options, read before LightningCLI sees the rest.
+TRAIN_OPTIONS = ("--module-path", "--checkpoint-dir")
+
+
+def split_train_options(argv: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """(`TRAIN_OPTIONS` given, as option -> values; the other arguments, for LightningCLI)."""
+    own: dict[str, list[str]] = {name: [] for name in TRAIN_OPTIONS}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if name in own:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise ConfigurationError(f"{name} needs a value (a folder)")
+                value, i = argv[i + 1], i + 1
+            own[name].append(value)
+        else:
+            rest.append(argv[i])
+        i += 1
+    return own, rest
+
+
+def module_search_path(module_paths: list[str]) -> list[str]:
+    """Where `train` imports a config's classes from: `--module-path` folders, then the working directory (as
+    ``python -m`` does: a console script does not put it on the import path)."""
+    return [str(Path(p).resolve()) for p in module_paths] + [os.getcwd()]
+
+
+def check_importable(argv: list[str], search: list[str]) -> None:
+    """Import the model and data classes the arguments name; a module that cannot be found is a
+    `ConfigurationError` saying where `train` looked and what to do."""
+    for class_path in _class_paths(argv):
+        module_name = class_path.rpartition(".")[0]
+        try:
+            importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            top = module_name.split(".")[0]
+            raise ConfigurationError(
+                f"cannot import `{class_path}`: {err}. `lightning-scaling train` imports a config's classes from "
+                f"the working directory and from --module-path (looked in: {', '.join(search)}); run it from the "
+                f"folder that holds `{top}/`, or add --module-path FOLDER") from None
+
+
+def _class_paths(argv: list[str]) -> list[str]:
+    import yaml
+
+    found = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            try:
+                config = yaml.safe_load(Path(argv[i + 1]).read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                continue  # LightningCLI reports it with its own message
+            for key in ("model", "data"):
+                section = config.get(key) if isinstance(config, dict) else None
+                value = section.get("class_path") if isinstance(section, dict) else None
+                if isinstance(value, str) and "." in value:
+                    found.append(value.strip())
+    return found
+
+
+def checkpointing(folder: str, namespace: str | None) -> tuple[list[str], dict]:
+    """What `--checkpoint-dir FOLDER` adds: (arguments, trainer defaults). The run keeps FOLDER/last.ckpt up to date
+    at each validation and resumes from it when it exists (a run killed and started again goes on where it
+    stopped; its MLflow run id is the caller's to keep, e.g. ``--trainer.logger.init_args.run_id``)."""
+    module = importlib.import_module(f"{namespace or INSTALLED[0]}.callbacks")
+    last = Path(folder) / "last.ckpt"
+    args = ["--trainer.enable_checkpointing=true"] + ([f"--ckpt_path={last}"] if last.exists() else [])
+    callback = module.ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=0)
+    return args, {"callbacks": [callback]}
+
+
 def run_cli(args: list[str] | None = None) -> int:
-    """`lightning-scaling train ...`: run ScalingCLI's `fit`; configuration errors exit 2 with the message."""
+    """`lightning-scaling train ...`: run ScalingCLI's `fit`; configuration errors exit 2 with the message.
+
+    Besides LightningCLI's arguments it takes `--module-path FOLDER` (repeatable: where the config's classes are
+    imported from, before the working directory) and `--checkpoint-dir FOLDER` (see `checkpointing`).
+    """
     argv = list(sys.argv[1:] if args is None else args)
-    if not argv or argv[0] not in ("fit", "validate", "test", "predict"):
-        argv = ["fit", *argv]
-    cli_class = scaling_cli(model_namespace(argv[1:]))
-    saved_argv = sys.argv
-    sys.argv = sys.argv[:1]  # LightningCLI warns when given both `args` and command-line arguments
+    saved_argv, saved_path = sys.argv, list(sys.path)
     try:
-        cli_class(args=argv)
+        own, argv = split_train_options(argv)
+        search = module_search_path(own["--module-path"])
+        sys.path[:0] = [p for p in search if p not in sys.path]
+        if not argv or argv[0] not in ("fit", "validate", "test", "predict"):
+            argv = ["fit", *argv]
+        check_importable(argv[1:], search)
+        namespace = model_namespace(argv[1:])
+        defaults = {}
+        if own["--checkpoint-dir"]:
+            extra, defaults = checkpointing(own["--checkpoint-dir"][-1], namespace)
+            argv += extra
+        sys.argv = sys.argv[:1]  # LightningCLI warns when given both `args` and command-line arguments
+        scaling_cli(namespace)(args=argv, trainer_defaults=defaults)
     except Exception as err:  # jsonargparse wraps errors raised while instantiating a class: find ours
         cause = _configuration_error(err)
         if cause is None:
@@ -134,6 +227,7 @@ def run_cli(args: list[str] | None = None) -> int:
         return 2
     finally:
         sys.argv = saved_argv
+        sys.path[:] = saved_path
     return 0
 
 

@@ -81,6 +81,15 @@ def set_run_tags(logger, tags: dict[str, str]) -> bool:
     return True
 
 
+def claim_run(logger, process: str) -> None:
+    """Mark the logger's MLflow run as trained by `process` ("host:pid", `runs.schema.PROCESS_TAG`) and RUNNING: a
+    sweep creates its runs SCHEDULED before their jobs start, and reads both to tell a live run from a dead one."""
+    from lightning_scaling.runs.schema import PROCESS_TAG
+
+    if set_run_tags(logger, {PROCESS_TAG: process}) and hasattr(logger.experiment, "update_run"):
+        logger.experiment.update_run(logger.run_id, status="RUNNING")
+
+
 def log_schema(logger, version: str) -> None:
     """Mark the run as written by `ScalingTracker` with this schema version: a tag, or a hyperparameter."""
     if not set_run_tags(logger, {SCHEMA_TAG: version}):

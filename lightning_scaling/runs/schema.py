@@ -41,3 +41,9 @@ COMPLETE_TAG = "lightning_scaling.complete"  # "true" once training ended normal
 BEST_TAG = "lightning_scaling.best"  # JSON {metric: lowest value seen at a validation} for the run's loss metrics
 STOPPED_EARLY_TAG = "lightning_scaling.stopped_early"  # why `LossForecast` stopped the run (hopeless)
 N_RUNS_TAG = "lightning_scaling.n_runs"  # on the summary run: how many runs its recommendation was fitted on
+# a sweep's state (`lightning-scaling sweep`), kept on each of its runs so that a sweep survives its own process
+SWEEP_STAGE_TAG = "lightning_scaling.sweep.stage"  # the stage that planned the run (1, 2, ...)
+SWEEP_PLAN_TAG = "lightning_scaling.sweep.plan"  # JSON: the planned run (name, params, tokens, flops, steps, ...)
+SWEEP_ATTEMPTS_TAG = "lightning_scaling.sweep.attempts"  # how many times it was started (a resume or retry counts)
+SWEEP_LEFT_OUT_TAG = "lightning_scaling.sweep.left_out"  # why the sweep gave up on it (failed twice)
+PROCESS_TAG = "lightning_scaling.process"  # "host:pid" of the process training the run (`lightning-scaling train`)
