@@ -1,139 +1,263 @@
-"""The demo sweep (`examples/tiny_gpt/sweep.py`, what `make demo` runs): re-running continues the experiment.
+"""`lightning-scaling sweep`'s loop, fast: the real planner, MLflow store (sqlite), state, resume-or-retry and refits,
+with an executor that "trains" each job in-process by logging the metrics a run of that size would log under a known
+law (no torch). The slow tests in test_sweep_training.py run the same paths with real training processes.
 
-The planned sweep (the default) resumes an interrupted stage and ends when its budget is spent. For the fixed list
-(`--fixed`), a shrunk plan of three tiny runs goes through the sweep's real path (LightningCLI, the shipped YAML
-configs, MLflow on sqlite, the closing hook after every run). An interrupted sweep resumes where it stopped, a failed
-run is trained again and left out of the fit with its reason, and a re-run of a complete plan trains nothing and
-corrupts nothing.
+What a plausible bug changes, each pinned here: a run trained twice (a re-run that ignores the store), a failed run
+retried without end or not at all, a resume that starts a new MLflow run (or a retry that keeps the failed one), the
+compute of a stopped run counted as spent by the fit or not given back, bad input found after something ran.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import re
+import time
 
 import mlflow
 import pytest
 
-from examples.tiny_gpt import sweep
-
-pytestmark = pytest.mark.slow
-
-PLAN = (  # 100 steps of 8 x 32 tokens: the shipped PowerLR warmup (20k tokens) must end before the decay
-    sweep.Run("t-d16", 16, 1, 100),
-    sweep.Run("t-d32", 32, 2, 100),
-    sweep.Run("t-d48", 48, 3, 100),
+from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.executors import Executor, Handle, Outcome, Resources, make_executor
+from lightning_scaling.executors.registry import BUILTIN_EXECUTORS
+from lightning_scaling.law import CHINCHILLA_PAPER_LAW
+from lightning_scaling.runs import (
+    COMPLETE_TAG,
+    FLOPS,
+    PARAMS_AVG,
+    SCHEMA_TAG,
+    SCHEMA_VERSION,
+    STOPPED_EARLY_TAG,
+    SWEEP_ATTEMPTS_TAG,
+    SWEEP_LEFT_OUT_TAG,
+    TOKENS,
 )
-SMALL = ["--data.init_args.max_bytes=400000", "--data.init_args.val_windows=8",
-         "--trainer.enable_model_summary=false"]
+from lightning_scaling.sweep import MAX_ATTEMPTS, Sweep, load_sweep_config
+from lightning_scaling.sweep.jobs import RunFiles
+
+FAMILY = "examples/tiny_gpt/config.yaml"
+
+
+def _arg(argv, name):
+    for a in argv:
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    i = argv.index(name)
+    return argv[i + 1]
+
+
+class _Done(Handle):
+    def __init__(self, job, outcome):
+        self.job, self._outcome = job, outcome
+
+    def done(self):
+        return True
+
+    def outcome(self):
+        return self._outcome
+
+
+class LawExecutor(Executor):
+    """Trains a job by logging, into its MLflow run, what a run of its planned size reaches under Chinchilla's law
+    (3x the published scale in D: the tiny runs' losses); `faults` maps a run-name pattern to what goes wrong, in
+    order, one per start: "raise" (the run ends FAILED, no checkpoint), "kill" (SIGKILL: the run stays RUNNING, its
+    checkpoint left), "kill-nockpt", "stop" (LossForecast stops it as hopeless at half its compute), "interrupt"
+    (the sweep's own process is interrupted while the job runs)."""
+
+    name = "law"
+
+    def __init__(self, uri, faults=None):
+        self.client = mlflow.MlflowClient(uri)
+        self.faults = {k: list(v) for k, v in (faults or {}).items()}
+        self.started: list[str] = []
+        self.bound: dict[str, str | None] = {}
+
+    def submit(self, jobs):
+        return [_Done(job, self._train(job)) for job in jobs]
+
+    def _fault(self, name):
+        """The next fault of the first run whose name matches a pattern (one run per pattern)."""
+        for pattern, left in self.faults.items():
+            if pattern not in self.bound and re.search(pattern, name):
+                self.bound[pattern] = name
+            if self.bound.get(pattern) == name and left:
+                return left.pop(0)
+        return None
+
+    def _train(self, job):
+        argv = list(job.argv)
+        run_id = _arg(argv, "--trainer.logger.init_args.run_id")
+        run = self.client.get_run(run_id)
+        plan = json.loads(run.data.tags["lightning_scaling.sweep.plan"])
+        self.started.append(run.info.run_name)
+        fault = self._fault(run.info.run_name)
+        if fault == "interrupt":
+            raise KeyboardInterrupt
+        self.client.update_run(run_id, status="RUNNING")
+        share = 0.5 if fault in ("kill", "kill-nockpt", "stop") else 1.0
+        n, d = float(plan["params"]), float(plan["tokens"]) * share
+        loss = float(CHINCHILLA_PAPER_LAW.loss(n, 3 * d))
+        now = int(time.time() * 1000)
+        for key, value in ((PARAMS_AVG, n), (TOKENS, d), (FLOPS, 6 * n * d), ("val_loss", loss)):
+            self.client.log_metric(run_id, key, value, now)
+        self.client.set_tag(run_id, SCHEMA_TAG, SCHEMA_VERSION)
+        if fault in ("kill", "kill-nockpt"):
+            if fault == "kill":
+                ckpt = RunFiles(_arg(argv, "--checkpoint-dir").rsplit("/runs/", 1)[0], run.info.run_name).checkpoints
+                ckpt.mkdir(parents=True, exist_ok=True)
+                (ckpt / "last.ckpt").write_text("checkpoint")
+            return Outcome(job.name, -9, 0.1, "killed by SIGKILL")
+        if fault == "raise":
+            self.client.set_terminated(run_id, "FAILED")
+            return Outcome(job.name, 1, 0.1, "exit status 1")
+        if fault == "stop":
+            self.client.set_tag(run_id, STOPPED_EARLY_TAG, "hopeless: forecast above the law's prediction")
+        self.client.set_tag(run_id, COMPLETE_TAG, "true")
+        self.client.set_terminated(run_id, "FINISHED")
+        return Outcome(job.name, 0, 0.1)
 
 
 @pytest.fixture
-def tiny_sweep(tmp_path, monkeypatch, single_threaded):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sweep, "QUICK_OVERRIDES", sweep.QUICK_OVERRIDES + SMALL)
+def sweep_config(tmp_path, monkeypatch):
+    """A quick plan of the example family (the prior's first stage, then the fit's), into a fresh sqlite store."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the family's module path, as a user runs it from the repository
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
-    def run(plan, capsys):
-        monkeypatch.setattr(sweep, "QUICK", plan)
-        code = sweep.main(["--quick", "--fixed", "--tracking-uri", uri, "--experiment", "sweep-test"])
-        return code, capsys.readouterr().out
+    def make(**given):
+        text = (f"sweep:\n  family: {root / FAMILY}\n  target_flops: 1e13\n  budget: 2.5e12\n"
+                f"  tracking_uri: {uri}\n  experiment: law\n  folder: {tmp_path / 'sweep'}\n"
+                "  plugins: [examples.tiny_gpt.WidthFamily]\n  overrides: [--data.init_args.batch_size=8]\n"
+                "  plan: {first_share: 0.4, first_groups: 3, group_size: 5, min_steps: 391, bootstrap: 50}\n")
+        path = tmp_path / "sweep.yaml"
+        path.write_text(text)
+        return load_sweep_config(path, **given)
 
-    return uri, run
+    return uri, make
 
 
-def _runs(uri):
+def _sweep(config, executor, lines=None):
+    sweep = Sweep(config, executor, out=(lines.append if lines is not None else lambda _: None))
+    try:
+        return sweep.run()
+    finally:
+        sweep.planner.close()
+
+
+def _runs(uri, experiment="law"):
     client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name("sweep-test")
-    return client, exp, client.search_runs([exp.experiment_id], max_results=1000)
+    exp = client.get_experiment_by_name(experiment)
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+            if "lightning_scaling.sweep.stage" in r.data.tags]
 
 
-def test_rerun_resumes_retrains_failed_and_never_duplicates(tiny_sweep, capsys):
-    uri, run = tiny_sweep
+def test_a_sweep_plans_stages_until_the_budget_is_spent_and_a_rerun_trains_nothing(sweep_config):
+    uri, make = sweep_config
+    config = make()
+    lines: list[str] = []
+    ex = LawExecutor(uri)
+    result = _sweep(config, ex, lines)
+    runs = _runs(uri)
+    assert result.stages >= 2  # the prior's stage, then at least one the fit chose
+    assert len(runs) == len(ex.started) == result.trained_now == len(result.finished)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.info.run_name for r in runs}) == len(runs)
+    assert result.spent <= config.budget * 1.001  # the planner's budget holds (C = 6ND of each run)
+    assert result.recommendation is not None and result.recommendation["status"] == "ok"
+    assert sum("finished " in line and " stage " in line for line in lines) == len(runs)  # one line per run
+    assert any("budget:" in line and "%" in line for line in lines)
+    # a refit once per stage: the summary run's recommendation holds every run
+    summary = [r for r in mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("law").experiment_id],
+        filter_string="tags.`lightning_scaling.summary` = 'true'")]
+    assert len(summary) == 1 and int(summary[0].data.tags["lightning_scaling.n_runs"]) == len(runs)
 
-    # an interrupted sweep: only the first two runs finished
-    code, out = run(PLAN[:2], capsys)
-    assert code == 0, out
-    assert "0 of 2 planned runs already finished" in out
-    assert "finished t-d16" in out and "finished t-d32" in out
-
-    # a run that crashed: MLflow holds it as FAILED under a planned name
-    client, exp, _ = _runs(uri)
-    crashed = client.create_run(exp.experiment_id, run_name="t-d48", tags={"lightning_scaling.schema": "1"})
-    client.set_terminated(crashed.info.run_id, status="FAILED")
-
-    # the full plan: the two finished runs are skipped, the failed one is trained again
-    code, out = run(PLAN, capsys)
-    assert code == 0, out
-    assert "2 of 3 planned runs already finished" in out
-    assert "training t-d16" not in out and "training t-d32" not in out
-    assert "finished t-d48" in out
-    assert "Open it in the MLflow UI:" in out and f"mlflow ui --backend-store-uri {uri}" in out
-
-    _, _, runs = _runs(uri)
-    finished = [r.info.run_name for r in runs if r.info.status == "FINISHED" and
-                r.data.tags.get("lightning_scaling.summary") != "true"]
-    assert sorted(finished) == ["t-d16", "t-d32", "t-d48"]
-    summaries = [r for r in runs if r.data.tags.get("lightning_scaling.summary") == "true"]
-    assert len(summaries) == 1  # one summary run, updated after every run
-    note = summaries[0].data.tags["mlflow.note.content"]
-    assert "Runs used: 3" in note
-    assert "status FAILED" in note  # the crashed run is left out, with its reason
-
-    # the plan is complete: a re-run trains nothing and leaves the store as it was
-    before = sorted((r.info.run_id, r.info.status) for r in runs)
-    code, out = run(PLAN, capsys)
-    assert code == 0, out
-    assert "3 of 3 planned runs already finished" in out
-    assert not [line for line in out.splitlines() if line.startswith("  training ")]
-    _, _, after = _runs(uri)
-    assert sorted((r.info.run_id, r.info.status) for r in after) == before
+    again = LawExecutor(uri)
+    result2 = _sweep(config, again)
+    assert again.started == [] and result2.trained_now == 0 and len(_runs(uri)) == len(runs)
 
 
-def test_the_planned_sweep_resumes_its_first_stage_and_stops_when_the_budget_is_spent(tmp_path, monkeypatch,
-                                                                                      capsys, single_threaded):
-    """`make demo`'s path: the planner's first stage (one isoFLOP group of three widths and its sparse twin, shrunk
-    to runs of 100-700 steps), interrupted by the time cap after one run, then continued by a re-run, which plans
-    the rest of the same stage rather than a new one; a third call finds the budget spent and trains nothing."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sweep, "QUICK_OVERRIDES", sweep.QUICK_OVERRIDES + SMALL)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tiny = sweep.Plan(target=1e12, budget=4.2e10, first_share=0.95, first_groups=1, group_size=3, min_warmups=1.3,
-                      time_cap_s=0.0)
+def test_a_failed_run_is_restarted_once_then_left_out_and_the_sweep_goes_on(sweep_config):
+    uri, make = sweep_config
+    ex = LawExecutor(uri, faults={r"^s1-.*N1\.07e\+04$": ["raise"], r"^s1-.*N3\.37e\+04$": ["raise", "raise"]})
+    result = _sweep(make(), ex)
+    runs = _runs(uri)
+    restarted = [r for r in runs if re.search(r"^s1-.*N1\.07e\+04$", r.info.run_name)]
+    assert restarted and all(r.info.status == "FINISHED" for r in restarted)
+    assert all(r.data.tags[SWEEP_ATTEMPTS_TAG] == "2" for r in restarted[:1])
+    given_up = [r for r in runs if r.data.tags.get(SWEEP_LEFT_OUT_TAG)]
+    assert len(given_up) >= 1 and all(r.info.status == "FAILED" for r in given_up)
+    assert all(f"failed {MAX_ATTEMPTS} times" in r.data.tags[SWEEP_LEFT_OUT_TAG] for r in given_up)
+    assert {r.info.run_name for r in given_up} == {r.name for r in result.left_out}
+    # the retried run's failed first attempt, with its partial metrics, was deleted: one run per name
+    names = [r.info.run_name for r in runs]
+    assert len(names) == len(set(names))
+    assert result.stages >= 2  # the sweep went on past the failures
 
-    def run(cap):
-        monkeypatch.setitem(sweep.PLANS, "quick", dataclasses.replace(tiny, time_cap_s=cap))
-        code = sweep.main(["--quick", "--tracking-uri", uri, "--experiment", "sweep-test"])
-        out = capsys.readouterr().out
-        return code, out, [line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("  training ")]
 
-    code, out, first = run(0.0)
-    assert code == 0, out
-    assert out.count("Stage 1: train 3 runs in 1 isoFLOP group") == 1 and len(first) == 1
-    assert "time cap (0 s) is reached: re-run to continue the plan" in out
+def test_a_killed_run_resumes_from_its_checkpoint_under_the_same_run_id(sweep_config):
+    uri, make = sweep_config
+    ex = LawExecutor(uri, faults={r"^s1-.*N6\.89e\+04$": ["kill"], r"^s1-.*N1\.16e\+05$": ["kill-nockpt"]})
+    _sweep(make(), ex)
+    runs = _runs(uri)
+    resumed = [r for r in runs if re.search(r"^s1-.*N6\.89e\+04$", r.info.run_name)]
+    assert resumed and all(r.info.status == "FINISHED" for r in resumed)
+    first = resumed[0].info.run_name
+    assert ex.started.count(first) == 2  # started twice, one MLflow run: resumed under the same id
+    assert sum(r.info.run_name == first for r in runs) == 1
+    assert resumed[0].data.tags[SWEEP_ATTEMPTS_TAG] == "2"
+    restarted = [r for r in runs if re.search(r"^s1-.*N1\.16e\+05$", r.info.run_name)]
+    assert restarted and restarted[0].data.tags[SWEEP_ATTEMPTS_TAG] == "2"
 
-    code, out, rest = run(1e9)
-    assert code == 0, out
-    assert "1 runs already finished" in out and "Stage 1: train 2 runs" in out and "Stage 2" not in out
-    assert first[0] not in rest and len(rest) == 3 and rest[-1] == "s1-sparse"
-    assert "The budget is spent" in out and "Open it in the MLflow UI:" in out
 
-    client, exp, runs = _runs(uri)
-    training = [r for r in runs if r.data.tags.get("lightning_scaling.summary") != "true"]
-    assert sorted(r.info.run_name for r in training) == sorted(first + rest)
-    sparse = next(r for r in training if r.info.run_name == "s1-sparse")
-    dense = [r.data.metrics["scaling/flops_analytic"] for r in training if r is not sparse]
-    assert sparse.data.metrics["scaling/sparsity"] > 0.2
-    # the sparse twin spends about its group's compute at its average non-zero count (C = 6 N_avg D)
-    assert min(dense) / 1.25 < 6 * sparse.data.metrics["scaling/params_avg"] * sparse.data.metrics[
-        "scaling/tokens"] < max(dense) * 1.25
+def test_an_interrupted_sweep_goes_on_where_it_stopped(sweep_config):
+    uri, make = sweep_config
+    config = make()
+    first = LawExecutor(uri, faults={r"^s1-.*N3\.37e\+04$": ["interrupt"]})
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(config, first)
+    done_before = {r.info.run_name for r in _runs(uri) if r.info.status == "FINISHED"}
+    assert done_before  # some of the stage had finished
+    second = LawExecutor(uri)
+    _sweep(config, second)
+    assert not done_before & set(second.started)  # no run trained twice
+    runs = _runs(uri)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.info.run_name for r in runs}) == len(runs)
 
-    # the closing hook plans as the sweep does (its options and the family's widths): its plan is done too
-    from lightning_scaling.integrations.mlflow_store import MLflowRunStore
 
-    plan = MLflowRunStore(uri, experiment_name="sweep-test").latest_recommendation()["plan"]
-    assert plan["done"] and plan["stage"] == 2, plan["sentence"]
+def test_a_stopped_runs_unspent_compute_goes_back_to_the_budget(sweep_config):
+    uri, make = sweep_config
+    ex = LawExecutor(uri, faults={r"^s1-.*N1\.07e\+04$": ["stop"]})
+    result = _sweep(make(), ex)
+    stopped = [r for r in _runs(uri) if r.data.tags.get(STOPPED_EARLY_TAG)]
+    assert len(stopped) == 1
+    plan = json.loads(stopped[0].data.tags["lightning_scaling.sweep.plan"])
+    spent = stopped[0].data.metrics[FLOPS]
+    assert result.saved == pytest.approx(plan["flops"] - spent, rel=1e-9)
+    assert result.saved > 0.4 * plan["flops"]
+    assert result.spent <= make().budget * 1.001
 
-    before = sorted((r.info.run_id, r.info.status) for r in runs)
-    code, out, again = run(1e9)
-    assert code == 0 and again == [] and "The budget is spent" in out
-    assert sorted((r.info.run_id, r.info.status) for r in _runs(uri)[2]) == before
+
+def test_bad_input_stops_before_anything_is_submitted(sweep_config, tmp_path, monkeypatch):
+    uri, make = sweep_config
+    with pytest.raises(ConfigurationError, match=r"unknown key\(s\) \['workerz'\]"):
+        (tmp_path / "bad.yaml").write_text(f"sweep:\n  family: {FAMILY}\n  workerz: 2\n")
+        load_sweep_config(tmp_path / "bad.yaml", target_flops=1e13, budget=1e12)
+    with pytest.raises(ConfigurationError, match="sweep.budget is missing"):
+        load_sweep_config(FAMILY, target_flops=1e13)
+    with pytest.raises(ConfigurationError, match="must be below sweep.target_flops"):
+        make(budget=1e14)
+    with pytest.raises(ConfigurationError, match=r"--executor must be one of \['local', 'slurm', 'ray'"):
+        make_executor("pbs", Resources(), tmp_path)
+    monkeypatch.setitem(BUILTIN_EXECUTORS, "slurm", ("x", "y", "a_package_that_is_not_there", "slurm"))
+    with pytest.raises(ConfigurationError, match=r"pip install 'lightning-scaling\[slurm\]'"):
+        make_executor("slurm", Resources(), tmp_path)
+    ex = LawExecutor(uri)
+    with pytest.raises(ConfigurationError, match="below what the family's cheapest runs need"):
+        _sweep(make(budget=1e8), ex)
+    assert ex.started == []
+    (tmp_path / "nomodel.yaml").write_text("trainer: {max_steps: 10}\n")
+    with pytest.raises(ConfigurationError, match="model.init_args"):
+        _sweep(load_sweep_config(tmp_path / "nomodel.yaml", target_flops=1e13, budget=1e12), ex)

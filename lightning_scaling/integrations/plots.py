@@ -45,7 +45,8 @@ def frontier_figure(rec: dict, path) -> str:
     if rec.get("status") == "ok":
         yerr = None
         if "loss_low" in rec:
-            yerr = [[rec["loss"] - rec["loss_low"]], [rec["loss_high"] - rec["loss"]]]
+            # a calibrated interval may sit off the point estimate (one side shifted): draw what lies on each side
+            yerr = [[max(0.0, rec["loss"] - rec["loss_low"])], [max(0.0, rec["loss_high"] - rec["loss"])]]
         ax.errorbar([rec["flops"]], [rec["loss"]], yerr=yerr, fmt="*", ms=13, color="#d62728", capsize=4,
                     label="recommended next run", zorder=4)
     ax.set_xscale("log")
