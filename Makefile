@@ -17,6 +17,8 @@ demo-quick: $(VENV)/.installed
 test: lint
 	sh tools/ensure_debian_package.sh chromium /usr/bin/chromium "the browser test"
 	sh tools/ensure_debian_package.sh postgresql "/usr/lib/postgresql/*/bin/initdb" "the PostgreSQL tests"
+	sh tools/ensure_debian_package.sh munge /usr/sbin/munged "the SLURM tests"
+	sh tools/ensure_debian_package.sh slurm-wlm /usr/sbin/slurmctld "the SLURM tests"
 	$(PY) -m pytest
 
 # The linters, first: ruff (rules and limits in pyproject.toml) and the import layers (import-linter).

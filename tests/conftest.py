@@ -57,3 +57,16 @@ def stop_at(step: int):
                 trainer.should_stop = True
 
     return StopAt()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A throwaway single-node SLURM cluster (tests/slurm_cluster.py), with ``SLURM_CONF`` set in this process while
+    it runs; yields a `SlurmCluster` (`partition`, `env`). Skips, saying why, without SLURM, MUNGE or root."""
+    import slurm_cluster as slurm
+
+    reason = slurm.slurm_missing()
+    if reason:
+        pytest.skip(reason)
+    with slurm.cluster() as running:
+        yield running
