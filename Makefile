@@ -5,14 +5,13 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo demo-quick test lint install install-dev clean
 
-# The main job: a sweep of small GPTs on the embedded corpus through LightningCLI, planned stage by stage,
-# logged to ./mlflow.db, refitting the scaling law after every run (examples/tiny_gpt/sweep.py). Re-running
-# continues the plan.
+# The main job: the package's sweep of small GPTs on the embedded corpus (examples/tiny_gpt/sweep.yaml), planned
+# stage by stage, two local workers, logged to ./mlflow.db, the law refitted once per stage. Re-running continues it.
 demo: $(VENV)/.installed
-	$(PY) -m examples.tiny_gpt.sweep
+	$(VENV)/bin/lightning-scaling sweep --config examples/tiny_gpt/sweep.yaml
 
 demo-quick: $(VENV)/.installed
-	$(PY) -m examples.tiny_gpt.sweep --quick
+	$(VENV)/bin/lightning-scaling sweep --config examples/tiny_gpt/sweep_quick.yaml
 
 test: lint
 	sh tools/ensure_debian_package.sh chromium /usr/bin/chromium "the browser test"

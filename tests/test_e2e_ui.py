@@ -1,6 +1,7 @@
 """End to end, as a user sees it: the quick demo sweep, then the MLflow UI in a real browser.
 
-The test runs `python -m examples.tiny_gpt.sweep --quick` into a temporary MLflow sqlite store, starts
+The test runs `lightning-scaling sweep --config examples/tiny_gpt/sweep_quick.yaml` (what `make demo-quick` runs)
+into a temporary MLflow sqlite store, starts
 `mlflow server` on it, and opens the summary run `scaling-law` in headless Chromium. It checks that the run's
 description (the note the closing hook writes) renders as markdown with the recommendation sentence visible, and
 that the artifacts view shows `scaling_law/frontier.png` as an image, that the experiment's page shows its
@@ -29,10 +30,11 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import env, free_port, get, start_mlflow_server, stop_server, wait_healthy
+from servers import REPO, env, free_port, get, start_mlflow_server, stop_server, wait_healthy
 
 CHROMIUM = Path("/usr/bin/chromium")
-DEMOS = {"quick": ("tiny-gpt-demo-quick", ["--quick"]), "full": ("tiny-gpt-demo", [])}
+DEMOS = {"quick": ("tiny-gpt-demo-quick", ["--config", str(REPO / "examples/tiny_gpt/sweep_quick.yaml")]),
+         "full": ("tiny-gpt-demo", ["--config", str(REPO / "examples/tiny_gpt/sweep.yaml")])}
 FIGURE = "scaling_law/frontier.png"
 EXPERIMENT_TITLE = "Scaling law: where this experiment stands"
 REFIT_METRIC = "scaling_law/alpha"
@@ -106,7 +108,7 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
     # 1. The (quick) demo, as a user runs it.
     t0 = time.perf_counter()
     demo = subprocess.run(
-        [sys.executable, "-m", "examples.tiny_gpt.sweep", *flags, "--tracking-uri", uri],
+        [sys.executable, "-m", "lightning_scaling.cli", "sweep", *flags, "--tracking-uri", uri],
         cwd=tmp, env=env(), capture_output=True, text=True, timeout=DEMO_TIMEOUT_S,
     )
     demo_s = time.perf_counter() - t0
