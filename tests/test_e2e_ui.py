@@ -134,11 +134,12 @@ def test_demo_recommendation_in_mlflow_ui(tmp_path, record_property):
     assert all(len(client.get_metric_history(r.info.run_id, "val_loss")) >= 2 for r in training)
     forecasts = client.get_metric_history(training[-1].info.run_id, "scaling/forecast_final_loss")
     assert forecasts and all(0 < m.value < 10 for m in forecasts), training[-1].info.run_name
-    # the experiment's description and the summary run's refit history (step = runs fitted, one per refit)
+    # the experiment's description and the summary run's refit history (step = runs fitted, one per refit: the
+    # sweep refits once per stage, the quick one has one or two)
     assert exp.tags.get("mlflow.note.content", "").startswith(f"### {EXPERIMENT_TITLE}"), exp.tags
     refits = client.get_metric_history(summary.info.run_id, REFIT_METRIC)
     steps = sorted(m.step for m in refits)
-    assert len(steps) >= 2 and steps == sorted(set(steps)) and steps[-1] == len(training), steps
+    assert len(steps) >= 1 and steps == sorted(set(steps)) and steps[-1] == len(training), steps
     figure_on_disk = Path(client.download_artifacts(summary.info.run_id, FIGURE, str(tmp / "downloaded")))
     figure_width = _png_width(figure_on_disk.read_bytes())
 
