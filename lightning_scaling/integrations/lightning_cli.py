@@ -16,6 +16,7 @@ namespace the config's model class belongs to (`model.class_path` in the YAML or
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import socket
 import sys
@@ -186,15 +187,18 @@ def _class_paths(argv: list[str]) -> list[str]:
     return found
 
 
-def checkpointing(folder: str, namespace: str | None) -> tuple[list[str], dict]:
-    """What `--checkpoint-dir FOLDER` adds: (arguments, trainer defaults). The run keeps FOLDER/last.ckpt up to date
-    at each validation and resumes from it when it exists (a run killed and started again goes on where it
-    stopped; its MLflow run id is the caller's to keep, e.g. ``--trainer.logger.init_args.run_id``)."""
+def checkpointing(folder: str, namespace: str | None) -> tuple[list[str], dict, str | None]:
+    """What `--checkpoint-dir FOLDER` adds: (arguments, trainer defaults, the checkpoint to resume from or None).
+    The run keeps FOLDER/last.ckpt up to date at each validation and resumes from it when it exists (a run killed
+    and started again goes on where it stopped; its MLflow run id is the caller's to keep, e.g.
+    ``--trainer.logger.init_args.run_id``)."""
     module = importlib.import_module(f"{namespace or INSTALLED[0]}.callbacks")
     last = Path(folder) / "last.ckpt"
-    args = ["--trainer.enable_checkpointing=true"] + ([f"--ckpt_path={last}"] if last.exists() else [])
-    callback = module.ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=0)
-    return args, {"callbacks": [callback]}
+    args = ["--trainer.enable_checkpointing=true"]
+    # the latest checkpoint at each validation (no monitor: top-1 is the latest) and last.ckpt a link to it; with
+    # save_top_k=0 Lightning would write last.ckpt only at the end of training
+    callback = module.ModelCheckpoint(dirpath=folder, save_top_k=1, save_last="link")
+    return args, {"callbacks": [callback]}, (str(last) if last.exists() else None)
 
 
 def run_cli(args: list[str] | None = None) -> int:
@@ -213,12 +217,11 @@ def run_cli(args: list[str] | None = None) -> int:
             argv = ["fit", *argv]
         check_importable(argv[1:], search)
         namespace = model_namespace(argv[1:])
-        defaults = {}
-        if own["--checkpoint-dir"]:
-            extra, defaults = checkpointing(own["--checkpoint-dir"][-1], namespace)
-            argv += extra
         sys.argv = sys.argv[:1]  # LightningCLI warns when given both `args` and command-line arguments
-        scaling_cli(namespace)(args=argv, trainer_defaults=defaults)
+        if own["--checkpoint-dir"]:
+            _fit_resumable(argv, own["--checkpoint-dir"][-1], namespace)
+        else:
+            scaling_cli(namespace)(args=argv)
     except Exception as err:  # jsonargparse wraps errors raised while instantiating a class: find ours
         cause = _configuration_error(err)
         if cause is None:
@@ -229,6 +232,20 @@ def run_cli(args: list[str] | None = None) -> int:
         sys.argv = saved_argv
         sys.path[:] = saved_path
     return 0
+
+
+def _fit_resumable(argv: list[str], folder: str, namespace: str | None) -> None:
+    """`fit` with `checkpointing(folder)`. The checkpoint goes to `Trainer.fit` itself: LightningCLI's own
+    ``--ckpt_path`` reads it first with ``torch.load(weights_only=True)``, which refuses the callbacks' typed
+    settings saved in it. It is loaded in full (``weights_only=False``): it is this run's own checkpoint, written
+    into `folder` by this same command, not a file from elsewhere."""
+    if argv[0] != "fit":
+        raise ConfigurationError(f"--checkpoint-dir goes with `fit`, not `{argv[0]}`")
+    extra, defaults, resume = checkpointing(folder, namespace)
+    cli = scaling_cli(namespace)(args=argv[1:] + extra, trainer_defaults=defaults, run=False)
+    cli.before_fit()
+    kwargs = {"weights_only": False} if "weights_only" in inspect.signature(cli.trainer.fit).parameters else {}
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume, **kwargs)
 
 
 def _configuration_error(err: BaseException | None) -> ConfigurationError | None:
