@@ -216,7 +216,7 @@ def test_every_command_of_the_table_is_parsed_listed_and_documented(capsys):
 
     parser = build_parser()
     names = list(COMMANDS)
-    assert names == ["fit", "recommend", "runs", "backtest", "predict", "forecast", "plan", "demo", "train",
+    assert names == ["fit", "recommend", "runs", "backtest", "predict", "forecast", "plan", "sweep", "demo", "train",
                      "coord-check"]
     with pytest.raises(SystemExit):
         parser.parse_args(["--help"])
