@@ -8,7 +8,8 @@ to a separate experiment so that it does not enter the fit, and prints predicted
 
     python benchmarks/validate_recommendation.py [--tracking-uri sqlite:///mlflow.db] [--experiment tiny-gpt-demo]
 
-Run `make demo` first.
+Run `make demo` first. `lightning-scaling sweep --train-target` does the same at the end of a sweep, inside the
+sweep's own experiment (the target run is a run of the sweep); this script keeps the check outside the fit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+HERE = ROOT / "examples" / "tiny_gpt"
+# the demo sweeps' own overrides and tokens per step (examples/tiny_gpt/sweep.yaml and sweep_quick.yaml)
+FULL_OVERRIDES = ["--data.init_args.batch_size=8"]
+QUICK_OVERRIDES = ["--data.init_args.seq_len=32", "--model.init_args.seq_len=32", "--data.init_args.batch_size=8",
+                   "--data.init_args.val_windows=128"]
+TOKENS_PER_STEP = {"full": 8 * 64, "quick": 8 * 32}
 
 
 def main(argv=None) -> int:
@@ -33,7 +40,7 @@ def main(argv=None) -> int:
     import mlflow
     import torch
 
-    from examples.tiny_gpt.sweep import FULL_OVERRIDES, HERE, QUICK_OVERRIDES, TOKENS_PER_STEP, propose_width
+    from examples.tiny_gpt import propose_width
     from lightning_scaling.integrations.lightning_cli import run_cli
     from lightning_scaling.integrations.mlflow_store import MLflowRunStore
     from lightning_scaling.plugins.builtin import gpt_non_embedding_params
