@@ -261,3 +261,81 @@ def test_bad_input_stops_before_anything_is_submitted(sweep_config, tmp_path, mo
     (tmp_path / "nomodel.yaml").write_text("trainer: {max_steps: 10}\n")
     with pytest.raises(ConfigurationError, match="model.init_args"):
         _sweep(load_sweep_config(tmp_path / "nomodel.yaml", target_flops=1e13, budget=1e12), ex)
+
+
+def test_train_target_trains_the_recommended_run_once_and_compares_it_with_the_interval(sweep_config):
+    uri, make = sweep_config
+    config = make(train_target=True)
+    ex = LawExecutor(uri)
+    result = _sweep(config, ex)
+    rec, target = result.recommendation, result.target
+    assert target is not None and target["name"].startswith("target-")
+    assert target["predicted"]["loss"] == rec["loss"] and target["predicted"]["loss_low"] == rec["loss_low"]
+    # the achieved loss is the run's own (the law executor logs the law's loss at its planned size and tokens)
+    want = float(CHINCHILLA_PAPER_LAW.loss(float(target["params"]), 3 * float(target["tokens"])))
+    assert target["achieved"] == pytest.approx(want, rel=1e-9)
+    assert target["tokens"] >= rec["tokens"]  # whole steps covering the recommended tokens
+    from lightning_scaling.sweep.target import target_text
+
+    text = target_text(target, target["achieved"])
+    assert f"achieved {target['achieved']:.4f}" in text and ("inside" in text or "OUTSIDE" in text)
+    again = LawExecutor(uri)
+    result2 = _sweep(config, again)
+    assert again.started == [] and result2.target["run_id"] == target["run_id"]
+
+
+def test_a_plugin_registers_an_executor_and_cannot_take_a_built_in_name(tmp_path):
+    from lightning_scaling import plugins
+    from lightning_scaling.executors import executor_names
+    from lightning_scaling.plugins import hookimpl
+
+    class Engines:
+        def __init__(self, name):
+            self.name = name
+
+        @hookimpl
+        def register_executors(self, register):
+            register(self.name, lambda resources, folder, **options: LawExecutor("sqlite://", **options))
+
+    pm = plugins.plugin_manager()
+    plugin = Engines("law")
+    pm.register(plugin, name="test-engines")
+    try:
+        assert executor_names() == ["local", "slurm", "ray", "law"]
+        ex = make_executor("law", Resources(), tmp_path, {"faults": {"x": ["raise"]}})
+        assert isinstance(ex, LawExecutor) and ex.faults == {"x": ["raise"]}
+        with pytest.raises(ConfigurationError, match="sweep.law"):
+            make_executor("law", Resources(), tmp_path, {"no_such_option": 1})
+    finally:
+        pm.unregister(plugin)
+    clash = Engines("slurm")
+    pm.register(clash, name="test-clash")
+    try:
+        with pytest.raises(ConfigurationError, match=r"executor name\(s\) \['slurm'\], which are built in"):
+            executor_names()
+    finally:
+        pm.unregister(clash)
+
+
+def test_local_workers_default_to_the_cores_or_gpus_and_each_gets_its_own_devices(tmp_path, monkeypatch):
+    import sys
+
+    from lightning_scaling.executors import Job, LocalExecutor, default_workers
+
+    assert default_workers(Resources(cpus=1, gpus=1), gpus=["0", "1", "2", "3"]) == 4
+    assert default_workers(Resources(cpus=1, gpus=2), gpus=["0", "1", "2", "3"]) == 2
+    cores = len(__import__("os").sched_getaffinity(0))
+    assert default_workers(Resources(cpus=1), gpus=[]) == cores
+    assert default_workers(Resources(cpus=cores + 5), gpus=[]) == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    with pytest.raises(ConfigurationError, match="need 4 GPUs; this machine has 2"):
+        LocalExecutor(workers=2, resources=Resources(gpus=2))
+    code = ("import os, sys, time; time.sleep(0.3); "
+            "open(sys.argv[1], 'w').write(os.environ['CUDA_VISIBLE_DEVICES'] + ' ' + os.environ['OMP_NUM_THREADS'])")
+    with LocalExecutor(resources=Resources(cpus=3, gpus=1)) as ex:
+        assert ex.workers == 2
+        jobs = [Job(f"j{i}", (sys.executable, "-c", code, str(tmp_path / f"j{i}")), str(tmp_path / f"j{i}.log"),
+                    resources=Resources(cpus=3, gpus=1)) for i in range(2)]
+        assert all(h.outcome().ok for h in ex.submit(jobs))
+    seen = sorted((tmp_path / f"j{i}").read_text() for i in range(2))
+    assert seen == ["3 3", "5 3"]  # one device each, and the run's CPUs as its threads

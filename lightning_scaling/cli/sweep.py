@@ -14,7 +14,10 @@ def run_sweep_command(args):
     config = load_sweep_config(args.config, target_flops=args.target_flops, budget=args.budget,
                                executor=args.executor, workers=args.workers, tracking_uri=args.tracking_uri,
                                experiment=args.experiment, train_target=args.train_target, folder=args.folder)
-    result = run_sweep(config)
+    try:
+        result = run_sweep(config)
+    except KeyboardInterrupt:  # the sweep said how to go on; its state is in the store
+        raise SystemExit(130) from None
     result.note, result.link = _summary(config)
     return result
 

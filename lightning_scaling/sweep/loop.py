@@ -10,6 +10,7 @@ sweep (`ScalingLawAdvisor` sees the run's sweep tag), which refits once per fini
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ class Sweep:
         self.out(f"lightning-scaling sweep: experiment '{self.planner.experiment}' at {self.planner.tracking_uri}, "
                  f"executor {self.executor.name}; sizing a run of {c.target_flops:.3g} FLOPs with {c.budget:.3g} "
                  f"FLOPs of small runs")
+        self.executor.check([], self.planner.tracking_uri)  # the engine's settings, before any run is planned
         try:
             while True:
                 runs = [r for r in self.state.runs() if r.stage > 0]
@@ -110,12 +112,13 @@ class Sweep:
             self.out("\ninterrupted: run the same command again to go on where the sweep stopped")
             raise
         self._close(start)
+        self.result.wall_s = time.perf_counter() - start  # the sweep's own time, the target run's apart
         if self.config.train_target:
             self._train_target()
-        self.result.wall_s = time.perf_counter() - start
         return self.result
 
     def _train_target(self) -> None:
+        t0 = time.perf_counter()
         rec = self.result.recommendation or self.planner.latest_recommendation()
         planned = target_run(rec, self.planner.family["tokens_per_step"], self.config.target_steps_max)
         found = [r for r in self.state.runs() if r.stage == TARGET_STAGE and r.name == planned["name"]]
@@ -126,17 +129,18 @@ class Sweep:
             self._train_stage(TARGET_STAGE, [run], publish=False)
         run = self.state.get(run.run_id)
         achieved = run.metrics.get(self.planner.loss_key) if run.finished else None
-        self.result.target = {**run.plan, "achieved": achieved, "run_id": run.run_id}
+        self.result.target = {**run.plan, "achieved": achieved, "run_id": run.run_id,
+                              "seconds": time.perf_counter() - t0}
 
     # -- stages ---------------------------------------------------------------------------------------------------
     def _plan_stage(self, runs: list[SweepRun]) -> tuple[int, list[SweepRun]]:
         t0 = time.perf_counter()
         plan = self.planner.next_stage(runs)
         self.result.refit_s += time.perf_counter() - t0
-        self.out("\n" + plan["sentence"])
+        stage = max((r.stage for r in runs), default=0) + 1
+        self.out("\n" + re.sub(r"^Stage \d+:", f"Stage {stage}:", plan["sentence"]))
         if plan["done"] or not plan["runs"]:
             return 0, []
-        stage = max((r.stage for r in runs), default=0) + 1
         names = {r.name for r in runs}
         created = []
         for planned in self.planner.stage_runs(plan, stage):
@@ -184,7 +188,7 @@ class Sweep:
             except Exception as err:  # the log is a convenience: never fail the sweep over it
                 self.out(f"  (could not attach the log of {run.name}: {err})")
         if run.finished:
-            self.result.trained_now += 1
+            self.result.trained_now += run.stage != TARGET_STAGE
             self.out(run_line(run, outcome.seconds, self.planner.loss_key,
                               "stopped" if run.stopped_early else "finished"))
             return None

@@ -139,7 +139,8 @@ class SweepPlanner:
         """The stage's runs; a first stage (from the prior) adds one pruned run when `sweep.sparse` is set: the
         largest-compute run of the stage trained with the sparse config, so that N_avg (Jin et al. 2025) enters
         the fit."""
-        runs = [{**r, "sweep_stage": stage} for r in plan["runs"]]
+        # the sweep numbers its stages itself (the planner infers a number from the compute levels it sees)
+        runs = [{**r, "stage": stage, "name": re.sub(r"^s\d+-", f"s{stage}-", r["name"])} for r in plan["runs"]]
         if self.config.sparse and plan["basis"] == "prior" and runs:
             largest = max(runs, key=lambda r: (r["flops"], r["params"]))
             runs.append({**largest, "name": f"{largest['name']}-sparse", "sparse": True})

@@ -52,6 +52,7 @@ def target_text(planned: dict, achieved: float | None) -> str:
                if p.get("loss_low") is not None and conf else ""))
     if achieved is None:
         return head + "; it did not finish"
+    took = f" in {planned['seconds']:.0f} s" if planned.get("seconds") else ""
     inside = p.get("loss_low") is not None and p["loss_low"] <= achieved <= p["loss_high"]
-    return (head + f"; achieved {achieved:.4f} ({achieved - p['loss']:+.4f}), "
+    return (head + f"; achieved {achieved:.4f}{took} ({achieved - p['loss']:+.4f}), "
             + ("inside the interval" if inside else "OUTSIDE the interval"))
