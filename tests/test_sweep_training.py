@@ -121,6 +121,13 @@ def test_local_sweep_survives_a_killed_run_a_raising_run_and_its_own_kill(tmp_pa
     assert (tmp_path / "raised").exists() and raised.info.status == "FINISHED"
     assert "a fault injected by the test" in _log(tmp_path, raised.info.run_name)
     assert "sweep finished" in out and "3 runs finished" in out
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for r in runs:  # each run's own output is attached to it, not printed by the sweep
+        assert [a.path for a in client.list_artifacts(r.info.run_id, "logs")] == ["logs/train.log"]
+    assert "Epoch 0" not in out and "GPU available" not in out
+    # the closing hook of a sweep's run defers to the sweep, which refits once the stage has finished
+    notes = [r.data.tags.get("mlflow.note.content", "") for r in runs]
+    assert any("belongs to a `lightning-scaling sweep`" in n for n in notes), notes
 
 
 def _in_process_sweep(config: Path, tmp: Path, monkeypatch):

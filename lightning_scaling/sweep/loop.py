@@ -118,19 +118,25 @@ class Sweep:
         return self.result
 
     def _train_target(self) -> None:
+        """Train the recommended run once: a sweep run again finds its target run (resumes it when unfinished,
+        reports it when finished) rather than sizing a new one from a refit that now includes it."""
         t0 = time.perf_counter()
-        rec = self.result.recommendation or self.planner.latest_recommendation()
-        planned = target_run(rec, self.planner.family["tokens_per_step"], self.config.target_steps_max)
-        found = [r for r in self.state.runs() if r.stage == TARGET_STAGE and r.name == planned["name"]]
-        run = found[-1] if found else self.state.create(planned, TARGET_STAGE)
-        if not run.settled:
-            self.out(f"\nTraining the recommended run {planned['name']}: {planned['steps']} steps of "
-                     f"{planned['architecture']}")
+        found = [r for r in self.state.runs() if r.stage == TARGET_STAGE]
+        if found:
+            run = found[-1]
+        else:
+            rec = self.result.recommendation or self.planner.latest_recommendation()
+            planned = target_run(rec, self.planner.family["tokens_per_step"], self.config.target_steps_max)
+            run = self.state.create(planned, TARGET_STAGE)
+        trained = not run.settled
+        if trained:
+            self.out(f"\nTraining the recommended run {run.name}: {run.plan['steps']} steps of "
+                     f"{run.plan['architecture']}")
             self._train_stage(TARGET_STAGE, [run], publish=False)
         run = self.state.get(run.run_id)
         achieved = run.metrics.get(self.planner.loss_key) if run.finished else None
         self.result.target = {**run.plan, "achieved": achieved, "run_id": run.run_id,
-                              "seconds": time.perf_counter() - t0}
+                              "seconds": time.perf_counter() - t0 if trained else None}
 
     # -- stages ---------------------------------------------------------------------------------------------------
     def _plan_stage(self, runs: list[SweepRun]) -> tuple[int, list[SweepRun]]:
