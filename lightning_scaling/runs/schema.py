@@ -46,4 +46,5 @@ SWEEP_STAGE_TAG = "lightning_scaling.sweep.stage"  # the stage that planned the 
 SWEEP_PLAN_TAG = "lightning_scaling.sweep.plan"  # JSON: the planned run (name, params, tokens, flops, steps, ...)
 SWEEP_ATTEMPTS_TAG = "lightning_scaling.sweep.attempts"  # how many times it was started (a resume or retry counts)
 SWEEP_LEFT_OUT_TAG = "lightning_scaling.sweep.left_out"  # why the sweep gave up on it (failed twice)
+SWEEP_LOG_TAG = "lightning_scaling.sweep.log"  # the artifact path of its training log, once attached
 PROCESS_TAG = "lightning_scaling.process"  # "host:pid" of the process training the run (`lightning-scaling train`)

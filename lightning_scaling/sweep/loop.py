@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from lightning_scaling.errors import ConfigurationError
 from lightning_scaling.executors import Executor, Handle, Outcome, Resources
+from lightning_scaling.runs.schema import SWEEP_LOG_TAG
 from lightning_scaling.sweep.console import progress_line, run_line
 from lightning_scaling.sweep.jobs import RunFiles, job_for
 from lightning_scaling.sweep.planning import SweepPlanner
@@ -187,12 +188,7 @@ class Sweep:
         """Record how `run` ended; return it again when it is to be restarted."""
         outcome = handle.outcome()
         run = self.state.get(run.run_id)
-        files = RunFiles(self.config.run_folder(), run.name)
-        if files.log.exists():
-            try:
-                self.state.log_artifact(run.run_id, str(files.log), "logs")
-            except Exception as err:  # the log is a convenience: never fail the sweep over it
-                self.out(f"  (could not attach the log of {run.name}: {err})")
+        self._attach_log(run)
         if run.finished:
             self.result.trained_now += run.stage != TARGET_STAGE
             self.out(run_line(run, outcome.seconds, self.planner.loss_key,
@@ -200,6 +196,14 @@ class Sweep:
             return None
         reason = outcome.error or f"the run ended {run.status}"
         return self._prepared(run, counted=True, reason=reason)
+
+    def _attach_log(self, run: SweepRun) -> None:
+        files = RunFiles(self.config.run_folder(), run.name)
+        if files.log.exists():
+            try:
+                self.state.attach_log(run, files.log)
+            except Exception as err:  # the log is a convenience: never fail the sweep over it
+                self.out(f"  (could not attach the log of {run.name}: {err})")
 
     def _prepared(self, run: SweepRun, counted: bool, reason: str | None = None) -> SweepRun | None:
         """`run` made ready to start: as planned, resumed from its checkpoint, or started again from nothing; None
@@ -242,6 +246,9 @@ class Sweep:
         runs = [r for r in self.state.runs() if r.stage > 0]
         r = self.result
         r.finished = [x for x in runs if x.finished]
+        for x in r.finished:  # finished while no sweep watched it (a sweep killed meanwhile): its log too
+            if SWEEP_LOG_TAG not in x.tags:
+                self._attach_log(x)
         r.left_out = [x for x in runs if x.left_out]
         r.spent, r.saved = self.planner.spent(runs), self.planner.saved(runs)
         if r.recommendation is None and r.finished:

@@ -26,6 +26,7 @@ from lightning_scaling.runs.schema import (
     STOPPED_EARLY_TAG,
     SWEEP_ATTEMPTS_TAG,
     SWEEP_LEFT_OUT_TAG,
+    SWEEP_LOG_TAG,
     SWEEP_PLAN_TAG,
     SWEEP_STAGE_TAG,
     TOKENS,
@@ -152,9 +153,13 @@ class SweepState:
             self.client.set_terminated(run.run_id, "FAILED")
         return self.get(run.run_id)
 
-    def log_artifact(self, run_id: str, path: str, folder: str | None = None) -> None:
-        """Attach a file (a run's training log) to the run."""
-        self.client.log_artifact(run_id, path, folder)
+    def attach_log(self, run: SweepRun, path) -> None:
+        """Attach the run's training log (`path`) as ``logs/<name>`` and say so in a tag; again after a resume,
+        whose output the file gathers too."""
+        from pathlib import Path
+
+        self.client.log_artifact(run.run_id, str(path), "logs")
+        self.client.set_tag(run.run_id, SWEEP_LOG_TAG, f"logs/{Path(path).name}")
 
 
 def _sweep_run(run) -> SweepRun:
