@@ -114,3 +114,23 @@ def test_an_unknown_law_form_names_the_choices(sources, capsys):
     assert main(["recommend", *map(str, sources[0]), "--flops", NEXT_FLOPS, "--law", "kaplan"]) == 2
     assert "`law` must be 'auto' or one of ['chinchilla', 'data_constrained', 'exponent_interaction']" in (
         capsys.readouterr().err)
+
+
+def test_recommend_from_the_store_names_only_what_it_wrote(sources, capsys):
+    """Without --publish nothing is written, and the text names no artifact; with it, the summary run's artifact."""
+    import mlflow
+
+    _, store = sources
+    assert main(["recommend", *map(str, store), "--flops", NEXT_FLOPS]) == 0
+    out = capsys.readouterr().out
+    assert "Details in `scaling_law/recommendation.json`" not in out and "Nothing was written to the store" in out
+    client = mlflow.MlflowClient(store[1])
+    exp = client.get_experiment_by_name(store[3])
+    summary = "tags.`lightning_scaling.summary` = 'true'"
+    assert client.search_runs([exp.experiment_id], filter_string=summary) == []
+    assert main(["recommend", *map(str, store), "--flops", NEXT_FLOPS, "--publish"]) == 0
+    out = capsys.readouterr().out
+    assert "Details in `scaling_law/recommendation.json`" in out
+    (published,) = client.search_runs([exp.experiment_id], filter_string=summary)
+    assert [a.path for a in client.list_artifacts(published.info.run_id, "scaling_law")
+            if a.path.endswith(".json")] == ["scaling_law/recommendation.json"]

@@ -62,6 +62,7 @@ class StoreAdvice:
     """`recommend` from an MLflow experiment: the closing hook's answer, shown as its Markdown note."""
 
     advice: Advice
+    published: bool = False
 
     def to_dict(self) -> dict:
         return self.advice.to_dict()
@@ -86,7 +87,7 @@ def run_recommend(args) -> Advice | StoreAdvice:
         advice = advise_runs(sources.store_runs(runs_store, curves=True), args)
         if args.publish:
             runs_store.publish_everywhere(advice.to_dict(), force=True)
-        return StoreAdvice(advice)
+        return StoreAdvice(advice, published=args.publish)
     if args.flops is None:
         raise ConfigurationError("`recommend RUNS.csv` needs --flops C (the next run's compute budget)")
     advice = advise_runs(sources.runs(args), args)
@@ -95,9 +96,16 @@ def run_recommend(args) -> Advice | StoreAdvice:
     return advice
 
 
+NOT_PUBLISHED = ("Nothing was written to the store: `--format json` prints the whole recommendation here, and "
+                 "`--publish` writes it to the summary run (`scaling_law/recommendation.json`) as the closing hook "
+                 "does.")
+
+
 def _recommend_text(result) -> str:
     if isinstance(result, StoreAdvice):
-        return recommendation_markdown(result.advice)
+        if result.published:  # on the summary run, with its artifact
+            return recommendation_markdown(result.advice)
+        return recommendation_markdown(result.advice, details=NOT_PUBLISHED)
     return advice_text(result)
 
 

@@ -106,20 +106,25 @@ def advice_text(advice) -> str:
     return "\n".join(lines)
 
 
-def recommendation_markdown(rec) -> str:
-    """The run description shown in the MLflow UI: a short table and one sentence saying what to run next."""
+#: Where the whole recommendation is, as the closing hook publishes it.
+PUBLISHED = "Details in `scaling_law/recommendation.json`."
+
+
+def recommendation_markdown(rec, details: str = PUBLISHED) -> str:
+    """The run description shown in the MLflow UI: a short table and one sentence saying what to run next; the
+    last line says where the details are (`details`: the artifact the closing hook writes, by default)."""
     rec = as_dict(rec)
     if rec.get("status") == "degenerate":
         lines = ["### Scaling law: no recommendation (the fit is degenerate)", "", f"**{rec['sentence']}**", "",
                  f"Fitted on {rec['n_runs']} runs: {rec.get('fitted', rec.get('law', ''))}.", ""]
         lines += [f"- {d['message']}." for d in rec.get("degenerate", [])] + [""]
-        lines.append(_runs_line(rec))
+        lines.append(_runs_line(rec, details))
         return "\n".join(lines)
     if rec.get("status") != "ok":
         lines = ["### Scaling law: not enough runs yet", "", rec.get("sentence", ""), ""]
         if rec.get("message"):
             lines += [f"Details: {rec['message']}", ""]
-        lines.append(_runs_line(rec))
+        lines.append(_runs_line(rec, details))
         return "\n".join(lines)
     pct = int(round(100 * rec.get("confidence", DEFAULT_CONFIDENCE)))
 
@@ -162,18 +167,18 @@ def recommendation_markdown(rec) -> str:
     settings = rec.get("settings") or {}
     if settings:
         lines.append("Reuse: " + "; ".join(f"{k} {v}" for k, v in settings.items()) + ".")
-    lines.append(_runs_line(rec))
+    lines.append(_runs_line(rec, details))
     return "\n".join(lines)
 
 
-def _runs_line(rec: dict) -> str:
+def _runs_line(rec: dict, details: str = PUBLISHED) -> str:
     excluded = rec["runs"]["excluded"]
     line = f"Runs used: {len(rec['runs']['used'])}; left out: {len(excluded)}"
     if excluded:
         line += " (" + "; ".join(f"{e['run_name'] or e['run_id']}: {e['reason']}" for e in excluded[:6])
         line += "; ..." if len(excluded) > 6 else ""
         line += ")"
-    return line + ". Details in `scaling_law/recommendation.json`."
+    return f"{line}. {details}"
 
 
 REFIT_KEYS = ("E", "A", "B", "alpha", "beta", "params", "params_low", "params_high", "tokens", "flops", "loss",
