@@ -266,3 +266,15 @@ def test_predict_points_returns_the_interval_at_each_point():
     # the farther point (10x the compute of the largest run) gets the wider interval
     width = [(r["loss_high"] - r["loss_low"]) / r["loss"] for r in rows]
     assert width[1] > width[0]
+
+
+def test_another_form_replaces_the_baseline_only_above_paired_t_2():
+    """An alternative that predicts better, but with paired t between 0 and 2, does not replace the baseline."""
+    from lightning_scaling.evaluation.backtest import _choice, _paired_t
+
+    # differences 2, 2, 3: mean 7/3, sd 1/sqrt(3), so t = (7/3) / (1/3) = 7
+    assert _paired_t(np.array([3.0, 4.0, 5.0]), np.array([1.0, 2.0, 2.0])) == pytest.approx(7.0)
+    forms = {"chinchilla": {"mape": 2.0, "held_out": 10}, "other": {"mape": 1.5, "held_out": 10}}
+    for t, chosen in ((0.5, "chinchilla"), (1.9, "chinchilla"), (2.1, "other"), (-3.0, "chinchilla")):
+        assert _choice(["chinchilla", "other"], forms, {"other": t}, 4)[0] == chosen, t
+    assert SELECTION_T == 2.0

@@ -137,3 +137,15 @@ def test_credentials_appear_nowhere_a_run_is_written(tmp_path, monkeypatch, capf
         assert leaks == []
     finally:
         server.stop()
+
+
+# Named here, not read from SECRET_VARIABLES: a variable dropped from that tuple must fail this test.
+EVERY_SECRET_VARIABLE = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+                         "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCESS_KEY",
+                         "AZURE_STORAGE_CONNECTION_STRING", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET")
+
+
+@pytest.mark.parametrize("name", EVERY_SECRET_VARIABLE)
+def test_each_credential_variable_is_scrubbed(name):
+    assert name in SECRET_VARIABLES
+    assert redact("sent s3cr3t-value-9 to the server", env={name: "s3cr3t-value-9"}) == "sent *** to the server"

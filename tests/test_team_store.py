@@ -181,3 +181,28 @@ def test_a_hook_stops_refitting_once_the_summary_covers_every_usable_run(monkeyp
     behind = Store(held=3)  # the summary holds fewer than are usable: refit, up to REFITS times
     ScalingLawAdvisor(bootstrap=0).advise(behind, "me")
     assert behind.published == [3] + [5] * advisor_module.REFITS
+
+
+def test_a_later_fit_over_fewer_runs_does_not_overwrite_the_summary(tmp_path):
+    """Two closing hooks racing: the one that fitted fewer runs publishes last; the summary keeps the larger fit
+    (unless forced, as `recommend --publish` is)."""
+    import mlflow
+
+    from lightning_scaling.integrations import MLflowRunStore
+    from lightning_scaling.runs import N_RUNS_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(uri).create_experiment("race")
+    store = MLflowRunStore(uri, experiment_name="race")
+
+    def rec(n):
+        return {"status": "insufficient_runs", "sentence": f"fitted on {n} runs", "n_runs": n,
+                "runs": {"used": [{"run_id": str(i)} for i in range(n)], "excluded": []}}
+
+    assert store.publish_everywhere(rec(10)) is True
+    assert store.publish_everywhere(rec(5)) is False
+    summary = store.summary_run()
+    assert summary.data.tags[N_RUNS_TAG] == "10" and "fitted on 10 runs" in summary.data.tags["mlflow.note.content"]
+    assert store.publish_everywhere(rec(5), force=True) is True
+    summary = store.summary_run()
+    assert summary.data.tags[N_RUNS_TAG] == "5" and "fitted on 5 runs" in summary.data.tags["mlflow.note.content"]
