@@ -278,3 +278,40 @@ def test_another_form_replaces_the_baseline_only_above_paired_t_2():
     for t, chosen in ((0.5, "chinchilla"), (1.9, "chinchilla"), (2.1, "other"), (-3.0, "chinchilla")):
         assert _choice(["chinchilla", "other"], forms, {"other": t}, 4)[0] == chosen, t
     assert SELECTION_T == 2.0
+
+
+def _write(path, header, rows):
+    path.write_text(",".join(header) + "\n" + "\n".join(",".join(f"{v:.6g}" for v in r) for r in rows) + "\n")
+    return path
+
+
+def test_predict_reads_unique_tokens_at_the_points_and_refuses_unknown_columns(tmp_path, capsys):
+    """Points that differ only in their unique tokens get different predictions under the data-constrained form;
+    a point file without the column that form needs, or with an unknown column, is refused naming it."""
+    import json
+
+    from lightning_scaling.cli import main
+
+    N, D = (x.ravel() for x in np.meshgrid(np.geomspace(1e8, 3e9, 5), np.geomspace(1e10, 4e11, 6)))
+    U = np.full_like(D, 2e10)
+    Dp = DataConstrainedFit().effective_data(D, U, np.array([0.34, 0.28, math.log(15.0)]))
+    L = _noisy(1.7 + 400 / N**0.34 + 410 / Dp**0.28, 7, 0.002)
+    runs = _write(tmp_path / "runs.csv", ["params", "tokens", "loss", "unique_tokens"], zip(N, D, L, U))
+    points = _write(tmp_path / "points.csv", ["params", "tokens", "unique_tokens"],
+                    [(1e9, 4e11, 2e10), (1e9, 4e11, 4e11)])
+    args = ["predict", str(runs), "--at", str(points), "--law", "data_constrained", "--format", "json"]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    repeated, fresh = rows[0]["loss"], rows[1]["loss"]
+    assert repeated > fresh + 0.005  # 20 epochs of 2e10 tokens are worth less than 4e11 fresh ones
+    for row in rows:
+        assert row["loss_low"] < row["loss_high"]
+    fit = quiet(DataConstrainedFit().fit, N, D, L, unique_tokens=U)
+    assert repeated == pytest.approx(float(fit.predict(1e9, 4e11, unique_tokens=2e10)), rel=0.02)
+
+    bare = _write(tmp_path / "bare.csv", ["params", "tokens"], [(1e9, 4e11)])
+    assert main(["predict", str(runs), "--at", str(bare), "--law", "data_constrained"]) == 2
+    assert "['unique_tokens']" in capsys.readouterr().err
+    odd = _write(tmp_path / "odd.csv", ["params", "tokens", "unique_token"], [(1e9, 4e11, 2e10)])
+    assert main(["predict", str(runs), "--at", str(odd)]) == 2
+    assert "unknown column(s) ['unique_token']" in capsys.readouterr().err

@@ -131,9 +131,9 @@ def run_backtest(args) -> dict:
 
 def run_predict(args) -> list:
     runs = sources.runs(args)
-    points = read_points_csv(args.at)
-    return predict(runs, *points, FitOptions(law=args.law, confidence=args.confidence, seed=args.seed),
-                   plugins.law_forms())
+    pN, pD, points_extra = read_points_csv(args.at)
+    return predict(runs, pN, pD, FitOptions(law=args.law, confidence=args.confidence, seed=args.seed),
+                   plugins.law_forms(), points_extra)
 
 
 # -- the commands -------------------------------------------------------------------------------------------------

@@ -275,8 +275,9 @@ class SeparableBootstrap:
             allocations = self._each(lambda f: f.compute_optimal(flops))
         return {k: self._percentiles([getattr(a, k) for a in allocations]) for k in ("params", "tokens", "loss")}
 
-    def loss_interval(self, N, D) -> tuple[float, float]:
-        return self._percentiles(self._each(lambda f: float(f.predict(N, D))))
+    def loss_interval(self, N, D, **extra) -> tuple[float, float]:
+        """Percentile interval of the predicted loss at (N, D), with the per-run data a form needs (`extra`)."""
+        return self._percentiles(self._each(lambda f: float(np.ravel(f.predict(N, D, **extra))[0])))
 
 
 class ExponentInteractionFit(SeparableLawFit):

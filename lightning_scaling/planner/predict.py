@@ -49,13 +49,26 @@ def select_law(forms: dict[str, Callable], law: str, N, D, L, extra: dict | None
     return choice["chosen"], candidates[choice["chosen"]], choice
 
 
-def predict(runs: Runs, points_N, points_D, options: FitOptions, forms: dict[str, Callable]) -> list[Prediction]:
-    """The predicted loss with its interval at each (params, tokens) point (fresh data: no repeats), from the form
-    `options.law` names or chooses (`select_law`): calibrated by forward chaining when the runs allow it, else the
-    bootstrap of the mean law widened by the runs' scatter (each row's ``interval`` says which)."""
+def predict(runs: Runs, points_N, points_D, options: FitOptions, forms: dict[str, Callable],
+            points_extra: dict | None = None) -> list[Prediction]:
+    """The predicted loss with its interval at each (params, tokens) point, from the form `options.law` names or
+    chooses (`select_law`): calibrated by forward chaining when the runs allow it, else the bootstrap of the mean
+    law widened by the runs' scatter (each row's ``interval`` says which). A form that needs per-run data (the
+    data-constrained form: ``unique_tokens``) reads it at the points from `points_extra`.
+
+    Raises:
+        ScalingDataError: the chosen form needs a per-point column the points lack (named).
+    """
     N, D, L, extra = runs.N, runs.D, runs.L, runs.extra
     name, factory, _ = select_law(forms, options.law, N, D, L, extra)
     pN, pD = np.asarray(points_N, float), np.asarray(points_D, float)
+    needed = tuple(getattr(forms[name], "extra_fields", ()))
+    lacking = [k for k in needed if k not in (points_extra or {})]
+    if lacking:
+        raise ScalingDataError(f"the law form {name!r} predicts from each point's {lacking} too (repeated data "
+                               f"changes the loss): add the column(s) {lacking} to the points, or choose another "
+                               "form with --law")
+    pextra = {k: np.asarray(points_extra[k], float) for k in needed}
     column = {"params_column": runs.params_column}
     try:
         cal = calibrate(factory, N, D, L, options.confidence, fit_kwargs=column, extra=extra)
@@ -63,11 +76,11 @@ def predict(runs: Runs, points_N, points_D, options: FitOptions, forms: dict[str
         cal = None
     if cal is not None and cal.calibrated:
         fit, how = cal.fits[-1], "calibrated"
-        low, high = cal.interval(pN, pD)
+        low, high = cal.interval(pN, pD, extra=pextra or None)
     else:
         fit, how = fit_runs(factory, N, D, L, extra=extra, quiet=True, **column), "bootstrap+scatter"
-        low, high = _scatter_widened(fit, runs, pN, pD, options)
-    centre = np.asarray(fit.predict(pN, pD), float)
+        low, high = _scatter_widened(fit, runs, pN, pD, options, pextra)
+    centre = np.asarray(fit.predict(pN, pD, **pextra), float)
     return [Prediction(float(n), float(d), float(c), float(lo), float(hi), options.confidence, name, how)
             for n, d, c, lo, hi in zip(pN, pD, centre, low, high)]
 
@@ -82,10 +95,13 @@ def predict_points(N, D, L, points_N, points_D, *, forms: dict[str, Callable], e
     return [p.to_dict() for p in predict(runs, points_N, points_D, FitOptions(**options), forms)]
 
 
-def _scatter_widened(fit, runs: Runs, pN, pD, options: FitOptions):
-    """Bootstrap percentiles of the mean law at each point, widened by the runs' scatter about the fit."""
+def _scatter_widened(fit, runs: Runs, pN, pD, options: FitOptions, pextra: dict | None = None):
+    """Bootstrap percentiles of the mean law at each point (with the point's extras, for a form that needs them),
+    widened by the runs' scatter about the fit."""
     boot = fit.bootstrap(POINT_BOOTSTRAP, seed=options.seed, confidence=options.confidence)
-    bounds = np.array([boot.loss_interval(n, d) for n, d in zip(pN, pD)], float).reshape(-1, 2)
+    pextra = pextra or {}
+    bounds = np.array([boot.loss_interval(n, d, **{k: v[i] for k, v in pextra.items()})
+                       for i, (n, d) in enumerate(zip(pN, pD))], float).reshape(-1, 2)
     sigma = scatter(fit, runs.N, runs.D, runs.L, runs.extra)
     return widen_by_scatter(bounds[:, 0], bounds[:, 1], sigma, options.confidence)
 

@@ -137,26 +137,38 @@ def read_runs_csv(path) -> RunTable:
     )
 
 
-def read_points_csv(path) -> tuple[np.ndarray, np.ndarray]:
-    """The (params, tokens) rows of a CSV of runs to predict (extra columns are ignored: a runs file works too).
+#: Per-point columns a law form may need at the points it predicts (the data-constrained form: unique tokens).
+POINT_EXTRA_COLUMNS = ("unique_tokens",)
+
+
+def read_points_csv(path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(params, tokens, extras) of a CSV of runs to predict: ``params`` and ``tokens``, and the per-point columns a
+    law form may need (`POINT_EXTRA_COLUMNS`, e.g. ``unique_tokens``: repeated data) as ``{column: values}``. A runs
+    file works too: its other known columns (``loss``, ``flops``...) are ignored.
 
     Raises:
-        ScalingDataError: a missing column, no rows, or a value that is not a finite number > 0 (line and column
-            named).
+        ScalingDataError: a missing column, an unknown one (named, with the known ones), no rows, or a value that
+            is not a finite number > 0 (line and column named).
     """
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         found = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in POINT_COLUMNS if c not in found]
-        if missing:
-            raise ScalingDataError(
-                f"{path}: missing column(s) {missing}; found {found}, expected {list(POINT_COLUMNS)}")
+        known = POINT_COLUMNS + POINT_EXTRA_COLUMNS + REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+        unknown = [c for c in found if c not in known]
+        if missing or unknown:
+            parts = ([f"missing column(s) {missing}"] if missing else []) + (
+                [f"unknown column(s) {unknown}"] if unknown else [])
+            raise ScalingDataError(f"{path}: " + " and ".join(parts) + f"; found {found}, expected "
+                                   f"{list(POINT_COLUMNS)} and optionally {list(POINT_EXTRA_COLUMNS)} (the columns "
+                                   "of a runs file are accepted and ignored)")
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     if not rows:
         raise ScalingDataError(f"{path}: no points (the file has a header but no rows)")
-    values = {c: [] for c in POINT_COLUMNS}
+    columns = [*POINT_COLUMNS, *(c for c in POINT_EXTRA_COLUMNS if c in found)]
+    values = {c: [] for c in columns}
     for line, row in enumerate(rows, start=2):
-        for column in POINT_COLUMNS:
+        for column in columns:
             text = row.get(column, "")
             try:
                 value = float(text)
@@ -165,4 +177,5 @@ def read_points_csv(path) -> tuple[np.ndarray, np.ndarray]:
             if not (math.isfinite(value) and value > 0):
                 raise ScalingDataError(f"{path}: line {line}: `{column}` must be a finite number > 0, got {text!r}")
             values[column].append(value)
-    return np.array(values["params"]), np.array(values["tokens"])
+    extras = {c: np.array(values[c]) for c in POINT_EXTRA_COLUMNS if c in values}
+    return np.array(values["params"]), np.array(values["tokens"]), extras
