@@ -315,3 +315,44 @@ def test_predict_reads_unique_tokens_at_the_points_and_refuses_unknown_columns(t
     odd = _write(tmp_path / "odd.csv", ["params", "tokens", "unique_token"], [(1e9, 4e11, 2e10)])
     assert main(["predict", str(runs), "--at", str(odd)]) == 2
     assert "unknown column(s) ['unique_token']" in capsys.readouterr().err
+
+
+def test_folds_are_the_budgets_the_runs_were_planned_at():
+    """6ND spans 0.90-1.09x of each of six budgets 3x apart: one group per budget (a 10% window from each group's
+    smallest run made two of each), and no fold fits on a run of the budget it predicts."""
+    from lightning_scaling.evaluation.folds import budget_groups, forward_folds
+
+    rng = np.random.default_rng(0)
+    budgets = 1e18 * 3.0 ** np.arange(6)
+    N = np.concatenate([np.geomspace(1e8, 1e9, 8) * 3.0 ** (k / 2) for k in range(6)])
+    planned = np.repeat(budgets, 8)
+    D = planned * rng.uniform(0.90, 1.09, len(planned)) / (6 * N)
+    C = 6 * N * D
+    groups = budget_groups(C)
+    assert len(groups) == 6 and all(len(g) == 8 for g in groups)
+    folds = forward_folds(N, D)
+    assert folds and all(f.kind == "isoflop" for f in folds)
+    for fold in folds:
+        predicted = set(planned[fold.test])
+        assert len(predicted) == 1 and not predicted & set(planned[fold.train])
+    # a budget column (labels) splits what compute alone cannot: two budgets 15% apart
+    close = np.array([1.0, 1.02, 1.05, 1.15, 1.17, 1.2])
+    assert len(budget_groups(close)) == 1
+    labelled = budget_groups(close, np.array(["a", "a", "a", "b", "b", "b"], dtype=object))
+    assert [g.tolist() for g in labelled] == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_the_command_line_keeps_the_budget_column(tmp_path, capsys):
+    import json
+
+    from lightning_scaling.cli import main
+
+    budgets = [1e18, 1e18, 1e18, 1.2e18, 1.2e18, 1.2e18, 1.44e18, 1.44e18, 1.44e18, 1.73e18, 1.73e18, 1.73e18]
+    N = np.array([1e8, 2e8, 4e8] * 4)
+    D = np.array(budgets) / (6 * N)
+    L = TRUE_LAW.loss(N, D)
+    path = _write(tmp_path / "runs.csv", ["params", "tokens", "loss", "budget"], zip(N, D, L, budgets))
+    assert main(["backtest", str(path), "--law", "chinchilla", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["design"].startswith("isoflop") or all(f["test_runs"] == 3 for f in out["folds"]), out["design"]
+    assert [f["test_runs"] for f in out["folds"]] == [3] * len(out["folds"]) and len(out["folds"]) >= 2

@@ -40,7 +40,7 @@ def test_unknown_and_missing_columns_are_listed(tmp_path):
     msg = str(info.value)
     assert "missing column(s) ['tokens']" in msg and "unknown column(s) ['toks']" in msg
     assert "found ['params', 'toks', 'loss']" in msg
-    optional = "['flops', 'params_avg', 'run_id', 'unique_tokens', 'lr']"
+    optional = "['flops', 'params_avg', 'run_id', 'unique_tokens', 'lr', 'budget', 'group']"
     assert f"expected ['params', 'tokens', 'loss'] and optionally {optional}" in msg
 
 

@@ -121,8 +121,9 @@ def _score(fold: Fold, fit, cal, N, D, L, extra) -> FoldScore:
                      median_width=width)
 
 
-def backtest(factory: Callable, N, D, L, *, confidence: float = DEFAULT_CONFIDENCE, extra: dict | None = None,
-             name: str | None = None, checkpoints=None) -> dict:
+def backtest(  # noqa: PLR0913  (the runs' own columns travel beside N, D and L: extras, checkpoints, budgets)
+        factory: Callable, N, D, L, *, confidence: float = DEFAULT_CONFIDENCE, extra: dict | None = None,
+        name: str | None = None, checkpoints=None, budgets=None) -> dict:
     """Per forward-chaining fold: MAPE, interval coverage and the isoFLOP check (module docstring); JSON-ready.
 
     Returns:
@@ -137,11 +138,11 @@ def backtest(factory: Callable, N, D, L, *, confidence: float = DEFAULT_CONFIDEN
         final losses and their schedule-corrected checkpoints (those inside the hull of the training runs' (log N,
         log D), as `CheckpointPoints.within` keeps them for the whole fit), and predicts the test runs' final
         losses (the folds and the test points are the same as without): the whole-curve fit's backtest, without
-        intervals.
+        intervals. `budgets`: the runs' budget column, when they have one (`folds.budget_groups`).
     """
     check_confidence(confidence)
     N, D, L = (np.asarray(x, float) for x in (N, D, L))
-    folds = forward_folds(N, D)
+    folds = forward_folds(N, D, budgets=budgets)
     if checkpoints is not None and not len(checkpoints):
         checkpoints = None
     extra = None if checkpoints is not None else extra
@@ -256,7 +257,7 @@ def _choice(names: list[str], forms: dict, t: dict, n_folds: int) -> tuple[str, 
                       + (f" ({others})" if others else ""))
 
 
-def choose_form(factories: dict[str, Callable], N, D, L, extra: dict | None = None) -> dict:
+def choose_form(factories: dict[str, Callable], N, D, L, extra: dict | None = None, budgets=None) -> dict:
     """Pick a law form by forward-chaining error (module docstring): the first of `factories` is the baseline.
 
     Returns:
@@ -267,7 +268,7 @@ def choose_form(factories: dict[str, Callable], N, D, L, extra: dict | None = No
     for name in names:
         check_law_form(factories[name](), f"law form {name!r}")
     N, D, L = (np.asarray(x, float) for x in (N, D, L))
-    folds = forward_folds(N, D)
+    folds = forward_folds(N, D, budgets=budgets)
     errors = {name: forward_errors(factories[name], N, D, L, folds, extra) for name in names}
     ok = np.all([np.isfinite(e) for e in errors.values()], axis=0) if folds else np.zeros(0, bool)
     forms = {name: {"mape": 100.0 * float(errors[name][ok].mean()) if ok.any() else None,

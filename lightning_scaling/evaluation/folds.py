@@ -85,11 +85,27 @@ def prefix_folds(N, D, shares=SHARES, *, step: float | None = FOLD_STEP, min_tra
     return folds
 
 
-def forward_folds(N, D, min_train: int = MIN_TRAIN) -> list[Fold]:
-    """The backtest's folds of these runs (module docstring): by isoFLOP budget where the runs form isoFLOP groups,
-    otherwise by shares of the runs, each predicting the next block; smallest compute first."""
+def budget_groups(C, budgets=None) -> list[np.ndarray]:
+    """The runs' indices by the budget they were planned at, smallest first: the `budgets` column when given (the
+    natural breaks of its values when numbers, e.g. a ``flops`` or ``budget`` column; equal labels when not, e.g. a
+    ``group`` column, ordered by their runs' median compute), else the natural breaks of the runs' compute `C`
+    (`law.isoflop.group_by_flops`)."""
+    C = np.asarray(C, float)
+    if budgets is None:
+        return group_by_flops(C)
+    b = np.asarray(budgets)
+    if b.dtype.kind in "fiu":
+        return group_by_flops(b.astype(float))
+    labels = list(dict.fromkeys(b.tolist()))
+    return sorted((np.flatnonzero(b == label) for label in labels), key=lambda g: float(np.median(C[g])))
+
+
+def forward_folds(N, D, min_train: int = MIN_TRAIN, budgets=None) -> list[Fold]:
+    """The backtest's folds of these runs (module docstring): by budget (`budget_groups`, `budgets` the runs'
+    budget column when they have one) where the runs form isoFLOP groups, otherwise by shares of the runs, each
+    predicting the next block; smallest compute first. No fold fits on a run of the budget it predicts."""
     C = training_compute(np.asarray(N, float), np.asarray(D, float))
-    groups = group_by_flops(C)
+    groups = budget_groups(C, budgets)
     if len(groups) < MIN_GROUPS or float(np.median([len(g) for g in groups])) < MIN_GROUP_SIZE:
         return prefix_folds(N, D, min_train=min_train)
     folds = []

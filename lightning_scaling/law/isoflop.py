@@ -61,17 +61,24 @@ class IsoFLOPResult:
         }
 
 
-def group_by_flops(flops, rtol: float = 0.1) -> list[np.ndarray]:
-    """Indices of runs grouped by compute: runs within `rtol` (relative) of their group's first member."""
+BUDGET_GAP = 0.25  # runs whose compute differs by more than 25% from the next one sorted are another budget
+
+
+def group_by_flops(flops, rtol: float = BUDGET_GAP) -> list[np.ndarray]:
+    """Indices of runs grouped by compute budget, smallest first: the natural breaks of log compute, a new group
+    wherever the next run sorted by compute is more than `rtol` (relative) above the one before. Not a fixed
+    distance from a group's smallest run: the 6ND of one planned budget spans 0.9-1.1x of it, which a 10% window
+    from its smallest run cuts in two.
+
+    >>> [g.tolist() for g in group_by_flops([1.0, 0.9, 1.09, 3.1, 2.8, 10.0])]
+    [[1, 0, 2], [4, 3], [5]]
+    """
     flops = np.asarray(flops, float)
-    order = np.argsort(flops)
-    groups: list[list[int]] = []
-    for i in order:
-        if groups and flops[i] <= flops[groups[-1][0]] * (1 + rtol):
-            groups[-1].append(int(i))
-        else:
-            groups.append([int(i)])
-    return [np.array(g) for g in groups]
+    order = np.argsort(flops, kind="stable")
+    if not len(order):
+        return []
+    cuts = np.where(flops[order][1:] > flops[order][:-1] * (1 + rtol))[0] + 1
+    return [np.asarray(g, int) for g in np.split(order, cuts)]
 
 
 def isoflop_groups(N, D, loss, flops=None, rtol: float = 0.1, min_group: int = 3

@@ -60,8 +60,8 @@ def choose_data(runs: Runs, factory, use_curves: str, confidence: float) -> Data
     if points is None:
         return DataChoice(None, False, why_not)
     N, D, L = runs.N, runs.D, runs.L
-    final_bt = backtest(factory, N, D, L, confidence=confidence)
-    curve_bt = backtest(factory, N, D, L, confidence=confidence, checkpoints=points)
+    final_bt = backtest(factory, N, D, L, confidence=confidence, budgets=runs.budgets)
+    curve_bt = backtest(factory, N, D, L, confidence=confidence, checkpoints=points, budgets=runs.budgets)
     a, b = final_bt["mape"], curve_bt["mape"]
     if use_curves == "always":
         why_not = None

@@ -32,6 +32,8 @@ class Runs:
         records: the store's run records (empty for a table): their curves, schedules and sparsity.
         curves: the runs' loss curves (`curves.forecast.Curve`, `run` = the run id), or None.
         lr: each run's peak learning rate (NaN where unknown), or None: learning-rate sweeps.
+        budgets: the budget each run was planned at (a CSV's ``budget``, ``group`` or ``flops`` column), or None:
+            the backtest's folds follow it (`evaluation.folds.budget_groups`).
     """
 
     N: np.ndarray
@@ -46,6 +48,7 @@ class Runs:
     records: tuple = ()
     curves: list | None = field(default=None, repr=False)
     lr: np.ndarray | None = field(default=None, repr=False)
+    budgets: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def sparse(self) -> bool:
@@ -76,7 +79,8 @@ class Runs:
                       "compute_6nd": float(training_compute(table.N[i], table.D[i])), "loss": float(table.loss[i]),
                       "sparsity": None} for i in range(len(table)))
         return cls(N=table.N, D=table.D, L=table.loss, params_column=table.params_column, extra=table.extra,
-                   labels=tuple(table.labels or [f"row {i}" for i in range(len(table))]), used=used, lr=table.lr)
+                   labels=tuple(table.labels or [f"row {i}" for i in range(len(table))]), used=used, lr=table.lr,
+                   budgets=table.budgets)
 
     @classmethod
     def from_selection(cls, selection: Selection, curves: list | None = None, lr=None) -> Runs:

@@ -124,7 +124,7 @@ def _advise(runs: Runs, options: FitOptions, next_options: NextRunOptions, forms
     budget, rule = _budget(runs, next_options)
     base = {"runs": runs.runs_dict(), "n_runs": len(runs), "data_unit": runs.data_unit, "budget_rule": rule,
             "settings": settings}
-    _, factory, choice = select_law(forms, options.law, runs.N, runs.D, runs.L, runs.extra)
+    _, factory, choice = select_law(forms, options.law, runs.N, runs.D, runs.L, runs.extra, runs.budgets)
     check_law_form(factory())
     data = choose_data(runs, factory, options.use_curves, options.confidence)
     try:
@@ -148,7 +148,7 @@ def _advise(runs: Runs, options: FitOptions, next_options: NextRunOptions, forms
     return Advice(status="ok", sentence="", law=law, next_run=run, confidence=options.confidence,
                   intervals=intervals, law_selection=selection, sparse_next=sparse,
                   backtest=backtest(factory, runs.N, runs.D, runs.L, confidence=options.confidence, extra=runs.extra,
-                                    name=law.law.get("law")),
+                                    name=law.law.get("law"), budgets=runs.budgets),
                   backtest_curves=data.curve_backtest, data=_data_used(runs, factory, data, boot, options, budget),
                   n_points=law.law.get("n_runs"), figures=figure_data(fit, runs.C, budget),
                   boundary=tuple(law.law.get("boundary", [])) + tuple(_extrapolation(run.params, runs.N)), **base)

@@ -26,7 +26,7 @@ from lightning_scaling.planner.results import Prediction
 POINT_BOOTSTRAP = 200  # replicates of the fallback interval (10th-90th percentiles need no more)
 
 
-def select_law(forms: dict[str, Callable], law: str, N, D, L, extra: dict | None = None
+def select_law(forms: dict[str, Callable], law: str, N, D, L, extra: dict | None = None, budgets=None
                ) -> tuple[str, Callable, dict | None]:
     """(name, factory, choice): the form to fit; `choice` is `choose_form`'s answer when "auto" compared forms.
 
@@ -45,7 +45,7 @@ def select_law(forms: dict[str, Callable], law: str, N, D, L, extra: dict | None
     if len(candidates) == 1:
         name = next(iter(candidates))
         return name, candidates[name], None
-    choice = choose_form(candidates, N, D, L, extra)
+    choice = choose_form(candidates, N, D, L, extra, budgets)
     return choice["chosen"], candidates[choice["chosen"]], choice
 
 
@@ -60,7 +60,7 @@ def predict(runs: Runs, points_N, points_D, options: FitOptions, forms: dict[str
         ScalingDataError: the chosen form needs a per-point column the points lack (named).
     """
     N, D, L, extra = runs.N, runs.D, runs.L, runs.extra
-    name, factory, _ = select_law(forms, options.law, N, D, L, extra)
+    name, factory, _ = select_law(forms, options.law, N, D, L, extra, runs.budgets)
     pN, pD = np.asarray(points_N, float), np.asarray(points_D, float)
     needed = tuple(getattr(forms[name], "extra_fields", ()))
     lacking = [k for k in needed if k not in (points_extra or {})]
@@ -108,8 +108,9 @@ def _scatter_widened(fit, runs: Runs, pN, pD, options: FitOptions, pextra: dict 
 
 def backtest_law(runs: Runs, options: FitOptions, forms: dict[str, Callable]) -> dict:
     """`evaluation.backtest.backtest` of the form `select_law` picks, with ``law_selection`` (None for a named form)."""
-    name, factory, choice = select_law(forms, options.law, runs.N, runs.D, runs.L, runs.extra)
-    out = backtest(factory, runs.N, runs.D, runs.L, confidence=options.confidence, extra=runs.extra, name=name)
+    name, factory, choice = select_law(forms, options.law, runs.N, runs.D, runs.L, runs.extra, runs.budgets)
+    out = backtest(factory, runs.N, runs.D, runs.L, confidence=options.confidence, extra=runs.extra, name=name,
+                   budgets=runs.budgets)
     out["law_selection"] = choice
     return out
 

@@ -12,7 +12,7 @@ from lightning_scaling.errors import InsufficientRunsError, ScalingDataError
 from lightning_scaling.runs.validation import check_plausible, suggest_runs, validate_runs
 
 REQUIRED_COLUMNS = ("params", "tokens", "loss")
-OPTIONAL_COLUMNS = ("flops", "params_avg", "run_id", "unique_tokens", "lr")
+OPTIONAL_COLUMNS = ("flops", "params_avg", "run_id", "unique_tokens", "lr", "budget", "group")
 POINT_COLUMNS = ("params", "tokens")
 
 
@@ -36,6 +36,19 @@ class RunTable:
     dense_params: np.ndarray | None = None
     unique_tokens: np.ndarray | None = None  # distinct tokens each run saw (repeated data), when the CSV gives them
     lr: np.ndarray | None = None  # each run's peak learning rate (NaN where not given): learning-rate sweeps
+    groups: list[str] | None = None  # the `group` column: the budget each run was planned at, as a label
+    budget: np.ndarray | None = None  # the `budget` column: the compute each run was planned at
+
+    @property
+    def budgets(self) -> np.ndarray | None:
+        """The budget each run was planned at, for the backtest's folds: the `group` column, else `budget` (both as
+        labels: equal values are one budget), else `flops` (measured compute: its natural breaks), else None (the
+        folds then follow the natural breaks of 6ND)."""
+        if self.groups is not None:
+            return np.array(self.groups, dtype=object)
+        if self.budget is not None:
+            return np.array([float(b) for b in self.budget], dtype=object)
+        return self.flops
 
     @property
     def extra(self) -> dict | None:
@@ -73,7 +86,7 @@ def _numbers(path, found: list[str], rows: list[dict[str, str]]) -> tuple[list[s
     """Each run's label ("line 4 (run_id=abc)") and run id, and each numeric column's values (NaN for no `lr`)."""
     labels, run_ids = [], []
     columns: dict[str, list[float]] = {c: [] for c in ("params", "tokens", "loss", "flops", "params_avg",
-                                                       "unique_tokens", "lr")}
+                                                       "unique_tokens", "lr", "budget")}
     for line, row in enumerate(rows, start=2):
         run_id = row.get("run_id", "")
         run_ids.append(run_id)
@@ -106,7 +119,8 @@ def _peak_lrs(path, values: list[float], labels: list[str], rows: list[dict[str,
 
 def read_runs_csv(path) -> RunTable:
     """Read runs from a CSV with columns params, tokens, loss and optionally flops, params_avg, run_id, unique_tokens,
-    lr (the peak learning rate; may be empty).
+    lr (the peak learning rate; may be empty), budget (the compute a run was planned at) and group (a label of
+    that budget): the backtest's folds follow group, budget or flops, in that order.
 
     Parameters and tokens are counts (not millions): values outside `validation.PLAUSIBLE` are refused.
 
@@ -127,13 +141,19 @@ def read_runs_csv(path) -> RunTable:
     if params_column == "params_avg":
         N = column("params_avg")
     unique = column("unique_tokens")
+    budget = column("budget")
+    groups = [row.get("group", "") for row in rows] if "group" in found else None
+    if groups is not None and any(not g for g in groups):
+        empty = next(i for i, g in enumerate(groups) if not g)
+        raise ScalingDataError(f"{path}: {labels[empty]}: `group` is empty (name the budget each run was planned "
+                               "at, or leave the column out)")
     lr = _peak_lrs(path, columns["lr"], labels, rows) if "lr" in found else None
     counts = {"params": dense, "tokens": D, "params_avg": N if params_column == "params_avg" else None,
               "flops": flops, "unique_tokens": unique}
     check_plausible({k: v for k, v in counts.items() if v is not None}, labels)
     return RunTable(
         N=N, D=D, loss=L, flops=flops, run_ids=run_ids if "run_id" in found else None, labels=labels,
-        params_column=params_column, dense_params=dense, unique_tokens=unique, lr=lr,
+        params_column=params_column, dense_params=dense, unique_tokens=unique, lr=lr, groups=groups, budget=budget,
     )
 
 
