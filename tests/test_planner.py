@@ -150,3 +150,35 @@ def test_the_command_line_renders_with_the_planners_reports():
     lines = predictions_text(rows).splitlines()
     assert lines[0] == "law: chinchilla; 80% prediction intervals (calibrated)" and len(lines) == 2 + len(rows)
     assert lines[2].split()[:3] == ["1e+08", "2e+09", f"{rows[0].loss:.4f}"]
+
+
+def test_count_intervals_are_clipped_to_what_a_run_can_have_and_say_so():
+    """A bootstrap bound in a degenerate corner (1e-25 parameters) is shown at the plausible floor, saying so."""
+    from lightning_scaling.planner.report import recommendation_sentence
+    from lightning_scaling.planner.wording import count_interval
+
+    rec = {"params": 3e4, "params_low": 1e-25, "params_high": 5e4, "tokens": 1e6, "tokens_low": 5e5,
+           "tokens_high": 2e6, "tokens_per_param": 33.3, "flops": 1.8e11, "loss": 1.9, "loss_low": 1.8,
+           "loss_high": 2.0, "confidence": 0.8}
+    assert count_interval(rec, "params", "params") == "10..50k (clipped below at what a run can have)"
+    assert count_interval(rec, "tokens", "tokens") == "500k..2M"
+    assert "N in 10..50k (clipped below" in recommendation_sentence(rec)
+    assert "1e-25" not in recommendation_sentence(rec)
+
+
+def test_compute_is_the_runs_measured_flops_when_data_is_not_tokens():
+    """D in samples: 6ND is no FLOP count; the sentence states the runs' own measured FLOPs per parameter per sample
+    (here 420 = 70 x 6), labelled, and the compute at that rate."""
+    from lightning_scaling.planner.report import recommendation_markdown
+    from lightning_scaling.planner.wording import compute_words
+
+    used = [{"params": n, "tokens": d, "flops": 420.0 * n * d, "compute_6nd": 6.0 * n * d}
+            for n, d in ((1e5, 1e6), (2e5, 1e6), (4e5, 2e6))]
+    rec = {"status": "ok", "params": 3e5, "tokens": 5e6, "tokens_per_param": 16.7, "flops": 6 * 3e5 * 5e6,
+           "loss": 0.5, "data_unit": "samples", "runs": {"used": used, "excluded": []}, "sentence": "",
+           "n_runs": 3}
+    words = compute_words(rec)
+    assert words == f"{420 * 3e5 * 5e6:.3g} FLOPs at the runs' measured 420 FLOPs per parameter per sample"
+    assert compute_words({**rec, "runs": {"used": [], "excluded": []}}).startswith("6ND = 9e+12 with D in samples")
+    assert compute_words({**rec, "data_unit": "tokens"}) == "9e+12 FLOPs"
+    assert "| compute | 6.3e+14 FLOPs at the runs' measured 420" in recommendation_markdown(rec)

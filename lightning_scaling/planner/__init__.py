@@ -22,7 +22,6 @@ from lightning_scaling.planner.report import (
     advice_text,
     backtest_text,
     experiment_markdown,
-    format_count,
     format_text,
     plan_line,
     plan_text,
@@ -43,6 +42,7 @@ from lightning_scaling.planner.results import (
 )
 from lightning_scaling.planner.stages import plan_stage, stage_plan
 from lightning_scaling.planner.sweep import Family, plan_sweep
+from lightning_scaling.planner.wording import format_count
 
 __all__ = [
     "VALIDATIONS",

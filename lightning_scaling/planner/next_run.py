@@ -34,13 +34,13 @@ from lightning_scaling.planner.predict import select_law
 from lightning_scaling.planner.recommendation import figure_data, law_summary, next_run
 from lightning_scaling.planner.report import (
     data_sentence,
-    format_count,
     next_run_sentence,
     recommendation_sentence,
     suggestion_sentence,
 )
 from lightning_scaling.planner.results import Advice, DataUsed, SparseNext
 from lightning_scaling.planner.uncertainty import fit_kwargs, form_predictions, params_intervals, prediction_intervals
+from lightning_scaling.planner.wording import format_count
 from lightning_scaling.runs.records import Selection
 from lightning_scaling.runs.validation import suggest_runs
 from lightning_scaling.schedules.sparsity import END_FRACTION, START_FRACTION, initial_params_for_average

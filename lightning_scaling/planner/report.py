@@ -16,19 +16,12 @@ import math
 
 from lightning_scaling.law.form import DEFAULT_CONFIDENCE
 from lightning_scaling.planner.options import MIN_GROUP
+from lightning_scaling.planner.wording import compute_words, count_interval, format_count
 
 
 def as_dict(result) -> dict:
     """A typed result's `to_dict()`, or the dict itself."""
     return result.to_dict() if hasattr(result, "to_dict") else result
-
-
-def format_count(x: float) -> str:
-    """3 significant figures with an SI suffix: 1.23M, 4.5B, 6.7e+21."""
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= scale and abs(x) < 1e15:
-            return f"{x / scale:.3g}{suffix}"
-    return f"{x:.3g}"
 
 
 def recommendation_sentence(rec) -> str:
@@ -38,14 +31,14 @@ def recommendation_sentence(rec) -> str:
     unit = rec.get("data_unit", "tokens")
     s = (
         f"Train next a model of {format_count(rec['params'])} {what} on {format_count(rec['tokens'])} {unit} "
-        f"({format_count(rec['tokens_per_param'])} {unit} per parameter, {rec['flops']:.3g} FLOPs): "
+        f"({format_count(rec['tokens_per_param'])} {unit} per parameter, {compute_words(rec)}): "
         f"predicted loss {rec['loss']:.4f}"
     )
     if "loss_low" in rec:
         pct = int(round(100 * rec.get("confidence", DEFAULT_CONFIDENCE)))
         s += f" ({pct}% interval {rec['loss_low']:.4f} to {rec['loss_high']:.4f}"
         if "params_low" in rec:
-            s += f"; N in {format_count(rec['params_low'])}..{format_count(rec['params_high'])}"
+            s += f"; N in {count_interval(rec, 'params', 'params')}"
         s += ")"
     return s + "."
 
@@ -131,12 +124,15 @@ def recommendation_markdown(rec, details: str = PUBLISHED) -> str:
     def interval(key, fmt=format_count):
         return f"{fmt(rec[key + '_low'])} to {fmt(rec[key + '_high'])}" if f"{key}_low" in rec else ""
 
+    def counts(key, column):
+        return count_interval(rec, key, column).replace("..", " to ") if f"{key}_low" in rec else ""
+
     what = "N_avg (non-zero params)" if rec.get("params_column") == "params_avg" else "parameters N"
     unit = rec.get("data_unit", "tokens")
     rows = [
-        (what, format_count(rec["params"]), interval("params")),
-        (f"{unit} D", format_count(rec["tokens"]), interval("tokens")),
-        ("compute C = 6ND", f"{rec['flops']:.3g} FLOPs", rec.get("budget_rule") or ""),
+        (what, format_count(rec["params"]), counts("params", "params")),
+        (f"{unit} D", format_count(rec["tokens"]), counts("tokens", "tokens")),
+        ("compute C = 6ND" if unit == "tokens" else "compute", compute_words(rec), rec.get("budget_rule") or ""),
         (f"{unit} per parameter", format_count(rec["tokens_per_param"]), ""),
         ("predicted loss", f"{rec['loss']:.4f}", interval("loss", lambda v: f"{v:.4f}")),
     ]
