@@ -356,3 +356,15 @@ def test_the_command_line_keeps_the_budget_column(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["design"].startswith("isoflop") or all(f["test_runs"] == 3 for f in out["folds"]), out["design"]
     assert [f["test_runs"] for f in out["folds"]] == [3] * len(out["folds"]) and len(out["folds"]) >= 2
+
+
+def test_runs_spread_over_compute_are_folded_by_shares_not_by_wide_budgets():
+    from lightning_scaling.evaluation.folds import forward_folds
+    from lightning_scaling.law.isoflop import are_budgets, group_by_flops
+
+    rng = np.random.default_rng(3)
+    C = np.geomspace(1e17, 1e20, 60) * rng.uniform(0.97, 1.03, 60)  # no two budgets: a continuum
+    N = np.sqrt(C / 120)
+    D = C / (6 * N)
+    assert not are_budgets(C, group_by_flops(C))
+    assert {f.kind for f in forward_folds(N, D)} == {"prefix"}

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lightning_scaling.law.isoflop import group_by_flops
+from lightning_scaling.law.isoflop import are_budgets, group_by_flops
 from lightning_scaling.schedules.flops import training_compute
 
 SHARES = (0.5, 0.6, 0.7, 0.8, 0.9)  # fit on these shares of the runs by compute: at least half of them, as in use
@@ -106,6 +106,8 @@ def forward_folds(N, D, min_train: int = MIN_TRAIN, budgets=None) -> list[Fold]:
     predicting the next block; smallest compute first. No fold fits on a run of the budget it predicts."""
     C = training_compute(np.asarray(N, float), np.asarray(D, float))
     groups = budget_groups(C, budgets)
+    if budgets is None and not are_budgets(C, groups):  # runs spread over compute: no budgets to fold by
+        return prefix_folds(N, D, min_train=min_train)
     if len(groups) < MIN_GROUPS or float(np.median([len(g) for g in groups])) < MIN_GROUP_SIZE:
         return prefix_folds(N, D, min_train=min_train)
     folds = []

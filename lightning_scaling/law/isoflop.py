@@ -62,6 +62,14 @@ class IsoFLOPResult:
 
 
 BUDGET_GAP = 0.25  # runs whose compute differs by more than 25% from the next one sorted are another budget
+BUDGET_SPAN = 2.0  # a group of runs spanning more than 2x in compute is no budget: runs spread over compute
+
+
+def are_budgets(flops, groups) -> bool:
+    """Whether `groups` (of `group_by_flops`) are budgets: none spans more than `BUDGET_SPAN` in compute (runs
+    spread evenly over compute chain into a few wide groups instead)."""
+    flops = np.asarray(flops, float)
+    return all(flops[g].max() <= BUDGET_SPAN * flops[g].min() for g in groups if len(g))
 
 
 def group_by_flops(flops, rtol: float = BUDGET_GAP) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from lightning_scaling.law.form import Intervals
-from lightning_scaling.law.isoflop import group_by_flops, isoflop_analysis
+from lightning_scaling.law.isoflop import are_budgets, group_by_flops, isoflop_analysis
 from lightning_scaling.planner.report import recommendation_sentence
 from lightning_scaling.planner.results import Bootstrap, LawSummary, NextRun
 from lightning_scaling.schedules.flops import FLOPS_PER_PARAM_TOKEN
@@ -83,8 +83,9 @@ FIGURE_GROUPS = 12  # isoFLOP curves drawn at most: beyond that many budgets, th
 def figure_data(fit, run_flops, budget: float, points: int = 100) -> dict:
     """The curves the figures draw, from the law form itself: the compute-optimal frontier L_opt(C) from half the
     smallest run's compute to three times past the budget, and the law along each isoFLOP group's curve C = 6ND
-    with the group's optimum (runs at more than `FIGURE_GROUPS` budgets are split into that many equal-count
-    compute bins, each drawn at its mean compute, so that the figure and recommendation.json stay small)."""
+    with the group's optimum (runs at more than `FIGURE_GROUPS` budgets, or spread over compute rather than at
+    budgets, are split into that many equal-count compute bins, each drawn at its mean compute, so that the figure
+    and recommendation.json stay small)."""
     C = np.asarray(run_flops, float)
     grid = np.geomspace(C.min() / 2, max(budget, C.max()) * 3, points)
     with np.errstate(all="ignore"):  # a degenerate fit's allocation can be 0 or infinite: drawn where finite
@@ -92,7 +93,8 @@ def figure_data(fit, run_flops, budget: float, points: int = 100) -> dict:
     groups = []
     N = np.asarray(fit.N_, float)
     budgets = group_by_flops(C)
-    if len(budgets) > FIGURE_GROUPS:  # runs at many budgets (a large store): curves for equal-count compute bins
+    if len(budgets) > FIGURE_GROUPS or not are_budgets(C, budgets):  # runs at many budgets (a large store), or
+        # spread over compute: curves for equal-count compute bins
         budgets = [np.sort(b) for b in np.array_split(np.argsort(C, kind="stable"), FIGURE_GROUPS)]
     for idx in budgets:
         c = float(np.exp(np.log(C[idx]).mean()))
