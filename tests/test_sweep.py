@@ -70,12 +70,16 @@ class LawExecutor(Executor):
         self.faults = {k: list(v) for k, v in (faults or {}).items()}
         self.started: list[str] = []
         self.bound: dict[str, str | None] = {}
+        self.always = None
 
     def submit(self, jobs):
         return [_Done(job, self._train(job)) for job in jobs]
 
     def _fault(self, name):
-        """The next fault of the first run whose name matches a pattern (one run per pattern)."""
+        """The next fault of the first run whose name matches a pattern (one run per pattern); `always` for
+        every run."""
+        if self.always:
+            return self.always
         for pattern, left in self.faults.items():
             if pattern not in self.bound and re.search(pattern, name):
                 self.bound[pattern] = name
@@ -339,3 +343,15 @@ def test_local_workers_default_to_the_cores_or_gpus_and_each_gets_its_own_device
         assert all(h.outcome().ok for h in ex.submit(jobs))
     seen = sorted((tmp_path / f"j{i}").read_text() for i in range(2))
     assert seen == ["3 3", "5 3"]  # one device each, and the run's CPUs as its threads
+
+
+def test_a_stage_whose_runs_all_fail_stops_the_sweep_instead_of_planning_it_again(sweep_config):
+    uri, make = sweep_config
+    ex = LawExecutor(uri)
+    ex.always = "raise"
+    lines: list[str] = []
+    result = _sweep(make(), ex, lines)
+    runs = _runs(uri)
+    assert result.stages == 1 and runs and all(r.data.tags.get(SWEEP_LEFT_OUT_TAG) for r in runs)
+    assert len(ex.started) == MAX_ATTEMPTS * len(runs)  # each started twice, then left out; no second plan
+    assert any("no run of stage 1 finished" in line for line in lines)

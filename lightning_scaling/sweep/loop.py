@@ -109,6 +109,12 @@ class Sweep:
                         break
                 self._train_stage(stage, pending)
                 self.result.stages = max(self.result.stages, stage)
+                if not any(r.finished for r in self.state.runs() if r.stage == stage):
+                    # every run of the stage failed twice: planning again would only plan the same runs
+                    self.out(f"\nno run of stage {stage} finished (each failed twice; their logs are in "
+                             f"{self.config.run_folder() / 'runs'}): the sweep stops here; fix the cause and run the "
+                             "same command again")
+                    break
         except KeyboardInterrupt:
             self.out("\ninterrupted: run the same command again to go on where the sweep stopped")
             raise
