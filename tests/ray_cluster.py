@@ -70,7 +70,7 @@ def running_ray(num_cpus: int = 2, timeout: float = 90.0) -> Iterator[str]:
     cmd = [_ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
            f"--num-cpus={num_cpus}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
            f"--dashboard-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-           f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}"]
+           f"--temp-dir={temp}"]  # no --ray-client-server-port: the client server needs ray[client], not installed
     cluster_env = {**env(), "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, env=cluster_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -53,8 +53,12 @@ def _sweep_yaml(tmp: Path, faults: list[dict], executor: str = "local", engine: 
 
 
 def _planned(tmp: Path) -> list:
+    if not (tmp / "mlflow.db").exists():
+        return []
     client = mlflow.MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     exp = client.get_experiment_by_name("faults")
+    if exp is None:
+        return []
     return [r for r in client.search_runs([exp.experiment_id], max_results=100)
             if "lightning_scaling.sweep.stage" in r.data.tags]
 
@@ -98,9 +102,12 @@ def test_local_sweep_survives_a_killed_run_a_raising_run_and_its_own_kill(tmp_pa
                              text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and sweep.poll() is None:  # the sweep is killed once a run has finished
-        if (tmp_path / "mlflow.db").exists() and any(r.info.status == "FINISHED" for r in _planned(tmp_path)):
-            break
         time.sleep(0.5)
+        try:  # the store may still be being created by the sweep (its tables, its experiment)
+            if any(r.info.status == "FINISHED" for r in _planned(tmp_path)):
+                break
+        except Exception:
+            continue
     assert sweep.poll() is None, sweep.stdout.read()
     sweep.kill()  # SIGKILL: no clean-up; its local workers go on as orphans or die with it
     first_out = sweep.communicate()[0]
