@@ -13,7 +13,6 @@ start, about 6 s, for a module's tests) by importing it into a test module, or `
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from servers import env, free_port
+from servers import env, free_port, signal_group
 
 __all__ = ["ray_cluster", "ray_missing", "running_ray"]
 
@@ -46,15 +45,8 @@ def ray_missing() -> str | None:
 
 def _stop(proc: subprocess.Popen) -> None:
     """The cluster's whole process group: SIGTERM, then SIGKILL for what is left (Ray's servers linger)."""
-    for sig, wait in ((signal.SIGTERM, 1), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            pass
+    signal_group(proc, signal.SIGTERM, 1)
+    signal_group(proc, signal.SIGKILL, 10)
 
 
 @contextmanager

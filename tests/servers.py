@@ -67,7 +67,7 @@ def start_mlflow_server(tmp: Path, port: int, backend: str | None = None, worker
                             start_new_session=True)
 
 
-def _signal_group(proc: subprocess.Popen, sig, wait: float) -> None:
+def signal_group(proc: subprocess.Popen, sig, wait: float) -> None:
     try:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
@@ -80,8 +80,8 @@ def _signal_group(proc: subprocess.Popen, sig, wait: float) -> None:
 
 def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
-        _signal_group(proc, signal.SIGTERM, 20)
-    _signal_group(proc, signal.SIGKILL, 10)  # whatever is left of the group (uvicorn workers, job runners)
+        signal_group(proc, signal.SIGTERM, 20)
+    signal_group(proc, signal.SIGKILL, 10)  # whatever is left of the group (uvicorn workers, job runners)
 
 
 def wait_healthy(proc: subprocess.Popen, base: str, log: Path, timeout: float = 180.0) -> None:

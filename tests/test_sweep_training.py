@@ -18,11 +18,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import ray_cluster as cluster
 import yaml
 
 from lightning_scaling.runs import SWEEP_ATTEMPTS_TAG, SWEEP_LEFT_OUT_TAG, TOKENS
 
 pytestmark = pytest.mark.slow
+ray_cluster = cluster.ray_cluster  # the module's one Ray cluster (tests/ray_cluster.py): its address
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--data.init_args.seq_len=32", "--model.init_args.seq_len=32", "--data.init_args.batch_size=8",
@@ -146,38 +148,23 @@ def _in_process_sweep(config: Path, tmp: Path, monkeypatch):
     return result, "\n".join(lines)
 
 
+def _sweep_resumes_a_killed_run(tmp: Path, monkeypatch, executor: str, engine: dict) -> None:
+    """Under `executor`, one run SIGKILLed after its first checkpoints is resumed under the same run id."""
+    faults = [{"kind": "kill", "step": 150, "marker": str(tmp / "killed"), "d_model": 32}]
+    result, out = _in_process_sweep(_sweep_yaml(tmp, faults, executor, engine), tmp, monkeypatch)
+    runs = _planned(tmp)
+    _check_nothing_lost(tmp, runs)
+    assert len(result.finished) == 3 and not result.left_out, out
+    killed = next(r for r in runs if r.info.run_name.endswith("N3.37e+04"))
+    assert killed.data.tags[SWEEP_ATTEMPTS_TAG] == "2", out
+    assert "resuming" in out, out
+    _assert_resumed(tmp, killed)
+
+
 def test_slurm_sweep_resumes_a_killed_run(slurm_cluster, tmp_path, monkeypatch):
-    faults = [{"kind": "kill", "step": 150, "marker": str(tmp_path / "killed"), "d_model": 32}]
-    config = _sweep_yaml(tmp_path, faults, "slurm", {"partition": slurm_cluster.partition, "time_min": 10})
-    result, out = _in_process_sweep(config, tmp_path, monkeypatch)
-    runs = _planned(tmp_path)
-    _check_nothing_lost(tmp_path, runs)
-    assert len(result.finished) == 3 and not result.left_out, out
-    killed = next(r for r in runs if r.info.run_name.endswith("N3.37e+04"))
-    assert killed.data.tags[SWEEP_ATTEMPTS_TAG] == "2", out
-    assert "resuming" in out, out
-    _assert_resumed(tmp_path, killed)
+    _sweep_resumes_a_killed_run(tmp_path, monkeypatch, "slurm", {"partition": slurm_cluster.partition,
+                                                                 "time_min": 10})
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    import ray_cluster as cluster
-
-    reason = cluster.ray_missing()
-    if reason:
-        pytest.skip(reason)
-    with cluster.running_ray() as address:
-        yield address
-
-
-def test_ray_sweep_resumes_a_killed_run(ray_address, tmp_path, monkeypatch):
-    faults = [{"kind": "kill", "step": 150, "marker": str(tmp_path / "killed"), "d_model": 32}]
-    config = _sweep_yaml(tmp_path, faults, "ray", {"address": ray_address})
-    result, out = _in_process_sweep(config, tmp_path, monkeypatch)
-    runs = _planned(tmp_path)
-    _check_nothing_lost(tmp_path, runs)
-    assert len(result.finished) == 3 and not result.left_out, out
-    killed = next(r for r in runs if r.info.run_name.endswith("N3.37e+04"))
-    assert killed.data.tags[SWEEP_ATTEMPTS_TAG] == "2", out
-    assert "resuming" in out, out
-    _assert_resumed(tmp_path, killed)
+def test_ray_sweep_resumes_a_killed_run(ray_cluster, tmp_path, monkeypatch):
+    _sweep_resumes_a_killed_run(tmp_path, monkeypatch, "ray", {"address": ray_cluster})

@@ -15,22 +15,9 @@ def run_sweep_command(args):
                                executor=args.executor, workers=args.workers, tracking_uri=args.tracking_uri,
                                experiment=args.experiment, train_target=args.train_target, folder=args.folder)
     try:
-        result = run_sweep(config)
+        return run_sweep(config)
     except KeyboardInterrupt:  # the sweep said how to go on; its state is in the store
         raise SystemExit(130) from None
-    result.note, result.link = _summary(config)
-    return result
-
-
-def _summary(config):
-    from lightning_scaling.sweep.planning import SweepPlanner
-
-    planner = SweepPlanner(config)
-    try:
-        note, link = planner.summary_note()
-        return note, (planner.tracking_uri, link)
-    finally:
-        planner.close()
 
 
 def sweep_text(result) -> str:

@@ -76,22 +76,28 @@ def describe_exit(returncode: int | None) -> str | None:
     return f"exit status {returncode}"
 
 
-def run_job(job: Job) -> Outcome:
+def run_job(job: Job, extra_env: Mapping[str, str] | None = None, on_start=None,
+            new_session: bool = False) -> Outcome:
     """Run `job` to completion on this machine (what every engine runs on its node); never raises for a failed run.
 
     The child gets ``OMP_NUM_THREADS`` = the job's CPUs unless the job's `env` sets it, so that K runs side by side
-    do not each start one thread per core of the machine.
+    do not each start one thread per core of the machine. `extra_env` is added on top (an engine's own: the local
+    workers' devices); `on_start(process)` is told the child once it runs (to cancel it); `new_session` starts it in
+    its own process group (so that cancelling it stops its children too).
     """
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, job.resources.cpus)), **job.env}
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, job.resources.cpus)), **job.env, **(extra_env or {})}
     start = time.monotonic()
-    os.makedirs(os.path.dirname(os.path.abspath(job.log)), exist_ok=True)
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(job.log)), exist_ok=True)
         with open(job.log, "ab") as log:
-            proc = subprocess.run(list(job.argv), cwd=job.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT, check=False)
+            proc = subprocess.Popen(list(job.argv), cwd=job.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=new_session)
+            if on_start is not None:
+                on_start(proc)
+            returncode = proc.wait()
     except OSError as err:  # the command or the folder does not exist on this node
         return Outcome(job.name, None, time.monotonic() - start, f"could not start: {err}")
-    return Outcome(job.name, proc.returncode, time.monotonic() - start, describe_exit(proc.returncode))
+    return Outcome(job.name, returncode, time.monotonic() - start, describe_exit(returncode))
 
 
 class Handle(ABC):

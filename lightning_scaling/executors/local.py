@@ -11,12 +11,11 @@ import os
 import queue
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from lightning_scaling.errors import ConfigurationError
-from lightning_scaling.executors.base import Executor, Handle, Job, Outcome, Resources, describe_exit
+from lightning_scaling.executors.base import Executor, Handle, Job, Outcome, Resources, run_job
 
 __all__ = ["LocalExecutor", "default_workers", "visible_gpus"]
 
@@ -95,24 +94,13 @@ class LocalExecutor(Executor):
 
     def _run(self, job: Job) -> Outcome:
         devices = self._slots.get()
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, job.resources.cpus)), **job.env}
-        if devices is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-        start = time.monotonic()
+        extra = {"CUDA_VISIBLE_DEVICES": ",".join(devices)} if devices is not None else None
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(job.log)), exist_ok=True)
-            with open(job.log, "ab") as log:
-                # its own process group: cancelling the run stops its children too (dataloader workers)
-                proc = subprocess.Popen(list(job.argv), cwd=job.cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-                self._processes[job.name] = proc
-                returncode = proc.wait()
-        except OSError as err:
-            return Outcome(job.name, None, time.monotonic() - start, f"could not start: {err}")
+            return run_job(job, extra, on_start=lambda proc: self._processes.__setitem__(job.name, proc),
+                           new_session=True)
         finally:
             self._slots.put(devices)
             self._processes.pop(job.name, None)
-        return Outcome(job.name, returncode, time.monotonic() - start, describe_exit(returncode))
 
     def close(self) -> None:
         for proc in list(self._processes.values()):

@@ -5,7 +5,8 @@ model family of a sweep.
 - `ScalingCLI`, `MLflowSaveConfigCallback`, `run_cli` (`lightning_cli`): LightningCLI with the config saved to MLflow.
 - `Callback`, `namespace_of`, `lightning_module`, `cli_module`, ... (`lightning`): both Lightning namespaces from one
   implementation.
-- `frontier_figure`, `isoflop_figure` (`plots`), `read_family`, `train_command` (`family`), the loggers' helpers.
+- `frontier_figure`, `isoflop_figure` (`plots`), `read_family`, `read_yaml_mapping`, `module_search_path`,
+  `train_command` (`family`), the loggers' helpers.
 
 Importing this package is cheap: each name is imported from its module on first use (PEP 562 `__getattr__`), so
 `import lightning_scaling.integrations` pulls neither MLflow, Lightning nor matplotlib.
@@ -17,7 +18,7 @@ import importlib
 from typing import Any
 
 _MODULES = {
-    "family": ("SIZE_KNOBS", "read_family", "train_command"),
+    "family": ("SIZE_KNOBS", "module_search_path", "read_family", "read_yaml_mapping", "train_command"),
     "lightning": ("INSTALLED", "NAMESPACES", "REFUSED_STRATEGIES", "SUPPORTED_STRATEGIES", "Callback", "Namespace",
                   "check_strategy", "cli_module", "installed_namespaces", "lightning_module", "namespace_of",
                   "override", "running_trainer", "strategy_name", "warn_rank_zero"),

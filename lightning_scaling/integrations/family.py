@@ -10,12 +10,40 @@ command line that trains a planned run.
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
 from lightning_scaling.errors import ConfigurationError
 
 SIZE_KNOBS = ("d_model", "n_layer", "n_head")
+
+
+def module_search_path(module_paths: list[str]) -> list[str]:
+    """Where a family's classes are imported from (`lightning-scaling train`, and a sweep's plugins): the
+    `--module-path` folders, then the working directory (as ``python -m`` does: a console script does not put it
+    on the import path)."""
+    return [str(Path(p).resolve()) for p in module_paths] + [os.getcwd()]
+
+
+def read_yaml_mapping(path, expected: str) -> dict:
+    """The YAML mapping in `path` (a `--config` file).
+
+    Raises:
+        ConfigurationError: the file cannot be read, is not valid YAML, or holds no mapping (`expected` says what
+            it should hold).
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise ConfigurationError(f"--config {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigurationError(f"--config {path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"--config {path}: expected {expected}")
+    return data
 
 
 def read_family(path) -> dict:
@@ -26,17 +54,8 @@ def read_family(path) -> dict:
     Raises:
         ConfigurationError: the file is missing or not a YAML mapping, or it has no ``model.init_args``.
     """
-    import yaml
-
     path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigurationError(f"--config {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigurationError(f"--config {path}: not valid YAML: {err}") from None
-    if not isinstance(config, dict):
-        raise ConfigurationError(f"--config {path}: expected a mapping with `model`, `data` and `trainer` keys")
+    config = read_yaml_mapping(path, "a mapping with `model`, `data` and `trainer` keys")
     model = config.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("init_args"), dict):
         raise ConfigurationError(f"--config {path}: `model.init_args` is missing: the plan needs the model's size "

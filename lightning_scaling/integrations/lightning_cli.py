@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.integrations.family import module_search_path
 from lightning_scaling.integrations.lightning import INSTALLED, cli_module, namespace_of
 from lightning_scaling.integrations.loggers import (
     claim_run,
@@ -97,17 +98,11 @@ def model_namespace(argv: list[str]) -> str | None:
     Reads `--model.class_path=X` / `--model X` / `--model=X` from the arguments and `model: class_path:` from the
     `--config` files (the last one given wins, as in LightningCLI).
     """
-    import yaml
-
     class_path = None
     for i, arg in enumerate(argv):
         value = None
         if arg in ("--config", "-c") and i + 1 < len(argv):
-            try:
-                config = yaml.safe_load(Path(argv[i + 1]).read_text()) or {}
-            except (OSError, yaml.YAMLError):
-                continue  # LightningCLI reports it with its own message
-            model = config.get("model") if isinstance(config, dict) else None
+            model = _config_file(argv[i + 1]).get("model")
             value = model.get("class_path") if isinstance(model, dict) else (model if isinstance(model, str) else None)
         elif arg.startswith("--model.class_path=") or arg.startswith("--model="):
             value = arg.split("=", 1)[1]
@@ -148,12 +143,6 @@ def split_train_options(argv: list[str]) -> tuple[dict[str, list[str]], list[str
     return own, rest
 
 
-def module_search_path(module_paths: list[str]) -> list[str]:
-    """Where `train` imports a config's classes from: `--module-path` folders, then the working directory (as
-    ``python -m`` does: a console script does not put it on the import path)."""
-    return [str(Path(p).resolve()) for p in module_paths] + [os.getcwd()]
-
-
 def check_importable(argv: list[str], search: list[str]) -> None:
     """Import the model and data classes the arguments name; a module that cannot be found is a
     `ConfigurationError` saying where `train` looked and what to do."""
@@ -169,18 +158,25 @@ def check_importable(argv: list[str], search: list[str]) -> None:
                 f"folder that holds `{top}/`, or add --module-path FOLDER") from None
 
 
-def _class_paths(argv: list[str]) -> list[str]:
+def _config_file(path: str) -> dict:
+    """A `--config` file's mapping, or {} when it cannot be read (LightningCLI reports that with its own message)."""
     import yaml
 
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _class_paths(argv: list[str]) -> list[str]:
+    """The model's and data module's ``class_path`` in the `--config` files of `argv`."""
     found = []
     for i, arg in enumerate(argv):
         if arg in ("--config", "-c") and i + 1 < len(argv):
-            try:
-                config = yaml.safe_load(Path(argv[i + 1]).read_text()) or {}
-            except (OSError, yaml.YAMLError):
-                continue  # LightningCLI reports it with its own message
+            config = _config_file(argv[i + 1])
             for key in ("model", "data"):
-                section = config.get(key) if isinstance(config, dict) else None
+                section = config.get(key)
                 value = section.get("class_path") if isinstance(section, dict) else None
                 if isinstance(value, str) and "." in value:
                     found.append(value.strip())

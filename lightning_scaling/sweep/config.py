@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from lightning_scaling.errors import ConfigurationError
+from lightning_scaling.integrations.family import module_search_path, read_yaml_mapping
+from lightning_scaling.options import check_int, check_positive
 from lightning_scaling.planner.options import FIRST_GROUPS, FIRST_SHARE, GROUP_SIZE, MIN_STEPS, PLAN_BOOTSTRAP
 
 __all__ = ["PLAN_KEYS", "SweepConfig", "load_sweep_config"]
@@ -79,18 +81,9 @@ def load_sweep_config(path: str | os.PathLike, **given) -> SweepConfig:
         ConfigurationError: an unknown key (the message lists the known ones), a value of the wrong kind, or a
             missing target or budget.
     """
-    import yaml
-
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigurationError(f"--config {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigurationError(f"--config {path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigurationError(f"--config {path}: expected a mapping (a `sweep:` section, or a LightningCLI config "
-                                 "with `model`, `data` and `trainer`)")
+    data = read_yaml_mapping(path, "a mapping (a `sweep:` section, or a LightningCLI config with `model`, `data` "
+                                   "and `trainer`)")
     section = data.get("sweep")
     if section is None:
         section = {"family": str(path)}
@@ -119,7 +112,7 @@ def _config(section: dict) -> SweepConfig:
         if section.get(key) is None:
             raise ConfigurationError(f"sweep.{key} is missing: give it in the YAML's `sweep:` section or as "
                                      f"--{key.replace('_', '-')}")
-        section[key] = _positive(key, section[key])
+        section[key] = check_positive(section[key], f"sweep.{key}")
     if section["budget"] >= section["target_flops"]:
         raise ConfigurationError(f"sweep.budget ({section['budget']:.3g}) must be below sweep.target_flops "
                                  f"({section['target_flops']:.3g}): the small runs are there to size the target run")
@@ -130,12 +123,10 @@ def _config(section: dict) -> SweepConfig:
     plan = section.get("plan") or {}
     if not isinstance(plan, dict) or set(plan) - set(PLAN_KEYS):
         raise ConfigurationError(f"sweep.plan: the keys are {sorted(PLAN_KEYS)}, got {plan!r}")
-    for key in ("workers", "target_steps_max"):
+    least = {"workers": 1, "target_steps_max": 1, "cpus_per_run": 1, "gpus_per_run": 0}
+    for key, low in least.items():
         if section.get(key) is not None:
-            section[key] = _integer(key, section[key], 1)
-    for key in ("cpus_per_run", "gpus_per_run"):
-        if key in section:
-            section[key] = _integer(key, section[key], 1 if key == "cpus_per_run" else 0)
+            section[key] = check_int(section[key], f"sweep.{key}", low)
     for key in ("overrides", "plugins", "module_path"):
         value = section.get(key) or ()
         if isinstance(value, str) or not all(isinstance(v, str) for v in value):
@@ -149,22 +140,6 @@ def _config(section: dict) -> SweepConfig:
                           "family": Path(section["family"])})
 
 
-def _positive(key: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number > 0 or number == float("inf"):
-        raise ConfigurationError(f"sweep.{key} must be a finite number > 0 (FLOPs), got {value!r}")
-    return number
-
-
-def _integer(key: str, value, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigurationError(f"sweep.{key} must be an integer >= {least}, got {value!r}")
-    return value
-
-
 def register_plugins(names: tuple[str, ...], module_path: tuple[str, ...] = ()) -> list[tuple[object, str]]:
     """Import each ``module.attribute`` of `names` (from `module_path` and the working directory, as
     `lightning-scaling train` imports a family's classes), instantiate it when it is a class, and register it with
@@ -173,7 +148,7 @@ def register_plugins(names: tuple[str, ...], module_path: tuple[str, ...] = ()) 
 
     from lightning_scaling import plugins
 
-    for folder in [*(str(Path(p).resolve()) for p in module_path), os.getcwd()]:
+    for folder in module_search_path(list(module_path)):
         if folder not in sys.path:
             sys.path.append(folder)
 

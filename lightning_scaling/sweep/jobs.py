@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lightning_scaling.executors import Job, Resources
-from lightning_scaling.integrations import train_command
+from lightning_scaling.integrations import module_search_path, train_command
 
 __all__ = ["RunFiles", "job_for"]
 
@@ -40,11 +40,9 @@ def job_for(planned: dict, run_id: str, family: dict, config, resources: Resourc
     command = train_command(family, config.tracking_uri, config.experiment)
     files = RunFiles(config.run_folder(), planned["name"])
     args = shlex.split(command(planned))[2:]  # without `lightning-scaling train`
-    cwd = os.getcwd()
-    module_path = [str(Path(p).resolve()) for p in config.module_path] + [cwd]
     argv = [sys.executable, "-m", "lightning_scaling.cli", "train"]
-    for path in module_path:
+    for path in module_search_path(list(config.module_path)):
         argv += ["--module-path", path]
     argv += ["--checkpoint-dir", str(files.checkpoints), *args, *config.overrides,
              f"--trainer.logger.init_args.run_id={run_id}"]
-    return Job(name=planned["name"], argv=tuple(argv), log=str(files.log), cwd=cwd, resources=resources)
+    return Job(name=planned["name"], argv=tuple(argv), log=str(files.log), cwd=os.getcwd(), resources=resources)

@@ -259,3 +259,5 @@ class Sweep:
         r.spent, r.saved = self.planner.spent(runs), self.planner.saved(runs)
         if r.recommendation is None and r.finished:
             self.publish(r.stages)
+        note, link = self.planner.summary_note()
+        r.note, r.link = note, ((self.planner.tracking_uri, link) if link else None)

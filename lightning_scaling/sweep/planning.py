@@ -8,7 +8,6 @@ compute it did not spend (planned minus spent) goes back to it: the next stage m
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import replace
 
@@ -178,7 +177,3 @@ class SweepPlanner:
         for plugin, _name in self.plugins:
             pm.unregister(plugin)
 
-
-def steps_for(tokens: float, tokens_per_step: float) -> int:
-    """Whole optimizer steps covering `tokens`."""
-    return int(math.ceil(tokens / tokens_per_step))

@@ -34,7 +34,7 @@ def target_run(rec: dict, tokens_per_step: float | None, max_steps: int | None =
     if max_steps is not None and steps > max_steps:
         raise ConfigurationError(f"--train-target: the recommended run takes {steps} steps, more than "
                                  f"sweep.target_steps_max = {max_steps}")
-    arch = {k: v for k, v in rec["architecture"].items()}
+    arch = dict(rec["architecture"])
     interval = max(1, steps // 8)
     steps = interval * int(math.ceil(steps / interval))  # the last validation at the last step: the final loss
     return {"name": f"target-N{arch.get('params', rec['params']):.3g}-{steps}", "params": rec["params"],
